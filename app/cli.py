@@ -1,0 +1,126 @@
+"""The `harmspot` command: ingest, hotspots, serve (thin door onto the same engines as the API)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from geodata.settings import Settings, get_settings
+
+
+def _progress_sources(files: list[str]):
+    from tqdm import tqdm
+
+    for f in tqdm(files, desc="reading", unit="file", file=sys.stderr, disable=len(files) < 2):
+        yield (f, None)
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from app.state import load_weights
+    from geodata.ingest import StudyArea, parse_files
+    from geodata.store import Store
+
+    store = Store(settings.store_path)
+    try:
+        weights = load_weights(settings, store)
+        area = StudyArea.from_geojson(Path(args.area)) if args.area else StudyArea()
+        mapping = json.loads(args.mapping) if args.mapping else None
+        parsed = parse_files(_progress_sources(args.files), area, mapping, weights.by_title or None)
+        report = store.ingest(args.dataset, parsed, area if args.area else None)
+        if args.rejects and len(parsed.rejects):
+            parsed.rejects.to_csv(args.rejects, index=False)
+    finally:
+        store.close()
+    print(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def cmd_hotspots(args: argparse.Namespace, settings: Settings) -> int:
+    from app.render import to_csv, to_geojson, to_json
+    from app.routes.hotspots import FIELDS
+    from app.state import load_weights
+    from geodata.store import Store
+    from hotspots.harmspots import harm_spots
+    from hotspots.query import HotspotQuery, parse_bbox
+
+    store = Store(settings.store_path)
+    try:
+        weights = load_weights(settings, store)
+        q = HotspotQuery.model_validate({
+            "dataset": args.dataset, "from": args.date_from, "to": args.date_to, "preset": args.preset,
+            "offences": args.offences.split(",") if args.offences else None, "bbox": parse_bbox(args.bbox),
+            "area": args.area, "resolution": args.resolution, "weights": args.weights, "top": args.top,
+            "include_asb": args.include_asb, "rank_by": args.rank_by})
+        result = harm_spots(store, q, weights)
+    finally:
+        store.close()
+    if args.format == "csv":
+        sys.stdout.write(to_csv(result.top_cells, FIELDS))
+    elif args.format == "geojson":
+        print(json.dumps(to_geojson(result.meta(), result.top_cells, FIELDS)))
+    else:
+        print(json.dumps(to_json(result.meta(), result.top_cells, FIELDS), indent=1, default=str))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host}; the service has no access control yet (local demo mode)",
+              file=sys.stderr)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harmspot", description="Harm-weighted hotspots for patrol planning")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ing = sub.add_parser("ingest", help="ingest offence files; prints the ingest report as JSON")
+    ing.add_argument("files", nargs="+", help="police.uk CSV(s) or zip, force extract CSV, GeoJSON, Parquet")
+    ing.add_argument("--dataset", required=True, help="dataset name")
+    ing.add_argument("--area", help="study area GeoJSON: rows outside it are rejected")
+    ing.add_argument("--mapping", help='extract column mapping JSON, e.g. \'{"record_id": "URN"}\'')
+    ing.add_argument("--rejects", help="write rejected rows (file, line, reason, raw) to this CSV")
+
+    hs = sub.add_parser("hotspots", help="rank harm spots; writes JSON, CSV or GeoJSON to stdout")
+    hs.add_argument("--dataset", required=True)
+    hs.add_argument("--from", dest="date_from")
+    hs.add_argument("--to", dest="date_to", help="inclusive; a month means its whole month")
+    hs.add_argument("--preset", default="op-ark")
+    hs.add_argument("--offences", help="comma-separated categories or offence groups (overrides --preset)")
+    hs.add_argument("--bbox", help="minLon,minLat,maxLon,maxLat")
+    hs.add_argument("--area", help="layer:feature_id, or a ward/district name")
+    hs.add_argument("--resolution", type=int, default=10)
+    hs.add_argument("--weights", help="weights table name")
+    hs.add_argument("--top", type=int, default=20)
+    hs.add_argument("--include-asb", action="store_true")
+    hs.add_argument("--rank-by", default="harm", choices=["harm", "count"])
+    hs.add_argument("--format", default="json", choices=["json", "csv", "geojson"])
+
+    sv = sub.add_parser("serve", help="run the web service (map at /, API docs at /docs)")
+    sv.add_argument("--host", default=None)
+    sv.add_argument("--port", type=int, default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    if args.command == "serve":
+        args.host = args.host or settings.host
+        args.port = args.port or settings.port
+    handlers = {"ingest": cmd_ingest, "hotspots": cmd_hotspots, "serve": cmd_serve}
+    try:
+        return handlers[args.command](args, settings)
+    except (ValueError, OSError) as exc:  # IngestError, StoreError, WeightsError, ValidationError are ValueErrors
+        print(f"harmspot {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""FastAPI dependencies: the service state and the shared hotspot query parameters."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import Depends, Query, Request
+
+from app.errors import ApiError
+from app.state import ServiceState
+from hotspots.presets import PRESETS
+from hotspots.query import HotspotQuery, parse_bbox
+
+
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.harmspot
+
+
+State = Annotated[ServiceState, Depends(get_state)]
+Format = Literal["json", "csv", "geojson"]
+
+
+def _int_list(text: str | None, name: str) -> list[int] | None:
+    if not text:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part[1:]:
+                a, b = (int(x) for x in part.split("-", 1))
+                out.extend(range(a, b + 1) if a <= b else [*range(a, 24 if name == "hours" else 7), *range(0, b + 1)])
+            else:
+                out.append(int(part))
+        except ValueError as exc:
+            raise ApiError(422, "invalid_parameter", f"{name}: '{part}' is not a number or a range like 20-3") from exc
+    return out
+
+
+def hotspot_query(
+    state: State,
+    dataset: Annotated[str | None, Query(description="Dataset name; default: the most recent dataset.",
+                                         examples=["essex-sample"])] = None,
+    date_from: Annotated[str | None, Query(alias="from", description="Start, YYYY-MM or YYYY-MM-DD. Default: last "
+                                           "full month (month-only data) or last 14 days.", examples=["2024-03"])] = None,
+    date_to: Annotated[str | None, Query(alias="to", description="End, inclusive (a month = its whole month).",
+                                         examples=["2024-04"])] = None,
+    preset: Annotated[str | None, Query(description=f"Offence selection: {', '.join(sorted(PRESETS))}.")] = "op-ark",
+    offences: Annotated[str | None, Query(description="Comma-separated police.uk categories or offence groups; "
+                                          "overrides the preset.", examples=["robbery,drugs"])] = None,
+    days: Annotated[str | None, Query(description="Days of week, 0=Mon, e.g. 4,5 or 4-6 (timed data only).")] = None,
+    hours: Annotated[str | None, Query(description="Hours, e.g. 20-3 (wraps midnight; timed data only).")] = None,
+    bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (WGS84).",
+                                      examples=["0.6,51.5,0.8,51.6"])] = None,
+    area: Annotated[str | None, Query(description="Area: layer:feature_id, a ward/district name.",
+                                      examples=["districts:Southend-on-Sea"])] = None,
+    resolution: Annotated[int, Query(ge=7, le=11, description="H3 resolution 7-11 (10 ≈ 15,000 m²).")] = 10,
+    weights: Annotated[str | None, Query(description="Harm weights table (GET /harm-weights).")] = None,
+    top: Annotated[int | None, Query(ge=1, le=100_000, description="Number of cells (highest harm first).")] = 50,
+    include_asb: Annotated[bool, Query(description="Count anti-social behaviour (no harm).")] = False,
+    rank_by: Annotated[Literal["harm", "count"], Query(description="Order by harm or by count.")] = "harm",
+) -> HotspotQuery:
+    if dataset is None:
+        names = state.store.query_df("SELECT name FROM datasets ORDER BY created_at DESC LIMIT 1")["name"].tolist()
+        if not names:
+            raise ApiError(404, "not_found", "no datasets loaded: POST /datasets first")
+        dataset = names[0]
+    try:
+        return HotspotQuery.model_validate({
+            "dataset": dataset, "from": date_from, "to": date_to, "preset": preset,
+            "offences": [o for o in offences.split(",") if o.strip()] if offences else None,
+            "days": _int_list(days, "days"), "hours": _int_list(hours, "hours"), "bbox": parse_bbox(bbox),
+            "area": area, "resolution": resolution, "weights": weights, "top": top, "include_asb": include_asb,
+            "rank_by": rank_by})
+    except ValueError as exc:  # pydantic ValidationError is a ValueError
+        errors = getattr(exc, "errors", lambda: [])()
+        msg = "; ".join((f"{'.'.join(str(x) for x in e['loc'])}: " if e["loc"] else "")
+                        + str(e["msg"]).removeprefix("Value error, ") for e in errors) or str(exc)
+        raise ApiError(422, "invalid_parameter", msg, errors and [{"loc": e["loc"], "msg": e["msg"]} for e in errors]) from exc
+
+
+Query_ = Annotated[HotspotQuery, Depends(hotspot_query)]

@@ -1,0 +1,89 @@
+"""Datasets: upload (ingest report), list, and rejected rows."""
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import JSONResponse, Response
+
+from app.deps import State
+from app.errors import ApiError
+from app.render import to_csv
+from geodata.ingest import StudyArea, parse_files
+
+router = APIRouter(tags=["datasets"])
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@router.post("/datasets", summary="Upload offences (police.uk CSV or zip, force extract CSV, GeoJSON, Parquet)",
+             description="Every row is stored or rejected with its file, line and reason; the batch is "
+             "all-or-nothing; records already stored (same record id) are counted as duplicates, not stored twice. "
+             "Returns the ingest report.")
+def post_dataset(
+    state: State,
+    files: Annotated[list[UploadFile], File(description="One or more files")],
+    dataset: Annotated[str, Form(description="Dataset name (letters, digits, . _ -)")] = "uploads",
+    mapping: Annotated[str | None, Form(description='Extract column mapping as JSON, e.g. {"record_id": "URN"}')] = None,
+    area: Annotated[str | None, Form(description="Study area: a loaded area layer name (e.g. districts); rows "
+                                     "outside it are rejected. Default: Great Britain bounding box.")] = None,
+) -> JSONResponse:
+    if not _NAME.match(dataset):
+        raise ApiError(422, "invalid_parameter", "dataset: use 1-64 letters, digits, '.', '_' or '-'")
+    col_map = None
+    if mapping:
+        try:
+            col_map = json.loads(mapping)
+            assert isinstance(col_map, dict) and all(isinstance(v, str) for v in col_map.values())
+        except (json.JSONDecodeError, AssertionError) as exc:
+            raise ApiError(422, "invalid_parameter", 'mapping: a JSON object of field -> column name') from exc
+    study = StudyArea()
+    if area:
+        study = _study_area_from_layer(state, area)
+    sources = [(f.filename or "upload.csv", f.file.read()) for f in files]
+    titles = state.default_weights.by_title or None
+    parsed = parse_files(sources, study, col_map, titles)
+    report = state.store.ingest(dataset, parsed, study if area else None)
+    return JSONResponse(report.to_dict(), status_code=201)
+
+
+def _study_area_from_layer(state: State, layer: str) -> StudyArea:
+    import shapely
+
+    frame = state.store.areas(layer)
+    if frame.empty:
+        raise ApiError(422, "invalid_parameter", f"area: no loaded area layer '{layer}'")
+    geom = shapely.union_all([shapely.from_wkb(bytes(b)) for b in frame.geometry_wkb])
+    shapely.prepare(geom)
+    return StudyArea(bbox=tuple(geom.bounds), polygon=geom, name=f"layer {layer}")
+
+
+@router.get("/datasets", summary="Datasets with counts, period and time precision")
+def get_datasets(state: State) -> JSONResponse:
+    frame = state.store.datasets()
+    out = []
+    for r in frame.to_dict("records"):
+        out.append({
+            "name": r["name"], "offences": int(r["offences"]), "batches": int(r["batches"]),
+            "rejects": int(r["rejects"]), "study_area": r["study_area"], "description": r["description"],
+            "first": None if r["first"] is None else str(r["first"])[:10],
+            "last_exclusive": None if r["last_exclusive"] is None else str(r["last_exclusive"])[:10],
+            "time_precision": sorted(r["precisions"]) if r["precisions"] is not None else [],
+        })
+    return JSONResponse({"datasets": out})
+
+
+@router.get("/datasets/{name}/rejects", summary="Rejected rows with file, line number and reason",
+            description="Download as CSV with format=csv.")
+def get_rejects(state: State, name: str,
+                format: Annotated[Literal["json", "csv"], Query()] = "json",
+                limit: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+                offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+    frame = state.store.rejects(name, limit, offset)
+    if format == "csv":
+        return Response(to_csv(frame), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}-rejects.csv"'})
+    by_reason = frame["reason"].value_counts().to_dict()
+    return JSONResponse({"dataset": name, "rejected": len(frame), "by_reason": {str(k): int(v) for k, v in by_reason.items()},
+                         "rows": json.loads(frame.to_json(orient="records"))})

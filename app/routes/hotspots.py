@@ -1,0 +1,61 @@
+"""GET /hotspots (JSON, CSV, GeoJSON) and GET /hotspots.geojson."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+
+from app.deps import Format, Query_, State
+from app.render import CELL_FIELDS, to_csv, to_geojson, to_json
+from hotspots.harmspots import HotspotResult, harm_spots
+
+router = APIRouter(tags=["hotspots"])
+FIELDS = [*CELL_FIELDS, "top_offences"]
+GEOJSON_MEDIA = "application/geo+json"
+
+HOTSPOT_EXAMPLE = {
+    "dataset": "essex-sample", "from": "2024-04-01", "to": "2024-04-30", "preset": "op-ark", "resolution": 10,
+    "weights_table": "harmspot-open-2026", "weights_exact": "approximate", "time_precision": ["month"],
+    "not_applied": ["data.police.uk has only broad categories: ..."], "total_harm": 524838.0,
+    "concentration": {"of_cells_with_harm": {"top_1pct": 0.085, "top_2pct": 0.128, "top_5pct": 0.218}},
+    "cells": [{"h3": "8a194e0d3a77fff", "rank": 1, "harm": 3238.09, "count": 34, "harm_share": 0.00617,
+               "area_km2": 0.0133, "harm_per_km2": 243349.8, "lat": 51.7362, "lon": 0.4853,
+               "top_offences": [{"offence": "Violence and sexual offences", "harm": 3148.4, "count": 34}]}],
+}
+
+
+def render(result: HotspotResult, fmt: str, fields: list[str] = FIELDS, filename: str = "hotspots") -> Response:
+    meta = result.meta()
+    cells = result.top_cells
+    if fmt == "csv":
+        return Response(to_csv(cells, fields), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"',
+                                 "X-Harmspot-Weights-Table": result.weights_table,
+                                 "X-Harmspot-Time-Precision": ",".join(result.time_precision)})
+    if fmt == "geojson":
+        return JSONResponse(to_geojson(meta, cells, fields), media_type=GEOJSON_MEDIA)
+    return JSONResponse(to_json(meta, cells, fields))
+
+
+@router.get(
+    "/hotspots",
+    summary="Harm spots: H3 cells ranked by harm (CCHI days)",
+    description="Offences filtered by period, preset or offence list, time window and area; weighted by the harm "
+    "table; aggregated to H3 cells at the requested resolution; ranked by harm, highest first. Each response names "
+    "the weights table, whether weights were exact (Home Office code) or approximate (police.uk category), the time "
+    "precision of the records, and what the preset could not apply. `format=csv` for tasking scripts, "
+    "`format=geojson` for GIS.",
+    responses={200: {"content": {"application/json": {"example": HOTSPOT_EXAMPLE}, "text/csv": {},
+                                 GEOJSON_MEDIA: {}}}},
+)
+def get_hotspots(state: State, q: Query_,
+                 format: Annotated[Format, Query(description="json (default), csv or geojson")] = "json") -> Response:
+    return render(harm_spots(state.store, q, state.default_weights), format)
+
+
+@router.get("/hotspots.geojson", summary="Harm spots as an RFC 7946 FeatureCollection of hexagons",
+            description="The same cells as /hotspots, as GeoJSON polygons (WGS84 lon/lat, counter-clockwise rings).",
+            responses={200: {"content": {GEOJSON_MEDIA: {}}}})
+def get_hotspots_geojson(state: State, q: Query_) -> Response:
+    return render(harm_spots(state.store, q, state.default_weights), "geojson")

@@ -1,0 +1,61 @@
+"""What the running service holds: the store handle and the default weights table (no other global state)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+
+from geodata.harm import WeightsTable, load_open_default, load_weights_file
+from geodata.ingest import StudyArea, parse_files
+from geodata.settings import SAMPLE_DIR, Settings
+from geodata.store import Store
+
+log = logging.getLogger("harmspot")
+SAMPLE_DATASET = "essex-sample"
+SAMPLE_FILE = SAMPLE_DIR / "essex_street_2024-01_to_2024-04.csv.gz"
+SAMPLE_DISTRICTS = SAMPLE_DIR / "boundaries" / "essex_districts.geojson"
+SAMPLE_WARDS = SAMPLE_DIR / "boundaries" / "essex_wards.geojson"
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    store: Store
+    default_weights: WeightsTable
+
+
+def load_weights(settings: Settings, store: Store) -> WeightsTable:
+    """Save the open default table, and the configured licensed table if any; return the default to use."""
+    open_table = load_open_default()
+    store.save_weights(open_table)
+    if settings.harm_weights:
+        table = load_weights_file(Path(settings.harm_weights), settings.harm_weights_name)
+        store.save_weights(table)
+        return table
+    return open_table
+
+
+def load_sample(store: Store) -> None:
+    """Ingest the bundled Essex sample and its boundary layers (districts, wards) into an empty store."""
+    area = StudyArea.from_geojson(SAMPLE_DISTRICTS, "Essex Police area (districts)")
+    parsed = parse_files([(str(SAMPLE_FILE), None)], area)
+    report = store.ingest(SAMPLE_DATASET, parsed, area, description="data.police.uk Essex 2024-01..04 (OGL v3.0)")
+    log.info("sample loaded: %s", report.to_dict())
+    load_sample_boundaries(store)
+
+
+def load_sample_boundaries(store: Store) -> None:
+    districts = gpd.read_file(SAMPLE_DISTRICTS)
+    store.load_areas("districts", districts, name_field="LAD_NAME", id_field="LAD_CODE", district_field="LAD_NAME")
+    wards = gpd.read_file(SAMPLE_WARDS)
+    store.load_areas("wards", wards, name_field="WD13NM", id_field="WD13CD", district_field="LAD_NAME")
+
+
+def open_state(settings: Settings) -> ServiceState:
+    store = Store(settings.store_path)
+    weights = load_weights(settings, store)
+    if settings.load_sample and store.datasets().empty:
+        load_sample(store)
+    return ServiceState(settings=settings, store=store, default_weights=weights)

@@ -1,0 +1,106 @@
+"""H3 and projection helpers, vectorised (h3ronpy in Rust for the hot paths, pyproj for BNG)."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import h3
+import numpy as np
+import pyarrow as pa
+from h3ronpy import cells_area_km2, change_resolution
+from h3ronpy.vector import cells_to_coordinates, coordinates_to_cells, wkb_to_cells
+from pyproj import Transformer
+
+RESOLUTIONS: tuple[int, ...] = (7, 8, 9, 10, 11)
+FINEST = max(RESOLUTIONS)
+AREA_RESOLUTION = 10  # areas (districts, wards, study areas) are stored as sets of res-10 cells
+
+
+@lru_cache(maxsize=2)
+def _transformer(to_bng: bool) -> Transformer:
+    if to_bng:
+        return Transformer.from_crs("EPSG:4326", "EPSG:27700", always_xy=True)
+    return Transformer.from_crs("EPSG:27700", "EPSG:4326", always_xy=True)
+
+
+def lonlat_to_bng(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _transformer(True).transform(lon, lat)
+    return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+
+
+def bng_to_lonlat(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lon, lat = _transformer(False).transform(x, y)
+    return np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+
+
+def _to_numpy(arr) -> np.ndarray:
+    return np.asarray(pa.array(arr), dtype=np.uint64) if not isinstance(arr, np.ndarray) else arr
+
+
+def cells_at_all_resolutions(lat: np.ndarray, lon: np.ndarray) -> dict[int, np.ndarray]:
+    """H3 cells (uint64) at every supported resolution; coarser cells are parents of the finest."""
+    finest = coordinates_to_cells(np.ascontiguousarray(lat, dtype=float), np.ascontiguousarray(lon, dtype=float), FINEST)
+    out = {FINEST: np.asarray(pa.array(finest), dtype=np.uint64)}
+    for res in RESOLUTIONS:
+        if res != FINEST:
+            out[res] = np.asarray(pa.array(change_resolution(finest, res)), dtype=np.uint64)
+    return out
+
+
+def parents(cells: np.ndarray, res: int) -> np.ndarray:
+    return np.asarray(pa.array(change_resolution(pa.array(cells, type=pa.uint64()), res)), dtype=np.uint64)
+
+
+def cell_centres(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lat, lon) of cell centres."""
+    if len(cells) == 0:
+        return np.empty(0), np.empty(0)
+    batch = cells_to_coordinates(pa.array(cells, type=pa.uint64()))
+    return (np.asarray(batch.column("lat"), dtype=float), np.asarray(batch.column("lng"), dtype=float))
+
+
+def cell_area_km2(cells: np.ndarray) -> np.ndarray:
+    if len(cells) == 0:
+        return np.empty(0)
+    return np.asarray(pa.array(cells_area_km2(pa.array(cells, type=pa.uint64()))), dtype=float)
+
+
+def to_hex(cells: np.ndarray) -> list[str]:
+    return [format(int(c), "x") for c in cells]
+
+
+def from_hex(values: list[str]) -> np.ndarray:
+    return np.array([int(h3.str_to_int(v)) for v in values], dtype=np.uint64)
+
+
+def polygon_cells(geom_wkb: list[bytes], res: int = AREA_RESOLUTION) -> list[np.ndarray]:
+    """Cells whose centre lies in each (multi)polygon, one array per geometry."""
+    if not geom_wkb:
+        return []
+    lists = wkb_to_cells(pa.array(geom_wkb, type=pa.binary()), res, containment_mode=_centroid_mode())
+    return [np.asarray(x.as_py() or [], dtype=np.uint64) for x in lists]
+
+
+def _centroid_mode():
+    from h3ronpy import ContainmentMode
+
+    return ContainmentMode.ContainsCentroid
+
+
+def cell_boundaries_lonlat(cells: np.ndarray) -> list[list[list[float]]]:
+    """Closed, counter-clockwise rings of [lon, lat] (RFC 7946 order) for each cell."""
+    rings = []
+    for c in cells:
+        pts = h3.cell_to_boundary(h3.int_to_str(int(c)))  # (lat, lng) tuples, counter-clockwise
+        ring = [[round(lng, 7), round(lat, 7)] for lat, lng in pts]
+        if _signed_area(ring) < 0:
+            ring.reverse()
+        ring.append(ring[0])
+        rings.append(ring)
+    return rings
+
+
+def _signed_area(ring: list[list[float]]) -> float:
+    a = 0.0
+    for (x1, y1), (x2, y2) in zip(ring, ring[1:] + ring[:1]):
+        a += x1 * y2 - x2 * y1
+    return a / 2.0

@@ -1,0 +1,492 @@
+"""Ingest: read offence files, map their columns, validate every row, and return stored rows plus rejects.
+
+Readers accept data.police.uk street CSVs exactly as downloaded (one month, many, or a zip of a download),
+force extract CSVs (columns mapped by :data:`EXTRACT_ALIASES`, documented in docs/ingest.md), GeoJSON points
+and Parquet.  Every input row either lands in :class:`Parsed.rows` or in :class:`Parsed.rejects` with its
+file, line number and reason; nothing is silently dropped.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import shapely
+
+from geodata.cells import RESOLUTIONS, bng_to_lonlat, cells_at_all_resolutions, lonlat_to_bng
+from geodata.taxonomy import (
+    ASB,
+    GROUP_CATEGORY,
+    category_of_groups,
+    groups_from_ho,
+    groups_from_titles,
+    normalise_category,
+    normalise_ho_code,
+)
+
+# Great Britain and its islands, the default study area when none is given.
+GB_BBOX = (-8.75, 49.8, 1.8, 60.95)
+
+POLICEUK_COLUMNS = ["Crime ID", "Month", "Reported by", "Falls within", "Longitude", "Latitude", "Location",
+                    "LSOA code", "LSOA name", "Crime type", "Last outcome category", "Context"]
+
+# Force extract: canonical field -> accepted column names (compared case-insensitively, spaces = underscores).
+EXTRACT_ALIASES: dict[str, tuple[str, ...]] = {
+    "record_id": ("record_id", "crime_id", "crime_ref", "crime_reference", "urn", "occurrence_id", "id"),
+    "occurred": ("occurred", "occurred_at", "occurred_date", "date", "datetime", "date_time", "committed",
+                 "committed_on", "offence_date", "occurred_from", "month"),
+    "longitude": ("longitude", "lon", "lng", "long", "x_wgs84"),
+    "latitude": ("latitude", "lat", "y_wgs84"),
+    "easting": ("easting", "x", "bng_x", "grid_x"),
+    "northing": ("northing", "y", "bng_y", "grid_y"),
+    "ho_code": ("ho_code", "home_office_code", "ho_offence_code", "offence_code", "hocr_code",
+                "home_office_classification"),
+    "offence_title": ("offence_title", "offence", "offence_description", "offence_name", "title"),
+    "category": ("category", "crime_type", "police_uk_category"),
+    "location": ("location", "street", "street_name", "location_text", "address"),
+    "lsoa_code": ("lsoa_code", "lsoa", "lsoa11cd", "lsoa21cd"),
+    "domestic": ("domestic", "domestic_abuse", "da_flag", "domestic_flag"),
+    "public_place": ("public_place", "public", "public_place_flag"),
+    "knife": ("knife", "knife_enabled", "knife_crime", "weapon", "knife_flag"),
+    "nte": ("nte", "night_time_economy", "nte_flag"),
+    "victim_age": ("victim_age", "age_of_victim", "victim_age_years"),
+}
+
+STORED_COLUMNS = ["record_id", "occurred_from", "occurred_to", "precision", "dow", "hour", "lon", "lat", "x", "y",
+                  *[f"h3_{r}" for r in RESOLUTIONS], "category", "offence_group", "ho_code", "offence_title",
+                  "location", "lsoa_code", "domestic", "public_place", "knife", "nte", "victim_age"]
+
+
+class IngestError(ValueError):
+    """A whole file could not be read (wrong format, unreadable, no usable columns)."""
+
+
+@dataclass
+class Parsed:
+    rows: pd.DataFrame
+    rejects: pd.DataFrame  # file, line, reason, raw
+    read: int
+    kind: str
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StudyArea:
+    """Where offences may lie: a bounding box and optionally a polygon (WGS84)."""
+
+    bbox: tuple[float, float, float, float] = GB_BBOX
+    polygon: shapely.Geometry | None = None
+    name: str = "Great Britain (default bounding box)"
+
+    def contains(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        minx, miny, maxx, maxy = self.bbox
+        inside = (lon >= minx) & (lon <= maxx) & (lat >= miny) & (lat <= maxy)
+        if self.polygon is not None and inside.any():
+            idx = np.flatnonzero(inside)
+            inside[idx] = shapely.contains_xy(self.polygon, lon[idx], lat[idx])
+        return inside
+
+    @classmethod
+    def from_geojson(cls, path: Path, name: str | None = None) -> "StudyArea":
+        import geopandas as gpd
+
+        frame = gpd.read_file(path)
+        if frame.crs is not None and frame.crs.to_epsg() != 4326:
+            frame = frame.to_crs(4326)
+        geom = shapely.make_valid(frame.geometry.union_all())
+        shapely.prepare(geom)
+        return cls(bbox=tuple(geom.bounds), polygon=geom, name=name or Path(path).stem)
+
+
+# ---------------------------------------------------------------- readers: each returns (frame of strings, kind)
+
+def _read_csv_bytes(data: bytes, name: str) -> pd.DataFrame:
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(newlines_in_values=False),
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=False, auto_dict_encode=True,
+                                                 auto_dict_max_cardinality=100_000,
+                                                 column_types={}, check_utf8=False),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise IngestError(f"{name}: not a readable CSV file ({exc})") from exc
+    frame = table.to_pandas()
+    for col in frame.columns:  # everything as text; numbers are validated per row later
+        if frame[col].dtype.kind in "fiub":
+            frame[col] = frame[col].astype("string")
+    return frame
+
+
+def _decode(data: bytes) -> bytes:
+    """Accept UTF-8 (with or without BOM) and Windows-1252 / Latin-1 exports."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:]
+    try:
+        data.decode("utf-8")
+        return data
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace").encode("utf-8")
+
+
+def read_source(path: Path, data: bytes | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """Read one file (or every CSV in a zip) into frames of text columns, each with a ``_line`` column."""
+    name = Path(path).name
+    raw = data if data is not None else Path(path).read_bytes()
+    lower = name.lower()
+    if lower.endswith(".gz"):
+        import gzip
+
+        try:
+            raw = gzip.decompress(raw)
+        except OSError as exc:
+            raise IngestError(f"{name}: not a valid gzip file ({exc})") from exc
+        lower = lower[:-3]
+    if lower.endswith(".zip"):
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(raw))
+        except zipfile.BadZipFile as exc:
+            raise IngestError(f"{name}: not a valid zip file") from exc
+        members = sorted(m for m in archive.namelist() if m.lower().endswith(".csv") and not m.startswith("__MACOSX"))
+        if not members:
+            raise IngestError(f"{name}: the zip holds no CSV file")
+        return [item for m in members for item in read_source(Path(f"{name}/{m}"), archive.read(m))]
+    if lower.endswith((".geojson", ".json")):
+        return [(name, _read_geojson(raw, name))]
+    if lower.endswith((".parquet", ".geoparquet", ".pq")):
+        return [(name, _read_parquet(raw, name))]
+    frame = _read_csv_bytes(_decode(raw), name)
+    frame["_line"] = np.arange(2, len(frame) + 2)
+    return [(name, frame)]
+
+
+def _read_geojson(raw: bytes, name: str) -> pd.DataFrame:
+    try:
+        doc = json.loads(_decode(raw))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IngestError(f"{name}: not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" or not isinstance(doc.get("features"), list):
+        raise IngestError(f"{name}: expected a GeoJSON FeatureCollection")
+    records = []
+    for i, feat in enumerate(doc["features"]):
+        props = dict((feat or {}).get("properties") or {})
+        geom = (feat or {}).get("geometry") or {}
+        coords = geom.get("coordinates") if geom.get("type") == "Point" else None
+        props["longitude"] = coords[0] if isinstance(coords, list) and len(coords) >= 2 else None
+        props["latitude"] = coords[1] if isinstance(coords, list) and len(coords) >= 2 else None
+        if geom and geom.get("type") != "Point":
+            props["_geometry_error"] = f"geometry is {geom.get('type')}, not Point"
+        props["_line"] = i  # feature index (0-based) stands in for a line number
+        records.append(props)
+    frame = pd.DataFrame.from_records(records)
+    for col in frame.columns:
+        if col != "_line":
+            frame[col] = frame[col].astype("string")
+    return frame
+
+
+def _read_parquet(raw: bytes, name: str) -> pd.DataFrame:
+    try:
+        table = pq.read_table(io.BytesIO(raw))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise IngestError(f"{name}: not a readable Parquet file ({exc})") from exc
+    frame = table.to_pandas()
+    if "geometry" in frame.columns:
+        geoms = shapely.from_wkb(frame.pop("geometry").to_numpy(), on_invalid="ignore")
+        is_point = shapely.get_type_id(geoms) == 0
+        frame["longitude"] = np.where(is_point, shapely.get_x(geoms), np.nan)
+        frame["latitude"] = np.where(is_point, shapely.get_y(geoms), np.nan)
+    for col in frame.columns:
+        if pd.api.types.is_datetime64_any_dtype(frame[col]):
+            frame[col] = frame[col].dt.strftime("%Y-%m-%d %H:%M")
+        frame[col] = frame[col].astype("string")
+    frame["_line"] = np.arange(1, len(frame) + 1)  # Parquet has no lines: 1-based row number
+    return frame
+
+
+# ---------------------------------------------------------------- normalisers
+
+def _reject(rejects: list[pd.DataFrame], frame: pd.DataFrame, mask: np.ndarray, reason: str | pd.Series,
+            file: str) -> np.ndarray:
+    """Move rows under ``mask`` (not yet rejected) to the reject list; return the still-alive mask."""
+    if mask.any():
+        part = frame.loc[mask]
+        raw = part.drop(columns=[c for c in part.columns if c.startswith("_")]).astype("string").fillna("")
+        raw_text = raw.agg(",".join, axis=1) if len(raw.columns) else pd.Series("", index=part.index)
+        reasons = reason[mask] if isinstance(reason, pd.Series) else reason
+        rejects.append(pd.DataFrame({"file": file, "line": part["_line"].to_numpy(), "reason": reasons,
+                                     "raw": raw_text.str.slice(0, 500).to_numpy()}))
+    return ~mask
+
+
+def _coordinates(lon_text: pd.Series, lat_text: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    missing = (lon_text.isna() | (lon_text.astype("string").str.strip() == "")
+               | lat_text.isna() | (lat_text.astype("string").str.strip() == "")).to_numpy(dtype=bool, na_value=True)
+    lon = pd.to_numeric(lon_text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    lat = pd.to_numeric(lat_text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return lon, lat, missing, ~missing & ~(np.isfinite(lon) & np.isfinite(lat))
+
+
+def _content_ids(frame: pd.DataFrame, cols: list[str], prefix: str) -> pd.Series:
+    """Stable ids for rows without a record id: a hash of their content plus their rank among identical rows."""
+    h = pd.util.hash_pandas_object(frame[cols].astype("string").fillna(""), index=False).to_numpy()
+    rank = pd.Series(h).groupby(h).cumcount().to_numpy()
+    hexed = pd.Series(h).map("{:016x}".format)
+    return (prefix + hexed + ":" + pd.Series(rank).astype(str)).set_axis(frame.index)
+
+
+def _finish(out: pd.DataFrame, lon: np.ndarray, lat: np.ndarray, x: np.ndarray | None = None,
+            y: np.ndarray | None = None) -> pd.DataFrame:
+    """Add projected coordinates and H3 cells at every resolution."""
+    if x is None or y is None:
+        x, y = lonlat_to_bng(lon, lat)
+    out["lon"], out["lat"], out["x"], out["y"] = lon, lat, x, y
+    for res, cells in cells_at_all_resolutions(lat, lon).items():
+        out[f"h3_{res}"] = cells
+    return out
+
+
+def _month_bounds(month_text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    start = pd.to_datetime(month_text.astype("string").str.strip() + "-01", format="%Y-%m-%d", errors="coerce")
+    return start, start + pd.DateOffset(months=1)
+
+
+def normalise_policeuk(frame: pd.DataFrame, file: str, area: StudyArea) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    rejects: list[pd.DataFrame] = []
+    alive = np.ones(len(frame), dtype=bool)
+    lon, lat, missing, invalid = _coordinates(frame["Longitude"], frame["Latitude"])
+    alive &= _reject(rejects, frame, alive & missing, "missing coordinates", file)
+    out_of_range = ~missing & ~invalid & ((np.abs(lon) > 180) | (np.abs(lat) > 90))
+    alive &= _reject(rejects, frame, alive & (invalid | out_of_range), "invalid coordinates", file)
+    start, end = _month_bounds(frame["Month"])
+    alive &= _reject(rejects, frame, alive & start.isna().to_numpy(), "bad date: Month is not YYYY-MM", file)
+    category = normalise_category(frame["Crime type"])
+    alive &= _reject(rejects, frame, alive & category.isna().to_numpy(), "unknown offence: Crime type not a data.police.uk category", file)
+    inside = np.zeros(len(frame), dtype=bool)
+    inside[alive] = area.contains(lon[alive], lat[alive])
+    alive &= _reject(rejects, frame, alive & ~inside, f"outside the study area ({area.name})", file)
+
+    keep = frame.loc[alive]
+    ids = keep["Crime ID"].astype("string").str.strip()
+    no_id = ids.isna() | (ids == "")
+    if no_id.any():
+        ids = ids.where(~no_id, _content_ids(keep, POLICEUK_COLUMNS[1:], "hash:")[no_id])
+    out = pd.DataFrame({
+        "record_id": ids.to_numpy(),
+        "occurred_from": start[alive].to_numpy(),
+        "occurred_to": end[alive].to_numpy(),
+        "precision": "month",
+        "dow": pd.array([pd.NA] * int(alive.sum()), dtype="Int16"),
+        "hour": pd.array([pd.NA] * int(alive.sum()), dtype="Int16"),
+        "category": category[alive].to_numpy(),
+        "offence_group": pd.array(np.where(category[alive] == ASB, "asb", None), dtype="string"),
+        "ho_code": pd.array([None] * int(alive.sum()), dtype="string"),
+        "offence_title": pd.array([None] * int(alive.sum()), dtype="string"),
+        "location": keep["Location"].astype("string").to_numpy(),
+        "lsoa_code": keep["LSOA code"].astype("string").to_numpy(),
+        "_line": keep["_line"].to_numpy(),
+    })
+    for flag in ("domestic", "public_place", "knife", "nte"):
+        out[flag] = pd.array([pd.NA] * len(out), dtype="boolean")
+    out["victim_age"] = pd.array([pd.NA] * len(out), dtype="Int16")
+    return _finish(out, lon[alive], lat[alive]), rejects
+
+
+def _resolve_columns(frame: pd.DataFrame, mapping: dict[str, str] | None) -> dict[str, str]:
+    norm = {c.strip().lower().replace(" ", "_").replace("-", "_"): c for c in frame.columns if not c.startswith("_")}
+    found: dict[str, str] = {}
+    for field_name, aliases in EXTRACT_ALIASES.items():
+        if mapping and field_name in mapping:
+            if mapping[field_name] not in frame.columns:
+                raise IngestError(f"column mapping names '{mapping[field_name]}' for {field_name}, not in the file")
+            found[field_name] = mapping[field_name]
+            continue
+        for alias in aliases:
+            if alias in norm:
+                found[field_name] = norm[alias]
+                break
+    return found
+
+
+_TRUE = {"1", "y", "yes", "true", "t"}
+_FALSE = {"0", "n", "no", "false", "f"}
+
+
+def _flag(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    text = values.astype("string").str.strip().str.lower()
+    out = pd.Series(pd.NA, index=values.index, dtype="boolean")
+    out[text.isin(_TRUE).fillna(False)] = True
+    out[text.isin(_FALSE).fillna(False)] = False
+    bad = (text.notna() & (text != "") & ~text.isin(_TRUE | _FALSE)).to_numpy(dtype=bool, na_value=False)
+    return out, bad
+
+
+def _parse_occurred(text: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(from, to, precision) keeping the precision the text gives: YYYY-MM, a date, or a date and time."""
+    s = text.astype("string").str.strip()
+    n = len(s)
+    start = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
+    end = start.copy()
+    prec = pd.Series(pd.NA, index=s.index, dtype="string")
+    is_month = s.str.fullmatch(r"\d{4}-\d{2}").fillna(False)
+    is_day = s.str.fullmatch(r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4}").fillna(False)
+    is_time = s.str.fullmatch(r"(\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4})[ T]\d{1,2}:\d{2}(:\d{2})?(\.\d+)?Z?").fillna(False)
+    if is_month.any():
+        m0, m1 = _month_bounds(s[is_month])
+        start[is_month], end[is_month], prec[is_month] = m0, m1, "month"
+    for mask, precision, step in ((is_day, "day", pd.Timedelta(days=1)), (is_time, "minute", pd.Timedelta(minutes=1))):
+        if mask.any():
+            part = s[mask].str.replace("T", " ").str.rstrip("Z")
+            iso = part.str.match(r"\d{4}-")
+            parsed = pd.Series(pd.NaT, index=part.index, dtype="datetime64[ns]")
+            if iso.any():
+                parsed[iso] = pd.to_datetime(part[iso], errors="coerce", format="ISO8601")
+            if (~iso).any():  # UK day-first dates
+                parsed[~iso] = pd.to_datetime(part[~iso], errors="coerce", dayfirst=True, format="mixed")
+            if precision == "minute":
+                parsed = parsed.dt.floor("min")
+            start[mask], end[mask], prec[mask] = parsed, parsed + step, precision
+    prec[start.isna()] = pd.NA
+    del n
+    return start, end, prec
+
+
+def normalise_extract(frame: pd.DataFrame, file: str, area: StudyArea,
+                      mapping: dict[str, str] | None = None, titles: dict[str, str] | None = None
+                      ) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    cols = _resolve_columns(frame, mapping)
+    has_lonlat = "longitude" in cols and "latitude" in cols
+    has_bng = "easting" in cols and "northing" in cols
+    problems = []
+    if "occurred" not in cols:
+        problems.append("an occurred date column (occurred / date / datetime / month)")
+    if not (has_lonlat or has_bng):
+        problems.append("coordinates (longitude+latitude, or easting+northing)")
+    if not ({"ho_code", "offence_title", "category"} & cols.keys()):
+        problems.append("an offence column (ho_code, offence_title or category)")
+    if problems:
+        raise IngestError(f"{file}: cannot map columns; missing " + "; ".join(problems)
+                          + f". Columns found: {[c for c in frame.columns if not c.startswith('_')]}")
+    rejects: list[pd.DataFrame] = []
+    alive = np.ones(len(frame), dtype=bool)
+    if "_geometry_error" in frame.columns:
+        geo_err = frame["_geometry_error"].notna().to_numpy()
+        alive &= _reject(rejects, frame, geo_err, "invalid coordinates: " + frame["_geometry_error"].fillna(""), file)
+    col = lambda f: frame[cols[f]] if f in cols else pd.Series(pd.NA, index=frame.index, dtype="string")  # noqa: E731
+    if has_lonlat:
+        lon, lat, missing, invalid = _coordinates(col("longitude"), col("latitude"))
+        invalid |= ~missing & ~invalid & ((np.abs(lon) > 180) | (np.abs(lat) > 90))
+        x = y = None
+    else:
+        x, y, missing, invalid = _coordinates(col("easting"), col("northing"))
+        invalid |= ~missing & ~invalid & ((x < 0) | (x > 700_000) | (y < 0) | (y > 1_300_000))
+        lon, lat = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
+        ok = ~missing & ~invalid
+        lon[ok], lat[ok] = bng_to_lonlat(x[ok], y[ok])
+    alive &= _reject(rejects, frame, alive & missing, "missing coordinates", file)
+    alive &= _reject(rejects, frame, alive & invalid, "invalid coordinates", file)
+    start, end, prec = _parse_occurred(col("occurred"))
+    alive &= _reject(rejects, frame, alive & start.isna().to_numpy(), "bad date: occurred is not YYYY-MM, a date, or a date and time", file)
+    if start.notna().any():
+        future = (start > pd.Timestamp.now() + pd.Timedelta(days=1)).to_numpy()
+        alive &= _reject(rejects, frame, alive & future, "bad date: occurred is in the future", file)
+
+    ho = normalise_ho_code(col("ho_code"))
+    title = col("offence_title").astype("string").str.strip()
+    bad_ho = (col("ho_code").notna() & (col("ho_code").astype("string").str.strip() != "") & ho.isna()).to_numpy(dtype=bool, na_value=False)
+    if titles:  # an offence title that a loaded harm table knows gives its exact HO code
+        from_title = title.str.lower().map(titles).astype("string")
+        ho = ho.fillna(from_title)
+    group = groups_from_ho(ho, title).fillna(groups_from_titles(title))
+    category = category_of_groups(group)
+    given_cat = normalise_category(col("category"))
+    category = category.fillna(given_cat)
+    unknown = category.isna().to_numpy() | bad_ho
+    reason = pd.Series("unknown offence: no HO code, title or category harmspot recognises", index=frame.index)
+    reason[bad_ho] = "unknown offence: HO code is not of the form NNN/NN"
+    alive &= _reject(rejects, frame, alive & unknown, reason, file)
+
+    flags = {}
+    for name in ("domestic", "public_place", "knife", "nte"):
+        flags[name], bad = _flag(col(name))
+        alive &= _reject(rejects, frame, alive & bad, f"invalid {name} flag (use yes/no, true/false or 1/0)", file)
+    age_text = col("victim_age").astype("string").str.strip()
+    age = pd.to_numeric(age_text, errors="coerce")
+    bad_age = (age_text.notna() & (age_text != "") & (age.isna() | (age < 0) | (age > 120))).to_numpy(dtype=bool, na_value=False)
+    alive &= _reject(rejects, frame, alive & bad_age, "invalid victim_age (0-120)", file)
+    inside = np.zeros(len(frame), dtype=bool)
+    inside[alive] = area.contains(lon[alive], lat[alive])
+    alive &= _reject(rejects, frame, alive & ~inside, f"outside the study area ({area.name})", file)
+
+    keep = frame.loc[alive]
+    ids = col("record_id")[alive].astype("string").str.strip()
+    no_id = ids.isna() | (ids == "")
+    if no_id.any():
+        ids = ids.where(~no_id, _content_ids(keep, [c for c in keep.columns if not c.startswith("_")], "hash:")[no_id])
+    st = start[alive]
+    minute = (prec[alive] == "minute").to_numpy(dtype=bool, na_value=False)
+    out = pd.DataFrame({
+        "record_id": ids.to_numpy(),
+        "occurred_from": st.to_numpy(),
+        "occurred_to": end[alive].to_numpy(),
+        "precision": prec[alive].to_numpy(),
+        "dow": pd.array(np.where(minute, st.dt.dayofweek.to_numpy(dtype=float, na_value=np.nan), np.nan), dtype="Int16"),
+        "hour": pd.array(np.where(minute, st.dt.hour.to_numpy(dtype=float, na_value=np.nan), np.nan), dtype="Int16"),
+        "category": category[alive].to_numpy(),
+        "offence_group": group[alive].to_numpy(),
+        "ho_code": ho[alive].to_numpy(),
+        "offence_title": title[alive].to_numpy(),
+        "location": col("location")[alive].astype("string").to_numpy(),
+        "lsoa_code": col("lsoa_code")[alive].astype("string").to_numpy(),
+        "_line": keep["_line"].to_numpy(),
+    })
+    for name, values in flags.items():
+        out[name] = values[alive].to_numpy()
+    out["victim_age"] = pd.array(age[alive].to_numpy(dtype=float, na_value=np.nan), dtype="Int16")
+    return _finish(out, lon[alive], lat[alive],
+                   None if x is None else x[alive], None if y is None else y[alive]), rejects
+
+
+def is_policeuk(frame: pd.DataFrame) -> bool:
+    return {"Crime ID", "Month", "Longitude", "Latitude", "Crime type"} <= set(frame.columns)
+
+
+def parse_files(sources: Iterable[tuple[str, bytes | None]], area: StudyArea = StudyArea(),
+                mapping: dict[str, str] | None = None, titles: dict[str, str] | None = None) -> Parsed:
+    """Read and validate every source (name, bytes or None to read the path). Raises IngestError for a
+    file that cannot be read at all; otherwise every row is stored or rejected with a reason."""
+    parts: list[pd.DataFrame] = []
+    rejects: list[pd.DataFrame] = []
+    read = 0
+    kinds: set[str] = set()
+    names: list[str] = []
+    for path, data in sources:
+        for name, frame in read_source(Path(path), data):
+            names.append(name)
+            read += len(frame)
+            if is_policeuk(frame):
+                kinds.add("police.uk")
+                rows, rej = normalise_policeuk(frame, name, area)
+            else:
+                kinds.add("extract")
+                rows, rej = normalise_extract(frame, name, area, mapping, titles)
+            rows["_file"] = name
+            parts.append(rows)
+            rejects.extend(rej)
+    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=STORED_COLUMNS)
+    rej = (pd.concat(rejects, ignore_index=True) if rejects
+           else pd.DataFrame({"file": pd.Series(dtype="string"), "line": pd.Series(dtype="int64"),
+                              "reason": pd.Series(dtype="string"), "raw": pd.Series(dtype="string")}))
+    return Parsed(rows=rows, rejects=rej, read=read, kind="+".join(sorted(kinds)) or "empty", files=names)
+
+
+assert set(GROUP_CATEGORY)  # taxonomy loaded

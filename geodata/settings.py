@@ -1,0 +1,42 @@
+"""All runtime settings in one place, read from ``HARMSPOT_*`` environment variables.
+
+Engines (``geodata``, ``hotspots``, ``rtm``) take explicit arguments; only the doors (``app`` and the CLI)
+build a :class:`Settings` and pass its values down.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DIR = PACKAGE_ROOT / "sample"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HARMSPOT_", extra="ignore")
+
+    data_dir: Path = Field(Path("./data"), description="Folder holding the embedded store (harmspot.duckdb).")
+    harm_weights: Path | None = Field(
+        None,
+        description="A licensed harm table to load at start-up (e.g. the CCHI 2020 values CSV). "
+        "Without it the open default table shipped with harmspot is used.",
+    )
+    harm_weights_name: str = Field("cchi-2020", description="Name under which HARMSPOT_HARM_WEIGHTS is loaded.")
+    max_upload_mb: int = Field(200, description="Largest accepted upload (HTTP 413 above it).")
+    default_resolution: int = Field(10, ge=7, le=11)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    load_sample: bool = Field(True, description="Ingest the bundled Essex sample at start-up if the store is empty.")
+    tile_url: str | None = Field(None, description="Optional XYZ tile URL for the map; none by default (offline).")
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "harmspot.duckdb"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,356 @@
+"""The embedded store: one DuckDB file holding offences, batches, rejects, weights and areas.
+
+DuckDB is a columnar, in-process database: the hot query (filter, join a few hundred offence keys to
+their weights, group by an H3 column) runs vectorised in C++ with no server to run.  Each ingest is one
+transaction: a batch lands whole or not at all.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import numpy as np
+import pandas as pd
+import shapely
+
+from geodata.cells import AREA_RESOLUTION, RESOLUTIONS, cell_centres, polygon_cells
+from geodata.harm import WeightsTable
+from geodata.ingest import Parsed, StudyArea
+
+SCHEMA = f"""
+CREATE SEQUENCE IF NOT EXISTS batch_seq START 1;
+CREATE TABLE IF NOT EXISTS datasets (
+    name VARCHAR PRIMARY KEY, created_at TIMESTAMP, study_area VARCHAR, description VARCHAR);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id INTEGER PRIMARY KEY, dataset VARCHAR, created_at TIMESTAMP, files VARCHAR, kind VARCHAR,
+    read INTEGER, stored INTEGER, rejected INTEGER, duplicates INTEGER);
+CREATE TABLE IF NOT EXISTS offence_keys (
+    offence_key INTEGER PRIMARY KEY, category VARCHAR, offence_group VARCHAR, ho_code VARCHAR);
+CREATE TABLE IF NOT EXISTS offences (
+    dataset VARCHAR, batch_id INTEGER, record_id VARCHAR, offence_key INTEGER,
+    occurred_from TIMESTAMP, occurred_to TIMESTAMP, precision VARCHAR, dow SMALLINT, hour SMALLINT,
+    lon DOUBLE, lat DOUBLE, x DOUBLE, y DOUBLE,
+    {", ".join(f"h3_{r} UBIGINT" for r in RESOLUTIONS)},
+    offence_title VARCHAR, location VARCHAR, lsoa_code VARCHAR,
+    domestic BOOLEAN, public_place BOOLEAN, knife BOOLEAN, nte BOOLEAN, victim_age SMALLINT);
+CREATE TABLE IF NOT EXISTS rejects (
+    dataset VARCHAR, batch_id INTEGER, file VARCHAR, line BIGINT, reason VARCHAR, raw VARCHAR);
+CREATE TABLE IF NOT EXISTS weights (
+    weights_table VARCHAR, key_type VARCHAR, key VARCHAR, days DOUBLE);
+CREATE TABLE IF NOT EXISTS weights_meta (
+    weights_table VARCHAR PRIMARY KEY, source VARCHAR, licence VARCHAR, category_method VARCHAR,
+    loaded_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS areas (
+    layer VARCHAR, feature_id VARCHAR, name VARCHAR, district VARCHAR, geometry_wkb BLOB);
+CREATE TABLE IF NOT EXISTS area_cells (
+    layer VARCHAR, feature_id VARCHAR, h3_10 UBIGINT, lat DOUBLE, lon DOUBLE);
+"""
+DATASET_LAYER = "__dataset__"  # area_cells rows describing each dataset's study area
+
+
+class StoreError(ValueError):
+    """A request the store cannot satisfy (unknown dataset, weights table, area...)."""
+
+
+@dataclass
+class IngestReport:
+    dataset: str
+    batch_id: int | None
+    files: list[str]
+    kind: str
+    read: int
+    stored: int
+    rejected: int
+    duplicates: int
+    rejects_by_reason: dict[str, int]
+    time_precision: list[str]
+
+    def to_dict(self) -> dict:
+        return {
+            "dataset": self.dataset, "batch_id": self.batch_id, "files": self.files, "kind": self.kind,
+            "read": self.read, "stored": self.stored, "rejected": self.rejected, "duplicates": self.duplicates,
+            "rejects_by_reason": self.rejects_by_reason, "time_precision": self.time_precision,
+        }
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Store:
+    """A handle on the DuckDB file. Reads use a cursor each; writes take a lock and one transaction."""
+
+    def __init__(self, path: Path | str, read_only: bool = False):
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            raise StoreError(f"cannot open the store at {path}: {exc} (is `harmspot serve` running on it? "
+                             "upload through the API instead, or stop the service)") from exc
+        self._lock = threading.RLock()
+        if not read_only:
+            self._con.execute(SCHEMA)
+
+    def close(self) -> None:
+        self._con.close()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self._con.cursor()
+
+    def query_df(self, sql: str, params: list | tuple = ()) -> pd.DataFrame:
+        cur = self._con.cursor()
+        try:
+            return cur.execute(sql, params).df()
+        finally:
+            cur.close()
+
+    def scalar(self, sql: str, params: list | tuple = ()):
+        cur = self._con.cursor()
+        try:
+            rows = cur.execute(sql, params).fetchall()
+            return rows[0][0] if rows else None
+        finally:
+            cur.close()
+
+    # ------------------------------------------------------------------ transactions
+    def transaction(self) -> "_Tx":
+        return _Tx(self)
+
+    # ------------------------------------------------------------------ datasets
+    def datasets(self) -> pd.DataFrame:
+        return self.query_df("""
+            SELECT d.name, d.created_at, d.study_area, d.description,
+                   (SELECT count(*) FROM offences o WHERE o.dataset = d.name) AS offences,
+                   (SELECT min(occurred_from) FROM offences o WHERE o.dataset = d.name) AS first,
+                   (SELECT max(occurred_to) FROM offences o WHERE o.dataset = d.name) AS last_exclusive,
+                   (SELECT list(DISTINCT precision) FROM offences o WHERE o.dataset = d.name) AS precisions,
+                   (SELECT count(*) FROM batches b WHERE b.dataset = d.name) AS batches,
+                   (SELECT count(*) FROM rejects r WHERE r.dataset = d.name) AS rejects
+            FROM datasets d ORDER BY d.name""")
+
+    def has_dataset(self, name: str) -> bool:
+        return bool(self.scalar("SELECT count(*) FROM datasets WHERE name = ?", [name]))
+
+    def require_dataset(self, name: str) -> None:
+        if not self.has_dataset(name):
+            known = self.query_df("SELECT name FROM datasets ORDER BY name")["name"].tolist()
+            raise StoreError(f"unknown dataset '{name}'; known datasets: {known}")
+
+    def ingest(self, dataset: str, parsed: Parsed, study_area: StudyArea | None = None,
+               description: str = "") -> IngestReport:
+        """Store a parsed batch in one transaction; duplicates (same record id) are counted, not stored."""
+        rows = parsed.rows
+        dup_in_batch = rows["record_id"].duplicated(keep="first").to_numpy()
+        rows = rows.loc[~dup_in_batch]
+        with self._lock, self.transaction() as cur:
+            if not cur.execute("SELECT count(*) FROM datasets WHERE name = ?", [dataset]).fetchall()[0][0]:
+                cur.execute("INSERT INTO datasets VALUES (?, ?, ?, ?)",
+                            [dataset, _now(), study_area.name if study_area else None, description])
+            batch_id = cur.execute("SELECT nextval('batch_seq')").fetchall()[0][0]
+            keys = self._offence_keys(cur, rows)
+            staged = rows.assign(offence_key=keys, dataset=dataset, batch_id=batch_id)
+            cols = ["dataset", "batch_id", "record_id", "offence_key", "occurred_from", "occurred_to", "precision",
+                    "dow", "hour", "lon", "lat", "x", "y", *[f"h3_{r}" for r in RESOLUTIONS], "offence_title",
+                    "location", "lsoa_code", "domestic", "public_place", "knife", "nte", "victim_age"]
+            staged = staged[cols]
+            cur.register("staged", staged)
+            before = cur.execute("SELECT count(*) FROM offences WHERE dataset = ?", [dataset]).fetchall()[0][0]
+            cur.execute(f"""INSERT INTO offences SELECT {", ".join(cols)} FROM staged s
+                            WHERE NOT EXISTS (SELECT 1 FROM offences o WHERE o.dataset = ? AND o.record_id = s.record_id)""",
+                        [dataset])
+            after = cur.execute("SELECT count(*) FROM offences WHERE dataset = ?", [dataset]).fetchall()[0][0]
+            cur.unregister("staged")
+            stored = int(after - before)
+            duplicates = int(dup_in_batch.sum()) + (len(rows) - stored)
+            rej = parsed.rejects.assign(dataset=dataset, batch_id=batch_id)[
+                ["dataset", "batch_id", "file", "line", "reason", "raw"]]
+            if len(rej):
+                cur.register("rej", rej)
+                cur.execute("INSERT INTO rejects SELECT * FROM rej")
+                cur.unregister("rej")
+            cur.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [batch_id, dataset, _now(), json.dumps(parsed.files), parsed.kind, parsed.read, stored,
+                         len(parsed.rejects), duplicates])
+            self._refresh_dataset_cells(cur, dataset, study_area)
+        by_reason = parsed.rejects["reason"].value_counts().to_dict() if len(parsed.rejects) else {}
+        return IngestReport(dataset, int(batch_id), parsed.files, parsed.kind, parsed.read, stored,
+                            len(parsed.rejects), duplicates, {str(k): int(v) for k, v in by_reason.items()},
+                            sorted(rows["precision"].dropna().unique().tolist()) if len(rows) else [])
+
+    def _offence_keys(self, cur, rows: pd.DataFrame) -> np.ndarray:
+        """Dictionary-encode (category, group, HO code) into small integer keys, adding new ones."""
+        combo = rows[["category", "offence_group", "ho_code"]].astype("string").fillna("")
+        existing = cur.execute("SELECT offence_key, category, offence_group, ho_code FROM offence_keys").df()
+        existing[["category", "offence_group", "ho_code"]] = existing[["category", "offence_group", "ho_code"]].astype("string").fillna("")
+        known = {(r.category, r.offence_group, r.ho_code): int(r.offence_key) for r in existing.itertuples()}
+        uniq = combo.drop_duplicates()
+        next_key = max(known.values(), default=0) + 1
+        for r in uniq.itertuples(index=False):
+            k = (r.category, r.offence_group, r.ho_code)
+            if k not in known:
+                known[k] = next_key
+                cur.execute("INSERT INTO offence_keys VALUES (?, ?, ?, ?)",
+                            [next_key, r.category, r.offence_group or None, r.ho_code or None])
+                next_key += 1
+        index = pd.MultiIndex.from_frame(combo)
+        lookup = pd.Series(list(known.values()), index=pd.MultiIndex.from_tuples(list(known.keys())))
+        return lookup.reindex(index).to_numpy(dtype=np.int32)
+
+    def _refresh_dataset_cells(self, cur, dataset: str, study_area: StudyArea | None) -> None:
+        """Store the dataset's study area as res-10 cells: the area polygon if given, else the data's hull."""
+        if study_area is not None and study_area.polygon is not None:
+            if cur.execute("SELECT count(*) FROM area_cells WHERE layer = ? AND feature_id = ?",
+                           [DATASET_LAYER, dataset]).fetchall()[0][0]:
+                return
+            geom, label = study_area.polygon, f"study area polygon ({study_area.name})"
+        else:
+            pts = cur.execute("SELECT DISTINCT lon, lat FROM offences WHERE dataset = ?", [dataset]).df()
+            if pts.empty:
+                return
+            hull = shapely.MultiPoint(pts[["lon", "lat"]].to_numpy()).convex_hull
+            geom, label = hull.buffer(0.002) if hull.geom_type != "Polygon" else hull, "convex hull of the data"
+        cells = polygon_cells([shapely.to_wkb(geom)], AREA_RESOLUTION)[0]
+        lat, lon = cell_centres(cells)
+        cur.execute("DELETE FROM area_cells WHERE layer = ? AND feature_id = ?", [DATASET_LAYER, dataset])
+        cur.execute("DELETE FROM areas WHERE layer = ? AND feature_id = ?", [DATASET_LAYER, dataset])
+        frame = pd.DataFrame({"layer": DATASET_LAYER, "feature_id": dataset, "h3_10": cells, "lat": lat, "lon": lon})
+        cur.register("cells_df", frame)
+        cur.execute("INSERT INTO area_cells SELECT * FROM cells_df")
+        cur.unregister("cells_df")
+        cur.execute("INSERT INTO areas VALUES (?, ?, ?, ?, ?)", [DATASET_LAYER, dataset, label, None, shapely.to_wkb(geom)])
+
+    def rejects(self, dataset: str, limit: int | None = None, offset: int = 0) -> pd.DataFrame:
+        self.require_dataset(dataset)
+        # a file ingested twice has its rejects listed once (from the first batch that saw them)
+        sql = """SELECT min(batch_id) AS batch_id, file, line, reason, raw FROM rejects WHERE dataset = ?
+                 GROUP BY file, line, reason, raw ORDER BY batch_id, file, line"""
+        params: list = [dataset]
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [limit, offset]
+        return self.query_df(sql, params)
+
+    # ------------------------------------------------------------------ weights
+    def save_weights(self, table: WeightsTable) -> None:
+        rows = ([("ho_code", k, v) for k, v in table.by_ho.items()]
+                + [("group", k, v) for k, v in table.by_group.items()]
+                + [("category", k, v) for k, v in table.by_category.items()])
+        frame = pd.DataFrame(rows, columns=["key_type", "key", "days"]).assign(weights_table=table.name)
+        with self._lock, self.transaction() as cur:
+            cur.execute("DELETE FROM weights WHERE weights_table = ?", [table.name])
+            cur.execute("DELETE FROM weights_meta WHERE weights_table = ?", [table.name])
+            cur.register("w", frame[["weights_table", "key_type", "key", "days"]])
+            cur.execute("INSERT INTO weights SELECT * FROM w")
+            cur.unregister("w")
+            cur.execute("INSERT INTO weights_meta VALUES (?, ?, ?, ?, ?)",
+                        [table.name, table.source, table.licence, table.category_method, _now()])
+
+    def weights_tables(self) -> pd.DataFrame:
+        return self.query_df("SELECT * FROM weights_meta ORDER BY loaded_at")
+
+    def weights_table(self, name: str) -> WeightsTable:
+        meta = self.query_df("SELECT * FROM weights_meta WHERE weights_table = ?", [name])
+        if meta.empty:
+            known = self.weights_tables()["weights_table"].tolist()
+            raise StoreError(f"unknown weights table '{name}'; loaded tables: {known}")
+        rows = self.query_df("SELECT key_type, key, days FROM weights WHERE weights_table = ?", [name])
+        part = lambda t: dict(zip(rows.key[rows.key_type == t], rows.days[rows.key_type == t]))  # noqa: E731
+        m = meta.iloc[0]
+        return WeightsTable(name=name, source=m.source, licence=m.licence, by_ho=part("ho_code"),
+                            by_group=part("group"), by_category=part("category"), category_method=m.category_method)
+
+    def key_weights(self, table: WeightsTable) -> pd.DataFrame:
+        """Weight (days) and exactness for every offence key, under ``table``."""
+        keys = self.query_df("SELECT * FROM offence_keys ORDER BY offence_key")
+        if keys.empty:
+            return keys.assign(days=pd.Series(dtype=float), exact=pd.Series(dtype=bool))
+        days, exact = table.weigh(keys["ho_code"].astype("string"), keys["offence_group"].astype("string"),
+                                  keys["category"].astype("string"))
+        return keys.assign(days=days, exact=exact)
+
+    # ------------------------------------------------------------------ areas
+    def load_areas(self, layer: str, frame, name_field: str, id_field: str, district_field: str | None = None) -> int:
+        """Store polygons of a boundary layer (a GeoDataFrame in WGS84) and their res-10 cells."""
+        geoms = [shapely.make_valid(g) for g in frame.geometry]
+        wkb = [shapely.to_wkb(g) for g in geoms]
+        cells = polygon_cells(wkb, AREA_RESOLUTION)
+        ids = frame[id_field].astype(str).tolist()
+        names = frame[name_field].astype(str).tolist()
+        districts = frame[district_field].astype(str).tolist() if district_field else [None] * len(ids)
+        parts = []
+        for fid, cs in zip(ids, cells):
+            lat, lon = cell_centres(cs)
+            parts.append(pd.DataFrame({"layer": layer, "feature_id": fid, "h3_10": cs, "lat": lat, "lon": lon}))
+        with self._lock, self.transaction() as cur:
+            cur.execute("DELETE FROM areas WHERE layer = ?", [layer])
+            cur.execute("DELETE FROM area_cells WHERE layer = ?", [layer])
+            cur.register("a", pd.DataFrame({"layer": layer, "feature_id": ids, "name": names, "district": districts,
+                                            "geometry_wkb": wkb}))
+            cur.execute("INSERT INTO areas SELECT * FROM a")
+            cur.unregister("a")
+            if parts:
+                cur.register("c", pd.concat(parts, ignore_index=True))
+                cur.execute("INSERT INTO area_cells SELECT * FROM c")
+                cur.unregister("c")
+        return len(ids)
+
+    def area_layers(self) -> pd.DataFrame:
+        return self.query_df(f"""SELECT layer, count(*) AS features FROM areas WHERE layer <> '{DATASET_LAYER}'
+                                 GROUP BY layer ORDER BY layer""")
+
+    def areas(self, layer: str) -> pd.DataFrame:
+        return self.query_df("SELECT feature_id, name, district, geometry_wkb FROM areas WHERE layer = ? ORDER BY name",
+                             [layer])
+
+    def resolve_area(self, spec: str) -> tuple[str, list[str], str]:
+        """``layer:id-or-name`` (or a bare name searched in every layer) -> (layer, feature ids, label)."""
+        layer, _, key = spec.partition(":") if ":" in spec else ("", "", spec)
+        params: list = [key, key]
+        sql = "SELECT layer, feature_id, name, district FROM areas WHERE (feature_id = ? OR lower(name) = lower(?))"
+        if layer:
+            sql += " AND layer = ?"
+            params.append(layer)
+        hits = self.query_df(sql + f" AND layer <> '{DATASET_LAYER}'", params)
+        if hits.empty:  # a district name selects all its features (e.g. every ward in Southend)
+            sql = "SELECT layer, feature_id, name, district FROM areas WHERE lower(district) = lower(?)"
+            params = [key] + ([layer] if layer else [])
+            hits = self.query_df(sql + (" AND layer = ?" if layer else "") + f" AND layer <> '{DATASET_LAYER}'", params)
+            if not hits.empty:
+                hits = hits[hits.layer == hits.layer.iloc[0]]
+        if hits.empty:
+            raise StoreError(f"unknown area '{spec}': give layer:feature_id, a feature name or a district name "
+                             f"(layers: {self.area_layers()['layer'].tolist()})")
+        return str(hits.layer.iloc[0]), hits.feature_id.astype(str).tolist(), spec
+
+
+class _Tx:
+    def __init__(self, store: Store):
+        self.store = store
+        self.cur: duckdb.DuckDBPyConnection | None = None
+
+    def __enter__(self) -> duckdb.DuckDBPyConnection:
+        self.cur = self.store._con.cursor()
+        self.cur.execute("BEGIN TRANSACTION")
+        return self.cur
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self.cur is not None
+        try:
+            if exc_type is None:
+                self.cur.execute("COMMIT")
+            else:
+                self.cur.execute("ROLLBACK")
+        finally:
+            self.cur.close()
+
+
+def iter_batches(store: Store, dataset: str) -> Iterator[dict]:
+    for r in store.query_df("SELECT * FROM batches WHERE dataset = ? ORDER BY batch_id", [dataset]).to_dict("records"):
+        yield r

@@ -1,0 +1,280 @@
+"""Harm spots: filter offences, weigh them by harm, aggregate to H3 cells, rank, and measure concentration.
+
+A query is a filter plus a group-by in the store (DuckDB) and a little numpy over the few thousand cells
+that carry harm.  Nothing here knows about HTTP.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from geodata.cells import AREA_RESOLUTION, cell_area_km2, cell_centres, parents, to_hex
+from geodata.harm import WeightsTable
+from geodata.store import DATASET_LAYER, Store, StoreError
+from hotspots.presets import PRESETS, Preset, resolve_offences, select_keys
+from hotspots.query import HotspotQuery, default_period, period_end_exclusive, period_start
+
+CONCENTRATION_SHARES = (0.01, 0.02, 0.05)
+TOP_OFFENCES = 3
+
+
+@dataclass
+class HotspotResult:
+    query: HotspotQuery
+    period_from: datetime
+    period_to_exclusive: datetime
+    period_rule: str
+    cells: pd.DataFrame  # ranked, all cells with any selected offence (top-N applied in `top_cells`)
+    total_harm: float
+    total_count: int
+    domain_cells: int
+    domain_rule: str
+    concentration: dict
+    weights_table: str
+    weights_exact: str  # 'exact', 'approximate' or 'mixed'
+    exact_share: float
+    time_precision: list[str]
+    not_applied: list[str] = field(default_factory=list)
+    caveats: list[str] = field(default_factory=list)
+    preset: dict | None = None
+
+    @property
+    def top_cells(self) -> pd.DataFrame:
+        return self.cells if self.query.top is None else self.cells.head(self.query.top)
+
+    def meta(self) -> dict:
+        q = self.query
+        return {
+            "dataset": q.dataset,
+            "from": self.period_from.date().isoformat(),
+            "to": (self.period_to_exclusive - pd.Timedelta(days=1)).date().isoformat(),
+            "period_rule": self.period_rule,
+            "preset": q.preset if not q.offences else None,
+            "offences": q.offences,
+            "resolution": q.resolution,
+            "rank_by": q.rank_by,
+            "top": q.top,
+            "weights_table": self.weights_table,
+            "weights_exact": self.weights_exact,
+            "exact_share_of_harm": round(self.exact_share, 4),
+            "time_precision": self.time_precision,
+            "not_applied": self.not_applied,
+            "caveats": self.caveats,
+            "total_harm": round(self.total_harm, 3),
+            "total_count": self.total_count,
+            "cells_with_offences": int(len(self.cells)),
+            "cells_in_area": self.domain_cells,
+            "area_rule": self.domain_rule,
+            "concentration": self.concentration,
+        }
+
+
+def _resolve_period(store: Store, q: HotspotQuery) -> tuple[datetime, datetime, str]:
+    info = store.query_df("""SELECT max(occurred_to) AS last, min(occurred_from) AS first,
+                             bool_and(precision = 'month') AS month_only FROM offences WHERE dataset = ?""", [q.dataset])
+    last = info["last"].iloc[0]
+    if pd.isna(last):
+        raise StoreError(f"dataset '{q.dataset}' has no offences")
+    d_start, d_end, rule = default_period(pd.Timestamp(last).to_pydatetime(),
+                                          "month" if bool(info["month_only"].iloc[0]) else "day")
+    start = period_start(q.date_from) if q.date_from else (d_start if not q.date_to else None)
+    end = period_end_exclusive(q.date_to) if q.date_to else d_end
+    if start is None:  # only 'to' given: the same length of window as the default, ending there
+        start = end - (d_end - d_start)
+    if q.date_from or q.date_to:
+        rule = "as requested"
+    return start, end, rule
+
+
+def _offence_selection(q: HotspotQuery) -> tuple[Preset | None, frozenset[str], frozenset[str]]:
+    if q.offences:
+        groups, cats = resolve_offences(q.offences)
+        return None, groups, cats
+    preset = PRESETS[q.preset or "all-crime"]
+    return preset, preset.groups, preset.categories_if_category_only
+
+
+def _area_filter(store: Store, q: HotspotQuery) -> tuple[str, list, str, str, list]:
+    """SQL fragment + params selecting offences in the area, and the domain (cells in the area)."""
+    if q.area:
+        layer, ids, label = store.resolve_area(q.area)
+        placeholders = ",".join("?" * len(ids))
+        frag = f" AND o.h3_10 IN (SELECT h3_10 FROM area_cells WHERE layer = ? AND feature_id IN ({placeholders}))"
+        return frag, [layer, *ids], layer, f"area {label}", ids
+    return "", [], DATASET_LAYER, "", [q.dataset]
+
+
+def _domain_cells(store: Store, layer: str, ids: list, q: HotspotQuery) -> int:
+    placeholders = ",".join("?" * len(ids))
+    sql = f"SELECT DISTINCT h3_10 FROM area_cells WHERE layer = ? AND feature_id IN ({placeholders})"
+    params: list = [layer, *ids]
+    if q.bbox:
+        sql += " AND lon BETWEEN ? AND ? AND lat BETWEEN ? AND ?"
+        params += [q.bbox[0], q.bbox[2], q.bbox[1], q.bbox[3]]
+    cells = store.query_df(sql, params)["h3_10"].to_numpy(dtype=np.uint64)
+    if q.resolution == AREA_RESOLUTION:
+        return int(len(cells))
+    if q.resolution > AREA_RESOLUTION:
+        return int(len(cells)) * 7 ** (q.resolution - AREA_RESOLUTION)
+    return int(len(np.unique(parents(cells, q.resolution)))) if len(cells) else 0
+
+
+def harm_spots(store: Store, q: HotspotQuery, default_weights: WeightsTable) -> HotspotResult:
+    """Run a harm-spot query against the store."""
+    store.require_dataset(q.dataset)
+    table = store.weights_table(q.weights) if q.weights else default_weights
+    start, end, rule = _resolve_period(store, q)
+    preset, groups, cats = _offence_selection(q)
+    keys = store.key_weights(table)
+    chosen = keys[select_keys(keys, groups, cats, q.include_asb)]
+    not_applied: list[str] = []
+    caveats: list[str] = []
+
+    where = ["o.dataset = ?", "o.occurred_from >= ?", "o.occurred_to <= ?"]
+    params: list = [q.dataset, start, end]
+    if preset is not None:
+        if preset.require_public_place:
+            where.append("coalesce(o.public_place, TRUE)")
+        if preset.exclude_domestic:
+            where.append("NOT coalesce(o.domestic, FALSE)")
+        if preset.victim_age_range:
+            lo, hi = preset.victim_age_range
+            where.append(f"(o.victim_age IS NULL OR o.victim_age BETWEEN {int(lo)} AND {int(hi)})")
+        if preset.robbery_needs_weapon:
+            rob = chosen.loc[chosen["offence_group"].isin(["robbery", "robbery_personal", "robbery_business"]), "offence_key"]
+            if len(rob):
+                where.append(f"(o.offence_key NOT IN ({','.join(str(int(k)) for k in rob)}) OR coalesce(o.knife, FALSE))")
+        if preset.nte:
+            where.append("(o.nte OR (o.nte IS NULL AND (o.hour IS NULL OR (o.dow IN (4, 5) AND o.hour >= 20) "
+                         "OR (o.dow IN (5, 6) AND o.hour < 6))))")
+    if q.days:
+        where.append(f"o.dow IN ({','.join(str(int(d)) for d in q.days)})")
+    if q.hours:
+        where.append(f"o.hour IN ({','.join(str(int(h)) for h in q.hours)})")
+    if q.bbox:
+        where.append("o.lon BETWEEN ? AND ? AND o.lat BETWEEN ? AND ?")
+        params += [q.bbox[0], q.bbox[2], q.bbox[1], q.bbox[3]]
+    area_sql, area_params, domain_layer, domain_label, domain_ids = _area_filter(store, q)
+    params += area_params
+    res = q.resolution
+    cur = store.cursor()
+    try:
+        cur.register("kw", chosen[["offence_key", "days", "exact"]])
+        base = f"FROM offences o JOIN kw ON kw.offence_key = o.offence_key WHERE {' AND '.join(where)}{area_sql}"
+        agg = cur.execute(f"""SELECT o.h3_{res} AS cell, sum(kw.days) AS harm, count(*) AS count,
+                                     sum(CASE WHEN kw.exact THEN kw.days ELSE 0 END) AS exact_harm
+                              {base} GROUP BY 1""", params).df()
+        flags = cur.execute(f"""SELECT o.precision, count(*) AS n,
+                                       count(*) FILTER (WHERE o.public_place IS NULL) AS no_public,
+                                       count(*) FILTER (WHERE o.domestic IS NULL) AS no_domestic,
+                                       count(*) FILTER (WHERE o.victim_age IS NULL) AS no_age,
+                                       count(*) FILTER (WHERE o.knife IS NULL) AS no_knife,
+                                       count(*) FILTER (WHERE o.nte IS NULL AND o.hour IS NULL) AS no_nte
+                                {base} GROUP BY 1""", params).df()
+        order_col = "harm" if q.rank_by == "harm" else "count"
+        agg = agg.sort_values([order_col, "harm" if order_col == "count" else "count", "cell"],
+                              ascending=[False, False, True], kind="mergesort").reset_index(drop=True)
+        top_n = len(agg) if q.top is None else min(q.top, len(agg))
+        top_cells = agg["cell"].to_numpy(dtype=np.uint64)[:top_n]
+        cur.register("topc", pd.DataFrame({"cell": top_cells}))
+        labels = cur.execute(f"""SELECT o.h3_{res} AS cell, coalesce(k.offence_group, k.category) AS offence,
+                                        sum(kw.days) AS harm, count(*) AS count
+                                 {base.replace('JOIN kw ON', 'JOIN offence_keys k ON k.offence_key = o.offence_key JOIN kw ON')}
+                                 AND o.h3_{res} IN (SELECT cell FROM topc) GROUP BY 1, 2""", params).df()
+    finally:
+        cur.close()
+
+    total_harm = float(agg["harm"].sum()) if len(agg) else 0.0
+    total_count = int(agg["count"].sum()) if len(agg) else 0
+    exact_share = float(agg["exact_harm"].sum() / total_harm) if total_harm > 0 else 0.0
+    cells = agg.drop(columns=["exact_harm"])
+    cells.insert(0, "rank", np.arange(1, len(cells) + 1))
+    cells["harm_share"] = cells["harm"] / total_harm if total_harm > 0 else 0.0
+    cells["count_share"] = cells["count"] / total_count if total_count else 0.0
+    cell_ids = cells["cell"].to_numpy(dtype=np.uint64)
+    area = cell_area_km2(cell_ids)
+    cells["area_km2"] = area
+    cells["harm_per_km2"] = cells["harm"] / area if len(area) else []
+    lat, lon = cell_centres(cell_ids)
+    cells["lat"], cells["lon"] = lat, lon
+    cells["h3"] = to_hex(cell_ids)
+    cells["top_offences"] = _top_offences(labels, cell_ids, top_n)
+
+    domain = _domain_cells(store, domain_layer, domain_ids, q)
+    domain_rule = domain_label or store.scalar("SELECT name FROM areas WHERE layer = ? AND feature_id = ?",
+                                               [DATASET_LAYER, q.dataset]) or "cells with offences"
+    if q.bbox:
+        domain_rule += " within the bbox"
+    concentration = concentration_curve(cells["harm"].to_numpy(float), domain)
+
+    precisions = sorted(flags["precision"].dropna().unique().tolist()) if len(flags) else []
+    n = int(flags["n"].sum()) if len(flags) else 0
+    if preset is not None:
+        category_only = chosen["offence_group"].isna() | (chosen["offence_group"].astype("string") == "")
+        if category_only.any() or (not len(chosen) and not preset.categories_if_category_only):
+            not_applied.append(preset.category_only_caveat)
+        checks = [(preset.require_public_place, "no_public", "public-place condition"),
+                  (preset.exclude_domestic, "no_domestic", "domestic-abuse exclusion"),
+                  (preset.victim_age_range is not None, "no_age", "victim-age exclusion"),
+                  (preset.robbery_needs_weapon, "no_knife", "weapon condition on robbery"),
+                  (preset.nte, "no_nte", "night-time-economy window")]
+        for active, col, what in checks:
+            missing = int(flags[col].sum()) if active and len(flags) else 0
+            if missing:
+                not_applied.append(f"{what}: not applied to {missing} of {n} records that lack the field")
+    if (q.days or q.hours) and "minute" not in precisions:
+        not_applied.append("day-of-week/hour window: records have no time of day, so none matched")
+    if "month" in precisions:
+        caveats.append("data.police.uk records are month-only and snapped to anonymised map points: a cell's "
+                       "harm is where offences were mapped, not exact addresses")
+    if exact_share < 1.0 and total_harm > 0:
+        caveats.append(f"harm weights are approximate for {100 * (1 - exact_share):.1f}% of harm (weighted by "
+                       f"offence group or police.uk category, not by Home Office code); method: {table.category_method}")
+    if not q.include_asb:
+        caveats.append("anti-social behaviour is excluded (it has no CCHI value)")
+    return HotspotResult(
+        query=q, period_from=start, period_to_exclusive=end, period_rule=rule, cells=cells,
+        total_harm=total_harm, total_count=total_count, domain_cells=domain, domain_rule=domain_rule,
+        concentration=concentration, weights_table=table.name,
+        weights_exact="exact" if exact_share >= 0.9999 else ("approximate" if exact_share == 0 else "mixed"),
+        exact_share=exact_share, time_precision=precisions, not_applied=not_applied, caveats=caveats,
+        preset=preset.to_dict() if preset else None,
+    )
+
+
+def _top_offences(labels: pd.DataFrame, cells: np.ndarray, top_n: int) -> list[list[dict]]:
+    out: list[list[dict]] = [[] for _ in range(len(cells))]
+    if labels.empty:
+        return out
+    position = {int(c): i for i, c in enumerate(cells[:top_n])}
+    labels = labels.sort_values(["cell", "harm", "count"], ascending=[True, False, False])
+    for cell, part in labels.groupby("cell", sort=False):
+        i = position.get(int(cell))
+        if i is not None:
+            out[i] = [{"offence": r.offence, "harm": round(float(r.harm), 3), "count": int(r.count)}
+                      for r in part.head(TOP_OFFENCES).itertuples()]
+    return out
+
+
+def concentration_curve(harm: np.ndarray, domain_cells: int) -> dict:
+    """Share of harm in the top 1/2/5 % of cells with any harm, and of all cells in the area ("power few")."""
+    h = np.sort(harm[harm > 0])[::-1]
+    total = h.sum()
+    csum = np.concatenate([[0.0], np.cumsum(h)])
+
+    def share(n_cells: float) -> float | None:
+        if total <= 0:
+            return None
+        k = int(np.ceil(n_cells))
+        return round(float(csum[min(k, len(h))] / total), 4)
+
+    return {
+        "of_cells_with_harm": {f"top_{int(s * 100)}pct": share(s * len(h)) for s in CONCENTRATION_SHARES},
+        "of_all_cells_in_area": {f"top_{int(s * 100)}pct": share(s * domain_cells) for s in CONCENTRATION_SHARES},
+        "cells_with_harm": int(len(h)),
+        "cells_in_area": int(domain_cells),
+        "share_of_area_with_harm": round(len(h) / domain_cells, 4) if domain_cells else None,
+    }
