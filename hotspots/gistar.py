@@ -179,14 +179,18 @@ def bh_qvalues(p: np.ndarray) -> np.ndarray:
 
 
 def gistar_z(y: np.ndarray, w: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """Gi* statistic and analytic z for binary weights with self included (esda's star=True formulas)."""
+    """Gi* statistic and analytic z for binary weights with self included (esda's star=True formulas).
+    ``y`` may be a vector or an (n, T) matrix of T independent fields (e.g. time slices)."""
     y = np.asarray(y, dtype=float)
-    n = len(y)
-    ysum = y.sum()
+    n = y.shape[0]
+    ysum = y.sum(axis=0)
     lag = w @ y
     card = np.asarray(w.sum(axis=1)).ravel()
+    if y.ndim == 2:
+        card = card[:, None]
     mean = ysum / n
-    var = (y * y).sum() / n - mean**2
+    var = (y * y).sum(axis=0) / n - mean**2
+    var = np.where(var > 1e-12 * mean**2, var, 0.0)  # a constant field has no variance (not rounding noise)
     with np.errstate(divide="ignore", invalid="ignore"):
         g = lag / ysum
         ev = card / n
