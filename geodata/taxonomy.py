@@ -134,6 +134,8 @@ def normalise_ho_code(values: pd.Series) -> pd.Series:
     minor = pd.to_numeric(parts[1], errors="coerce")
     ok = major.notna() & minor.notna()
     out = pd.Series(pd.NA, index=values.index, dtype="string")
+    if not ok.any():
+        return out
     out[ok] = major[ok].astype(int).map("{:03d}".format) + "/" + minor[ok].astype(int).map("{:02d}".format)
     return out
 

@@ -104,12 +104,12 @@ def resolve_offences(names: list[str]) -> tuple[frozenset[str], frozenset[str]]:
     unknown = []
     for raw in names:
         n = raw.strip()
-        if n in GROUP_CATEGORY:
-            groups.add(n)
-        elif slug(n) in by_slug:
+        if slug(n) in by_slug:  # a category name wins over a group of the same name ('robbery')
             cat = by_slug[slug(n)]
             cats.add(cat)
             groups.update(g for g, c in GROUP_CATEGORY.items() if c == cat)
+        elif n in GROUP_CATEGORY:
+            groups.add(n)
         else:
             unknown.append(n)
     if unknown:

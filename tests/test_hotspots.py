@@ -1,0 +1,102 @@
+"""Harm spots on the real Essex sample: hand-checked harm, ranking, presets' caveats, concentration, areas."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geodata.harm import load_open_default
+from hotspots.harmspots import concentration_curve, harm_spots
+from hotspots.query import HotspotQuery
+from tests.conftest import SAMPLE
+
+
+@pytest.fixture
+def loaded(store, essex_parsed):
+    parsed, area = essex_parsed
+    store.ingest("essex", parsed, area)
+    from app.state import load_sample_boundaries
+
+    load_sample_boundaries(store)
+    return store
+
+
+def test_hand_checked_harm_for_a_small_slice(loaded):
+    """Southend town centre, March 2024, robbery + drugs: count by hand from the raw CSV, weigh by hand."""
+    bbox = (0.70, 51.535, 0.725, 51.548)
+    raw = pd.read_csv(SAMPLE, dtype={"Longitude": float, "Latitude": float})
+    sl = raw[(raw.Month == "2024-03") & raw.Longitude.between(bbox[0], bbox[2]) & raw.Latitude.between(bbox[1], bbox[3])]
+    n_rob = int((sl["Crime type"] == "Robbery").sum())
+    n_drugs = int((sl["Crime type"] == "Drugs").sum())
+    assert n_rob > 0 and n_drugs > 0
+    # open table: Robbery 365 days; Drugs = (135,651 x 3 + 66,504 x 548) / 202,155 = 182.29 days
+    expected = n_rob * 365 + n_drugs * 182.29
+    q = HotspotQuery(dataset="essex", date_from="2024-03", date_to="2024-03", offences=["robbery", "drugs"],
+                     bbox=bbox, top=None)
+    r = harm_spots(loaded, q, load_open_default())
+    assert r.total_count == n_rob + n_drugs
+    assert r.total_harm == pytest.approx(expected, abs=0.01)
+    assert r.cells["harm"].sum() == pytest.approx(expected, abs=0.01)
+    assert r.weights_exact == "approximate" and r.time_precision == ["month"]
+
+
+def test_cells_ranked_by_harm_and_shares(loaded):
+    r = harm_spots(loaded, HotspotQuery(dataset="essex", preset="all-crime", top=20), load_open_default())
+    cells = r.top_cells
+    assert list(cells["rank"]) == list(range(1, 21))
+    assert (np.diff(cells["harm"].to_numpy()) <= 0).all()
+    assert r.cells["harm_share"].sum() == pytest.approx(1.0)
+    assert ((cells["area_km2"] > 0.012) & (cells["area_km2"] < 0.017)).all()  # res 10 ~ 15,000 m2
+    assert all(len(x) >= 1 for x in cells["top_offences"])
+    assert r.period_rule == "last full month of data" and r.meta()["from"] == "2024-04-01"
+
+
+def test_presets_say_what_they_could_not_apply(loaded):
+    w = load_open_default()
+    ark = harm_spots(loaded, HotspotQuery(dataset="essex", preset="op-ark"), w)
+    assert any("public-place" in s for s in ark.not_applied)
+    near = harm_spots(loaded, HotspotQuery(dataset="essex", preset="near-miss"), w)
+    assert near.total_count == 0 and any("cannot identify any near-miss" in s for s in near.not_applied)
+    timed = harm_spots(loaded, HotspotQuery(dataset="essex", preset="all-crime", hours=[22, 23]), w)
+    assert timed.total_count == 0 and any("no time of day" in s for s in timed.not_applied)
+
+
+def test_asb_excluded_from_harm_but_countable(loaded):
+    w = load_open_default()
+    without = harm_spots(loaded, HotspotQuery(dataset="essex", preset="all-crime"), w)
+    with_asb = harm_spots(loaded, HotspotQuery(dataset="essex", preset="all-crime", include_asb=True), w)
+    assert with_asb.total_count > without.total_count
+    assert with_asb.total_harm == pytest.approx(without.total_harm)
+    asb_only = harm_spots(loaded, HotspotQuery(dataset="essex", offences=["anti-social-behaviour"]), w)
+    assert asb_only.total_count > 0 and asb_only.total_harm == 0  # asked for by name: counted, no harm
+
+
+def test_area_filter_and_resolution(loaded):
+    w = load_open_default()
+    all_r = harm_spots(loaded, HotspotQuery(dataset="essex", preset="all-crime", top=None), w)
+    sth = harm_spots(loaded, HotspotQuery(dataset="essex", preset="all-crime", area="districts:E06000033", top=None), w)
+    assert 0 < sth.total_count < all_r.total_count
+    assert sth.domain_cells < all_r.domain_cells
+    coarse = harm_spots(loaded, HotspotQuery(dataset="essex", preset="all-crime", resolution=8, top=None), w)
+    assert coarse.total_harm == pytest.approx(all_r.total_harm)
+    assert len(coarse.cells) < len(all_r.cells)
+
+
+def test_concentration_curve():
+    harm = np.array([50.0, 30, 10, 5, 5] + [0] * 95)
+    c = concentration_curve(harm, domain_cells=100)
+    assert c["of_all_cells_in_area"]["top_1pct"] == 0.5
+    assert c["of_all_cells_in_area"]["top_5pct"] == 1.0
+    assert c["of_cells_with_harm"]["top_1pct"] == 0.5  # ceil(1% of 5 cells) = 1 cell
+    assert c["cells_with_harm"] == 5
+
+
+def test_query_validation():
+    with pytest.raises(ValueError):
+        HotspotQuery(dataset="x", resolution=15)
+    with pytest.raises(ValueError, match="after"):
+        HotspotQuery(dataset="x", date_from="2024-05", date_to="2024-01")
+    with pytest.raises(ValueError, match="antimeridian"):
+        HotspotQuery(dataset="x", bbox=(179, 50, -179, 51))
+    with pytest.raises(ValueError, match="unknown preset"):
+        HotspotQuery(dataset="x", preset="nope")
