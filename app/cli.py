@@ -69,10 +69,44 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from app.main import create_app
 
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving on {args.host}; the service has no access control yet (local demo mode)",
-              file=sys.stderr)
+    from app.security import active_key_count, is_loopback_host
+    from geodata.store import Store
+
+    store = Store(settings.store_path)
+    try:
+        demo = settings.keys_mode == "auto" and active_key_count(store) == 0
+    finally:
+        store.close()
+    if demo and not is_loopback_host(args.host):
+        print(f"harmspot serve: refusing to bind {args.host}: no API keys exist, so the service would run in local "
+              "demo mode with no access control. Bind 127.0.0.1, or first create a key: "
+              "harmspot keys create --role admin --name <you>", file=sys.stderr)
+        return 2
+    if demo:
+        print("harmspot serve: LOCAL DEMO MODE (no API keys: no access control, loopback only)", file=sys.stderr)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    from app.security import create_key, list_keys, revoke_key
+    from geodata.store import Store
+
+    store = Store(settings.store_path)
+    try:
+        if args.keys_command == "create":
+            key_id, key = create_key(store, args.role, args.name)
+            print(json.dumps({"key_id": key_id, "name": args.name, "role": args.role, "key": key}))
+            print("store this key now: it is not shown again (send it as the X-API-Key header)", file=sys.stderr)
+        elif args.keys_command == "revoke":
+            if not revoke_key(store, args.key_id):
+                print(f"harmspot keys: no active key '{args.key_id}'", file=sys.stderr)
+                return 1
+            print(json.dumps({"key_id": args.key_id, "revoked": True}))
+        else:
+            print(list_keys(store).to_string(index=False))
+    finally:
+        store.close()
     return 0
 
 
@@ -105,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="run the web service (map at /, API docs at /docs)")
     sv.add_argument("--host", default=None)
     sv.add_argument("--port", type=int, default=None)
+
+    ks = sub.add_parser("keys", help="API keys: create, revoke, list (run while the service is stopped)")
+    ksub = ks.add_subparsers(dest="keys_command", required=True)
+    kc = ksub.add_parser("create", help="create a key; prints it once (only its salted hash is stored)")
+    kc.add_argument("--role", required=True, choices=["viewer", "analyst", "admin"])
+    kc.add_argument("--name", required=True, help="who or what holds the key")
+    kr = ksub.add_parser("revoke", help="revoke a key by its id")
+    kr.add_argument("key_id")
+    ksub.add_parser("list", help="list keys (ids, names, roles, state; never secrets)")
     return p
 
 
@@ -114,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         args.host = args.host or settings.host
         args.port = args.port or settings.port
-    handlers = {"ingest": cmd_ingest, "hotspots": cmd_hotspots, "serve": cmd_serve}
+    handlers = {"ingest": cmd_ingest, "hotspots": cmd_hotspots, "serve": cmd_serve, "keys": cmd_keys}
     try:
         return handlers[args.command](args, settings)
     except (ValueError, OSError) as exc:  # IngestError, StoreError, WeightsError, ValidationError are ValueErrors

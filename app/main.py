@@ -5,13 +5,14 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.errors import install_error_handlers
 from app.limits import BodyLimitMiddleware
 from app.routes import datasets, hotspots, meta
+from app.security import install_security
 from app.state import open_state
 from geodata.settings import Settings, get_settings
 
@@ -40,34 +41,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="harmspot", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_mb * 1024 * 1024)
+    install_security(app, settings)  # API keys + roles, audit log, demo mode, CORS (docs/security.md)
     install_error_handlers(app)
     for module in (hotspots, datasets, meta):
         app.include_router(module.router)
     _include_optional_routers(app)
+    _install_openapi_extras(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/map", include_in_schema=False)
     def map_page() -> FileResponse:
         return FileResponse(STATIC / "map.html", media_type="text/html")
 
-    @app.get("/", summary="Landing page: the map for browsers, links for API clients", tags=["reference"])
-    def landing(request: Request, f: str | None = None):
-        accept = request.headers.get("accept", "")
-        if f != "json" and "text/html" in accept:
-            return RedirectResponse("/map")
-        base = str(request.base_url).rstrip("/")
-        return JSONResponse({
-            "title": "harmspot", "description": "Harm-weighted hotspots (CCHI on H3 cells) for patrol planning",
-            "links": [
-                {"href": f"{base}/?f=json", "rel": "self", "type": "application/json", "title": "this document"},
-                {"href": f"{base}/openapi.json", "rel": "service-desc",
-                 "type": "application/vnd.oai.openapi+json;version=3.0", "title": "OpenAPI definition"},
-                {"href": f"{base}/docs", "rel": "service-doc", "type": "text/html", "title": "API documentation"},
-                {"href": f"{base}/hotspots", "rel": "data", "type": "application/json", "title": "harm spots"},
-                {"href": f"{base}/map", "rel": "alternate", "type": "text/html", "title": "map"},
-            ]})
-
     return app
+
+
+def _install_openapi_extras(app: FastAPI) -> None:
+    """OGC API - Features: QGIS reads the largest `limit` from components.parameters (app/routes/ogc.py)."""
+    try:
+        from app.routes.ogc import install_openapi
+    except ModuleNotFoundError:
+        return
+    install_openapi(app)
 
 
 def _include_optional_routers(app: FastAPI) -> None:

@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     port: int = 8000
     load_sample: bool = Field(True, description="Ingest the bundled Essex sample at start-up if the store is empty.")
     tile_url: str | None = Field(None, description="Optional XYZ tile URL for the map; none by default (offline).")
+    # ---- access, audit and disclosure (docs/security.md)
+    keys_mode: str = Field("auto", pattern="^(auto|required)$",
+                           description="auto: local demo mode (loopback only, no keys) while no API key exists; "
+                           "required: always demand an X-API-Key, even before any key is created.")
+    cors_origins: str = Field("", description="Comma-separated browser origins allowed by CORS; empty = CORS closed.")
+    audit: bool = Field(True, description="Write an audit row (who, when, what, dataset, status) per data request.")
+    public_min_count: int = Field(5, ge=1, description="Public output mode: suppress cells with fewer offences.")
+    public_max_resolution: int = Field(8, ge=7, le=11, description="Public output mode: coarsest-allowed H3 res cap.")
 
     @property
     def store_path(self) -> Path:

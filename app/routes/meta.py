@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from app.deps import State
@@ -16,10 +16,12 @@ router = APIRouter(tags=["reference"])
 
 
 @router.get("/health", summary="Liveness and store status")
-def health(state: State) -> dict:
+def health(state: State, request: Request) -> dict:
+    from app.security import access_status
+
     n = state.store.scalar("SELECT count(*) FROM offences")
     return {"status": "ok", "offences": int(n or 0), "default_weights": state.default_weights.name,
-            "store": str(state.settings.store_path)}
+            "store": str(state.settings.store_path), "access": access_status(request.app)}
 
 
 @router.get("/presets", summary="Offence selections with their source definitions")
