@@ -1,0 +1,401 @@
+"""Tasking pack: the top harm spots per patrol area for the next period, within a patrol capacity.
+
+Built on one `harm_spots` query (the shared `HotspotQuery`): every cell with harm in the look-back window is
+assigned to an area of a boundary layer (res-10 cells in ``area_cells``), ranked inside its area, cut to
+``spots_per_area`` and then to the total patrol minutes (round robin over areas, so every area keeps its first
+spot before any area gets a second).  Each spot has a stable id (``HS-`` + the H3 cell hex), its nearest street
+names (most frequent ``location`` text of its records), main offence types, peak day/hour windows when records
+carry times, and a dose: ``visits_per_day`` visits of ``visit_minutes`` (15 min, after Koper 1995).  A saved
+pack is compared with the previous saved pack of the same dataset and layer: new, continuing, dropped.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from geodata.cells import AREA_RESOLUTION, parents, to_hex
+from geodata.harm import WeightsTable
+from geodata.store import Store, StoreError, _now
+from hotspots.harmspots import HotspotResult, _offence_selection, harm_spots
+from hotspots.presets import select_keys
+from hotspots.query import HotspotQuery
+
+SPOT_PREFIX = "HS-"
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+PEAK_HOURS_WIDTH = 4  # hours in a peak window: about one patrol shift's evening block; see docs
+MONTH_ONLY_PEAK = "n/a: records are month-only (data.police.uk), no day or time"
+
+# The CSV/JSON columns of a tasking pack, in order, with their meaning (docs/patrol-planning.md repeats them).
+TASKING_FIELDS: dict[str, str] = {
+    "spot_id": "stable spot id: 'HS-' + the H3 cell index (hex); the same cell always has the same id",
+    "status": "new / continuing (in the previous saved pack) / dropped (in the previous pack, not in this one)",
+    "area_id": "feature id of the patrol area (e.g. district code)",
+    "area_name": "patrol area name",
+    "area_rank": "rank of the spot by harm inside its area (1 = most harm)",
+    "rank": "rank by harm among all spots in the pack",
+    "h3": "H3 cell index (hex)",
+    "resolution": "H3 resolution of the cell",
+    "lat": "cell centre latitude (WGS84)",
+    "lon": "cell centre longitude (WGS84)",
+    "streets": "nearest street names: the most frequent location texts of the cell's records ('; '-separated)",
+    "harm": "harm in the look-back window (days, per the weights table)",
+    "count": "offences in the look-back window",
+    "harm_share": "share of the area's harm in the look-back window",
+    "top_offences": "main offence types by harm, with counts",
+    "peak_days": "days of week with most harm (timed data only)",
+    "peak_hours": f"the {PEAK_HOURS_WIDTH}-hour window with most harm (timed data only)",
+    "visits_per_day": "recommended visits per day",
+    "visit_minutes": "recommended minutes per visit (Koper curve: about 15)",
+    "visits_planned": "visits over the plan period",
+    "minutes_planned": "patrol minutes over the plan period",
+}
+
+PACK_SCHEMA = """
+CREATE SEQUENCE IF NOT EXISTS tasking_pack_seq START 1;
+CREATE TABLE IF NOT EXISTS tasking_packs (
+    pack_id INTEGER PRIMARY KEY, dataset VARCHAR, area_layer VARCHAR, created_at TIMESTAMP, plan_from DATE,
+    plan_to DATE, lookback_from DATE, lookback_to DATE, visits_per_day DOUBLE, visit_minutes INTEGER,
+    params VARCHAR);
+CREATE TABLE IF NOT EXISTS tasking_spots (
+    pack_id INTEGER, spot_id VARCHAR, h3 VARCHAR, resolution SMALLINT, area_id VARCHAR, area_name VARCHAR,
+    area_rank INTEGER, rank INTEGER, harm DOUBLE, count INTEGER, lat DOUBLE, lon DOUBLE, streets VARCHAR,
+    visits_per_day DOUBLE, visit_minutes INTEGER, visits_planned DOUBLE, minutes_planned DOUBLE);
+"""
+
+
+class TaskingError(ValueError):
+    """Invalid tasking parameters (e.g. no area layer, capacity too small)."""
+
+
+class TaskingParams(BaseModel):
+    """Capacity and dose of a tasking pack; every default is explained in docs/patrol-planning.md."""
+
+    area_layer: str = Field("districts", description="Boundary layer whose features are the patrol areas.")
+    spots_per_area: int = Field(5, ge=1, le=100, description="Most spots per area.")
+    total_minutes: float | None = Field(None, gt=0, description="Patrol minutes available over the whole plan "
+                                        "period, all areas together; null = no limit beyond spots_per_area.")
+    visit_minutes: int = Field(15, ge=1, le=120, description="Minutes per visit (Koper curve: ~15).")
+    visits_per_day: float = Field(2.0, gt=0, le=48, description="Visits per spot per day (planning parameter).")
+    plan_from: date | None = Field(None, description="First day of the plan period; default: today.")
+    plan_days: int = Field(14, ge=1, le=92, description="Length of the plan period in days (biweekly: 14).")
+
+
+@dataclass
+class TaskingPack:
+    query: HotspotQuery
+    params: TaskingParams
+    plan_from: date
+    plan_to_exclusive: date
+    spots: pd.DataFrame  # TASKING_FIELDS (+ 'cell'), this pack's spots
+    dropped: pd.DataFrame  # previous pack's spots not in this one (same columns, status 'dropped')
+    areas: pd.DataFrame  # feature_id, name, geometry_wkb, spots, harm (for the sheet)
+    hotspots: HotspotResult
+    previous_pack_id: int | None
+    capacity: dict
+    peak_note: str | None
+    pack_id: int | None = None
+    caveats: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        """Spots then dropped spots: one table for CSV/GeoJSON, with status telling them apart."""
+        return pd.concat([self.spots, self.dropped], ignore_index=True) if len(self.dropped) else self.spots
+
+    def meta(self) -> dict:
+        hs = self.hotspots.meta()
+        counts = self.spots["status"].value_counts().to_dict() if len(self.spots) else {}
+        return {
+            "pack_id": self.pack_id, "previous_pack_id": self.previous_pack_id, "dataset": self.query.dataset,
+            "area_layer": self.params.area_layer,
+            "plan": {"from": self.plan_from.isoformat(),
+                     "to": (self.plan_to_exclusive - timedelta(days=1)).isoformat(), "days": self.params.plan_days},
+            "lookback": {"from": hs["from"], "to": hs["to"], "rule": hs["period_rule"]},
+            "preset": hs["preset"], "offences": hs["offences"], "resolution": self.query.resolution,
+            "dose": {"visit_minutes": self.params.visit_minutes, "visits_per_day": self.params.visits_per_day,
+                     "source": "visit length: Koper (1995) Justice Quarterly 12(4) - disorder-free time after a "
+                               "patrol rose with stops up to about 14-15 minutes; visits per day: planning "
+                               "parameter (set to capacity)"},
+            "capacity": self.capacity,
+            "status_counts": {"new": int(counts.get("new", 0)), "continuing": int(counts.get("continuing", 0)),
+                              "dropped": int(len(self.dropped))},
+            "peak_windows": self.peak_note or "from record times",
+            "weights_table": hs["weights_table"], "weights_exact": hs["weights_exact"],
+            "time_precision": hs["time_precision"], "caveats": [*self.caveats, *hs["not_applied"], *hs["caveats"]],
+            "fields": TASKING_FIELDS,
+        }
+
+
+def spot_id(h3_hex: str) -> str:
+    return SPOT_PREFIX + h3_hex
+
+
+def cell_of_spot(sid: str) -> int:
+    """'HS-8a19...' (or a bare hex) -> the H3 cell as an integer; ValueError if it is not a valid cell."""
+    import h3
+
+    text = sid[len(SPOT_PREFIX):] if sid.startswith(SPOT_PREFIX) else sid
+    if not h3.is_valid_cell(text):
+        raise ValueError(f"'{sid}' is not a spot id ('HS-' + an H3 cell index)")
+    return int(h3.str_to_int(text))
+
+
+def ensure_schema(store: Store) -> None:
+    with store.transaction() as cur:
+        cur.execute(PACK_SCHEMA)
+
+
+def assign_areas(store: Store, layer: str, cells: np.ndarray, res: int) -> pd.DataFrame:
+    """cell -> feature_id of ``layer`` (cells of res < 10 go to the feature holding most of their res-10 cells)."""
+    ac = store.query_df("SELECT feature_id, h3_10 FROM area_cells WHERE layer = ?", [layer])
+    if ac.empty:
+        raise TaskingError(f"no area layer '{layer}' is loaded; layers: {store.area_layers()['layer'].tolist()}")
+    a10 = ac["h3_10"].to_numpy(np.uint64)
+    if res == AREA_RESOLUTION:
+        key = cells
+        table = pd.DataFrame({"key": a10, "feature_id": ac["feature_id"].to_numpy()}).drop_duplicates("key")
+    elif res > AREA_RESOLUTION:
+        key = parents(cells, AREA_RESOLUTION) if len(cells) else cells
+        table = pd.DataFrame({"key": a10, "feature_id": ac["feature_id"].to_numpy()}).drop_duplicates("key")
+    else:
+        key = cells
+        counts = (pd.DataFrame({"key": parents(a10, res), "feature_id": ac["feature_id"].to_numpy()})
+                  .value_counts().reset_index(name="n").sort_values(["key", "n"], ascending=[True, False]))
+        table = counts.drop_duplicates("key")[["key", "feature_id"]]
+    out = pd.DataFrame({"cell": cells, "key": key}).merge(table, on="key", how="left")
+    return out[["cell", "feature_id"]]
+
+
+def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: TaskingParams,
+               today: date | None = None) -> TaskingPack:
+    """Compute a tasking pack (not saved; see :func:`save_pack`)."""
+    ensure_schema(store)
+    res = harm_spots(store, q.model_copy(update={"top": None}), weights)
+    caveats: list[str] = []
+    cells = res.cells[res.cells["harm"] > 0].copy()
+    areas = store.areas(params.area_layer)
+    if areas.empty:
+        raise TaskingError(f"no area layer '{params.area_layer}' is loaded; layers: "
+                           f"{store.area_layers()['layer'].tolist()}")
+    assigned = assign_areas(store, params.area_layer, cells["cell"].to_numpy(np.uint64), q.resolution)
+    cells = cells.merge(assigned, on="cell", how="left")
+    outside = int(cells["feature_id"].isna().sum())
+    if outside:
+        caveats.append(f"{outside} cells with harm lie outside every '{params.area_layer}' area and are not tasked")
+    cells = cells[cells["feature_id"].notna()].sort_values(["harm", "count", "cell"], ascending=[False, False, True],
+                                                            kind="mergesort")
+    cells["area_rank"] = cells.groupby("feature_id").cumcount() + 1
+    area_harm = cells.groupby("feature_id")["harm"].transform("sum")
+    cells["harm_share"] = cells["harm"] / area_harm
+    cand = cells[cells["area_rank"] <= params.spots_per_area]
+
+    # capacity: round robin over areas (every area's #1 first, by harm), then cut at the minutes available
+    plan_from = params.plan_from or today or date.today()
+    per_spot = params.visits_per_day * params.plan_days * params.visit_minutes
+    max_spots = len(cand) if params.total_minutes is None else int(params.total_minutes // per_spot)
+    if params.total_minutes is not None and max_spots < 1:
+        raise TaskingError(f"total_minutes {params.total_minutes:g} is less than one spot's dose ({per_spot:g} "
+                           f"minutes = {params.visits_per_day:g} visits/day x {params.plan_days} days x "
+                           f"{params.visit_minutes} min)")
+    order = cand.sort_values(["area_rank", "harm", "cell"], ascending=[True, False, True], kind="mergesort")
+    chosen = order.head(max_spots)
+    cut = len(cand) - len(chosen)
+    chosen = chosen.sort_values(["harm", "count", "cell"], ascending=[False, False, True], kind="mergesort")
+    chosen = chosen.reset_index(drop=True)
+    chosen["rank"] = np.arange(1, len(chosen) + 1)
+    chosen["spot_id"] = SPOT_PREFIX + chosen["h3"]
+    names = areas.set_index("feature_id")["name"]
+    chosen["area_id"] = chosen["feature_id"].astype(str)
+    chosen["area_name"] = chosen["area_id"].map(names)
+    chosen["resolution"] = q.resolution
+    chosen["visits_per_day"] = params.visits_per_day
+    chosen["visit_minutes"] = params.visit_minutes
+    chosen["visits_planned"] = params.visits_per_day * params.plan_days
+    chosen["minutes_planned"] = per_spot
+
+    chosen["streets"] = _streets(store, q, res, chosen["cell"].to_numpy(np.uint64))
+    peak_days, peak_hours, peak_note = _peaks(store, q, res, weights, chosen["cell"].to_numpy(np.uint64))
+    chosen["peak_days"], chosen["peak_hours"] = peak_days, peak_hours
+
+    prev_id, prev = _previous_pack(store, q.dataset, params.area_layer)
+    prev_ids = set(prev["spot_id"]) if prev is not None else set()
+    chosen["status"] = np.where(chosen["spot_id"].isin(prev_ids), "continuing", "new")
+    dropped = _dropped(prev, chosen, cells)
+    if prev_id is None:
+        caveats.append("no previous saved pack for this dataset and layer: every spot is new")
+
+    capacity = {"spots_per_area": params.spots_per_area, "total_minutes": params.total_minutes,
+                "minutes_per_spot": per_spot, "max_spots_by_minutes": None if params.total_minutes is None else max_spots,
+                "spots": int(len(chosen)), "minutes_planned": float(per_spot * len(chosen)),
+                "minutes_per_day": float(per_spot * len(chosen) / params.plan_days),
+                "candidates_cut_by_minutes": int(cut),
+                "rule": "top spots_per_area per area by harm; if total_minutes binds, round robin over areas "
+                        "(all areas' #1 by harm, then all #2 ...)"}
+    summary = chosen.groupby("area_id").agg(spots=("spot_id", "size"), harm=("harm", "sum")).reset_index()
+    areas = areas.rename(columns={"feature_id": "area_id"}).merge(summary, on="area_id", how="left")
+    areas[["spots", "harm"]] = areas[["spots", "harm"]].fillna(0)
+    spots = chosen[["cell", *TASKING_FIELDS]].sort_values(["area_name", "area_rank"], kind="mergesort")
+    return TaskingPack(q, params, plan_from, plan_from + timedelta(days=params.plan_days),
+                       spots.reset_index(drop=True), dropped, areas, res, prev_id, capacity, peak_note,
+                       caveats=caveats)
+
+
+def _window(res: HotspotResult) -> tuple[datetime, datetime]:
+    return res.period_from, res.period_to_exclusive
+
+
+def _streets(store: Store, q: HotspotQuery, res: HotspotResult, cells: np.ndarray, n: int = 3) -> list[str]:
+    """Most frequent location texts ('On or near ' removed) of each cell's records in the look-back window."""
+    if not len(cells):
+        return []
+    start, end = _window(res)
+    cur = store.cursor()
+    try:
+        cur.register("sel", pd.DataFrame({"cell": cells}))
+        df = cur.execute(f"""
+            SELECT o.h3_{q.resolution} AS cell,
+                   trim(regexp_replace(o.location, '^(On or near|on or near)\\s+', '')) AS street, count(*) AS n
+            FROM offences o WHERE o.dataset = ? AND o.occurred_from >= ? AND o.occurred_to <= ?
+              AND o.h3_{q.resolution} IN (SELECT cell FROM sel) AND o.location IS NOT NULL AND o.location <> ''
+            GROUP BY 1, 2""", [q.dataset, start, end]).df()
+    finally:
+        cur.close()
+    if df.empty:
+        return [""] * len(cells)
+    df = df[df["street"] != ""].sort_values(["cell", "n", "street"], ascending=[True, False, True])
+    joined = df.groupby("cell").head(n).groupby("cell")["street"].agg("; ".join)
+    return joined.reindex(pd.Index(cells, dtype="uint64")).fillna("").tolist()
+
+
+def _peaks(store: Store, q: HotspotQuery, res: HotspotResult, weights: WeightsTable,
+           cells: np.ndarray) -> tuple[list, list, str | None]:
+    """Peak days (top two by harm) and the PEAK_HOURS_WIDTH-hour window with most harm, where times exist."""
+    precisions = set(res.time_precision)
+    if not len(cells):
+        return [], [], None
+    if precisions <= {"month"}:
+        return [MONTH_ONLY_PEAK] * len(cells), [MONTH_ONLY_PEAK] * len(cells), MONTH_ONLY_PEAK
+    table = store.weights_table(q.weights) if q.weights else weights
+    _, groups, cats = _offence_selection(q)
+    keys = store.key_weights(table)
+    chosen = keys[select_keys(keys, groups, cats, q.include_asb)][["offence_key", "days"]]
+    start, end = _window(res)
+    cur = store.cursor()
+    try:
+        cur.register("sel", pd.DataFrame({"cell": cells}))
+        cur.register("kw", chosen)
+        df = cur.execute(f"""
+            SELECT o.h3_{q.resolution} AS cell, o.dow, o.hour, sum(kw.days) AS harm
+            FROM offences o JOIN kw ON kw.offence_key = o.offence_key
+            WHERE o.dataset = ? AND o.occurred_from >= ? AND o.occurred_to <= ? AND o.dow IS NOT NULL
+              AND o.h3_{q.resolution} IN (SELECT cell FROM sel) GROUP BY 1, 2, 3""", [q.dataset, start, end]).df()
+    finally:
+        cur.close()
+    pos = pd.Series(np.arange(len(cells)), index=pd.Index(cells, dtype="uint64"))
+    day_m = np.zeros((len(cells), 7))
+    hour_m = np.zeros((len(cells), 24))
+    if len(df):
+        i = pos.reindex(df["cell"].to_numpy(np.uint64)).to_numpy()
+        np.add.at(day_m, (i, df["dow"].to_numpy(int)), df["harm"].to_numpy(float))
+        timed = df["hour"].notna().to_numpy()
+        np.add.at(hour_m, (i[timed], df.loc[timed, "hour"].to_numpy(int)), df.loc[timed, "harm"].to_numpy(float))
+    top2 = np.argsort(-day_m, axis=1, kind="stable")[:, :2]
+    days = [", ".join(DAYS[d] for d in sorted(row) if day_m[k, d] > 0) or "-" for k, row in enumerate(top2)]
+    note = None
+    if "minute" in precisions:
+        window = sum(np.roll(hour_m, -s, axis=1) for s in range(PEAK_HOURS_WIDTH))  # window starting at each hour
+        best = window.argmax(axis=1)
+        hours = [f"{b:02d}:00-{(b + PEAK_HOURS_WIDTH) % 24:02d}:00" if window[k, b] > 0 else "-"
+                 for k, b in enumerate(best)]
+    else:
+        hours = ["n/a: records carry days but no times"] * len(cells)
+        note = "peak days from record dates; no times, so no peak hours"
+    return days, hours, note
+
+
+def _previous_pack(store: Store, dataset: str, layer: str) -> tuple[int | None, pd.DataFrame | None]:
+    last = store.query_df("""SELECT pack_id FROM tasking_packs WHERE dataset = ? AND area_layer = ?
+                             ORDER BY created_at DESC, pack_id DESC LIMIT 1""", [dataset, layer])
+    if last.empty:
+        return None, None
+    pid = int(last["pack_id"].iloc[0])
+    return pid, store.query_df("SELECT * FROM tasking_spots WHERE pack_id = ?", [pid])
+
+
+def _dropped(prev: pd.DataFrame | None, chosen: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in TASKING_FIELDS]
+    if prev is None or prev.empty:
+        return pd.DataFrame(columns=["cell", *cols])
+    gone = prev[~prev["spot_id"].isin(set(chosen["spot_id"]))].copy()
+    now = cells.set_index("h3")[["harm", "count", "area_rank"]]
+    gone["harm"] = gone["h3"].map(now["harm"]).fillna(0.0)
+    gone["count"] = gone["h3"].map(now["count"]).fillna(0).astype(int)
+    gone["area_rank"] = gone["h3"].map(now["area_rank"]).astype("Int64")
+    gone["status"] = "dropped"
+    gone["cell"] = [cell_of_spot(s) for s in gone["spot_id"]]
+    gone["rank"] = pd.NA
+    gone["visits_planned"] = 0.0
+    gone["minutes_planned"] = 0.0
+    for c in cols:
+        if c not in gone.columns:
+            gone[c] = None
+    return gone[["cell", *cols]].reset_index(drop=True)
+
+
+def save_pack(store: Store, pack: TaskingPack) -> int:
+    """Store the pack (header + spots) in one transaction; it becomes the 'previous pack' of the next one."""
+    ensure_schema(store)
+    hs = pack.hotspots
+    with store.transaction() as cur:
+        pid = int(cur.execute("SELECT nextval('tasking_pack_seq')").fetchall()[0][0])
+        cur.execute("INSERT INTO tasking_packs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [pid, pack.query.dataset, pack.params.area_layer, _now(), pack.plan_from,
+                     pack.plan_to_exclusive - timedelta(days=1), hs.period_from.date(),
+                     (hs.period_to_exclusive - timedelta(days=1)).date(), pack.params.visits_per_day,
+                     pack.params.visit_minutes,
+                     json.dumps({"query": pack.query.model_dump(by_alias=True),
+                                 "params": pack.params.model_dump(mode="json")})])
+        s = pack.spots
+        frame = pd.DataFrame({
+            "pack_id": pid, "spot_id": s["spot_id"], "h3": s["h3"], "resolution": s["resolution"].astype(int),
+            "area_id": s["area_id"], "area_name": s["area_name"], "area_rank": s["area_rank"].astype(int),
+            "rank": s["rank"].astype(int), "harm": s["harm"].astype(float), "count": s["count"].astype(int),
+            "lat": s["lat"], "lon": s["lon"], "streets": s["streets"], "visits_per_day": s["visits_per_day"],
+            "visit_minutes": s["visit_minutes"], "visits_planned": s["visits_planned"],
+            "minutes_planned": s["minutes_planned"]})
+        cur.register("ts", frame)
+        cur.execute("INSERT INTO tasking_spots SELECT * FROM ts")
+        cur.unregister("ts")
+    pack.pack_id = pid
+    return pid
+
+
+def list_packs(store: Store, dataset: str | None = None) -> pd.DataFrame:
+    ensure_schema(store)
+    sql = """SELECT p.pack_id, p.dataset, p.area_layer, p.created_at, p.plan_from, p.plan_to, p.lookback_from,
+                    p.lookback_to, p.visits_per_day, p.visit_minutes, count(s.spot_id) AS spots
+             FROM tasking_packs p LEFT JOIN tasking_spots s USING (pack_id)"""
+    params: list = []
+    if dataset:
+        sql += " WHERE p.dataset = ?"
+        params.append(dataset)
+    return store.query_df(sql + " GROUP BY ALL ORDER BY p.pack_id DESC", params)
+
+
+def get_pack(store: Store, pack_id: int | None = None, dataset: str | None = None) -> tuple[dict, pd.DataFrame]:
+    """A saved pack's header and spots (the latest, of ``dataset`` if given, when pack_id is None)."""
+    packs = list_packs(store, dataset)
+    if packs.empty:
+        raise StoreError("unknown tasking pack: no packs saved yet (POST /tasking saves one)")
+    if pack_id is None:
+        pack_id = int(packs["pack_id"].iloc[0])
+    head = packs[packs["pack_id"] == pack_id]
+    if head.empty:
+        raise StoreError(f"unknown tasking pack {pack_id}; saved packs: {packs['pack_id'].tolist()[:20]}")
+    spots = store.query_df("SELECT * FROM tasking_spots WHERE pack_id = ? ORDER BY rank", [pack_id])
+    h = head.iloc[0].to_dict()
+    return {k: (v.date().isoformat() if isinstance(v, pd.Timestamp) else v) for k, v in h.items()}, spots
