@@ -7,6 +7,7 @@ from fastapi import Depends, Query, Request
 
 from app.errors import ApiError
 from app.state import ServiceState
+from hotspots.disclosure import DisclosurePolicy
 from hotspots.presets import PRESETS
 from hotspots.query import HotspotQuery, parse_bbox
 
@@ -79,3 +80,17 @@ def hotspot_query(
 
 
 Query_ = Annotated[HotspotQuery, Depends(hotspot_query)]
+
+
+def disclosure_policy(
+    state: State,
+    mode: Annotated[Literal["internal", "public"], Query(
+        description="public: output for sharing outside the force - cells with fewer than k offences withheld "
+        "(k=5 by default), resolution capped at 8, bbox/days/hours refused (docs/security.md).")] = "internal",
+) -> DisclosurePolicy | None:
+    if mode == "internal":
+        return None
+    return DisclosurePolicy(state.settings.public_min_count, state.settings.public_max_resolution)
+
+
+Disclosure = Annotated[DisclosurePolicy | None, Depends(disclosure_policy)]

@@ -6,8 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from app.deps import Format, Query_, State
+from app.deps import Disclosure, Format, Query_, State
 from app.render import CELL_FIELDS, to_csv, to_geojson, to_json
+from hotspots.disclosure import public_harm_spots
 from hotspots.harmspots import HotspotResult, harm_spots
 
 router = APIRouter(tags=["hotspots"])
@@ -49,13 +50,17 @@ def render(result: HotspotResult, fmt: str, fields: list[str] = FIELDS, filename
     responses={200: {"content": {"application/json": {"example": HOTSPOT_EXAMPLE}, "text/csv": {},
                                  GEOJSON_MEDIA: {}}}},
 )
-def get_hotspots(state: State, q: Query_,
+def get_hotspots(state: State, q: Query_, disclosure: Disclosure,
                  format: Annotated[Format, Query(description="json (default), csv or geojson")] = "json") -> Response:
+    if disclosure is not None:
+        return render(public_harm_spots(state.store, q, state.default_weights, disclosure), format)
     return render(harm_spots(state.store, q, state.default_weights), format)
 
 
 @router.get("/hotspots.geojson", summary="Harm spots as an RFC 7946 FeatureCollection of hexagons",
             description="The same cells as /hotspots, as GeoJSON polygons (WGS84 lon/lat, counter-clockwise rings).",
             responses={200: {"content": {GEOJSON_MEDIA: {}}}})
-def get_hotspots_geojson(state: State, q: Query_) -> Response:
+def get_hotspots_geojson(state: State, q: Query_, disclosure: Disclosure) -> Response:
+    if disclosure is not None:
+        return render(public_harm_spots(state.store, q, state.default_weights, disclosure), "geojson")
     return render(harm_spots(state.store, q, state.default_weights), "geojson")

@@ -1,0 +1,88 @@
+"""Public output mode: small cells withheld before ranking, resolution capped, totals over published cells only."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from geodata.settings import Settings
+from hotspots.disclosure import DisclosureError, DisclosurePolicy, public_harm_spots
+from hotspots.harmspots import harm_spots
+from hotspots.query import HotspotQuery
+
+Q = {"dataset": "essex-sample", "from": "2024-03", "to": "2024-04", "preset": "all-crime"}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("disc")))
+    with TestClient(app) as client:
+        yield client, app.state.harmspot
+
+
+def test_engine_suppresses_and_coarsens(service):
+    _, state = service
+    q = HotspotQuery.model_validate({**Q, "resolution": 10, "top": None})
+    full8 = harm_spots(state.store, q.model_copy(update={"resolution": 8}), state.default_weights)
+    pub = public_harm_spots(state.store, q, state.default_weights, DisclosurePolicy(5, 8))
+    assert pub.query.resolution == 8
+    assert (pub.cells["count"] >= 5).all()
+    small = full8.cells[full8.cells["count"] < 5]
+    assert len(small) > 0, "the sample should have small cells to suppress"
+    assert not set(small["cell"]) & set(pub.cells["cell"])
+    assert len(pub.cells) == int((full8.cells["count"] >= 5).sum())
+    assert pub.total_count == int(pub.cells["count"].sum())  # totals over published cells only
+    assert pub.total_harm == pytest.approx(float(pub.cells["harm"].sum()))
+    assert pub.cells["rank"].tolist() == list(range(1, len(pub.cells) + 1))
+    assert np.all(pub.cells["harm"].to_numpy() == np.round(pub.cells["harm"].to_numpy()))
+    assert all(o["count"] >= 5 for offs in pub.cells["top_offences"] for o in offs)
+    meta = pub.meta()
+    assert meta["disclosure"]["cells_withheld"] == len(small)
+    assert meta["disclosure"]["resolution_requested"] == 10 and meta["resolution"] == 8
+    assert any("withheld" in c for c in meta["caveats"])
+
+
+def test_k_is_a_setting(service):
+    _, state = service
+    q = HotspotQuery.model_validate({**Q, "resolution": 8, "top": None})
+    k10 = public_harm_spots(state.store, q, state.default_weights, DisclosurePolicy(10, 8))
+    k5 = public_harm_spots(state.store, q, state.default_weights, DisclosurePolicy(5, 8))
+    assert (k10.cells["count"] >= 10).all() and len(k10.cells) < len(k5.cells)
+    coarse = public_harm_spots(state.store, q, state.default_weights, DisclosurePolicy(5, 7))
+    assert coarse.query.resolution == 7
+
+
+def test_suppression_before_top_n(service):
+    _, state = service
+    q = HotspotQuery.model_validate({**Q, "resolution": 8, "top": 10_000, "rank_by": "count"})
+    pub = public_harm_spots(state.store, q, state.default_weights)
+    assert pub.top_cells["rank"].tolist() == list(range(1, len(pub.top_cells) + 1))
+    assert (pub.top_cells["count"] >= 5).all()
+
+
+def test_differencing_handles_refused(service):
+    _, state = service
+    for extra in ({"bbox": (0.5, 51.5, 0.8, 51.7)}, {"hours": [1, 2]}, {"days": [4]}, {"from": "2024-03-01"}):
+        q = HotspotQuery.model_validate({**Q, **extra})
+        with pytest.raises(DisclosureError):
+            public_harm_spots(state.store, q, state.default_weights)
+
+
+def test_api_public_mode(service):
+    client, _ = service
+    r = client.get("/hotspots", params={**Q, "mode": "public", "resolution": 10, "top": 20})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["resolution"] == 8 and body["disclosure"]["min_count"] == 5
+    assert all(c["count"] >= 5 for c in body["cells"])
+    geo = client.get("/hotspots.geojson", params={**Q, "mode": "public", "top": 5}).json()
+    assert geo["metadata"]["disclosure"]["mode"] == "public"
+    assert all(f["properties"]["count"] >= 5 for f in geo["features"])
+    csv = client.get("/hotspots", params={**Q, "mode": "public", "format": "csv", "top": 5})
+    assert csv.status_code == 200 and csv.text.startswith("h3,")
+    bad = client.get("/hotspots", params={**Q, "mode": "public", "bbox": "0.5,51.5,0.8,51.7"})
+    assert bad.status_code == 422 and "public mode" in bad.json()["error"]["message"]
+    assert client.get("/hotspots", params={**Q, "mode": "secret"}).status_code == 422
+    internal = client.get("/hotspots", params={**Q, "resolution": 10, "top": 5}).json()
+    assert internal["resolution"] == 10 and "disclosure" not in internal
