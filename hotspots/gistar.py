@@ -374,8 +374,15 @@ def gistar(cells: np.ndarray, values: np.ndarray, domain: Domain | None = None, 
     p = {"hot": p_hot, "cold": p_cold, "both": np.minimum(1.0, 2 * np.minimum(p_hot, p_cold))}[tail]
     q = bh_qvalues(p)
     cls = classify(z, q, tail)
+    caveats = list(CAVEATS)
+    if permutations and 1.0 / (permutations + 1) > q_level / max(n, 1):
+        need = int(np.ceil(n / (permutations + 1) / q_level))
+        caveats.insert(0, f"With {permutations} permutations the smallest p is 1/{permutations + 1}; over {n:,} cells "
+                          f"Benjamini-Hochberg needs at least {need:,} cells at that p before any is significant. "
+                          "Use analytic inference or more permutations for large domains.")
     frame = pd.DataFrame({"cell": domain.cells, "value": y, "raw": raw, "g": g, "z": z, "p": p, "q": q,
                           "class": cls, "significant": q <= q_level})
     return GiStarResult(cells=frame, domain=domain.describe(), k=k, tail=tail, inference=inference,
                         permutations=int(permutations), q_level=q_level, transform=tname, transform_note=tnote,
-                        dropped_outside_domain=int((~inside).sum()), n_significant=int((q <= q_level).sum()))
+                        dropped_outside_domain=int((~inside).sum()), n_significant=int((q <= q_level).sum()),
+                        caveats=caveats)
