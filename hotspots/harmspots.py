@@ -75,11 +75,14 @@ class HotspotResult:
 def _resolve_period(store: Store, q: HotspotQuery) -> tuple[datetime, datetime, str]:
     info = store.query_df("""SELECT max(occurred_to) AS last, min(occurred_from) AS first,
                              bool_and(precision = 'month') AS month_only FROM offences WHERE dataset = ?""", [q.dataset])
-    last = info["last"].iloc[0]
-    if pd.isna(last):
+    return resolve_period(q, info["last"].iloc[0], bool(info["month_only"].iloc[0]))
+
+
+def resolve_period(q: HotspotQuery, last, month_only: bool) -> tuple[datetime, datetime, str]:
+    """The query's period from the dataset's last record end and whether it is month-only (any executor)."""
+    if last is None or pd.isna(last):
         raise StoreError(f"dataset '{q.dataset}' has no offences")
-    d_start, d_end, rule = default_period(pd.Timestamp(last).to_pydatetime(),
-                                          "month" if bool(info["month_only"].iloc[0]) else "day")
+    d_start, d_end, rule = default_period(pd.Timestamp(last).to_pydatetime(), "month" if month_only else "day")
     start = period_start(q.date_from) if q.date_from else (d_start if not q.date_to else None)
     end = period_end_exclusive(q.date_to) if q.date_to else d_end
     if start is None:  # only 'to' given: the same length of window as the default, ending there
@@ -130,8 +133,6 @@ def harm_spots(store: Store, q: HotspotQuery, default_weights: WeightsTable) -> 
     preset, groups, cats = _offence_selection(q)
     keys = store.key_weights(table)
     chosen = keys[select_keys(keys, groups, cats, q.include_asb)]
-    not_applied: list[str] = []
-    caveats: list[str] = []
 
     where = ["o.dataset = ?", "o.occurred_from >= ?", "o.occurred_to <= ?"]
     params: list = [q.dataset, start, end]
@@ -174,9 +175,7 @@ def harm_spots(store: Store, q: HotspotQuery, default_weights: WeightsTable) -> 
                                        count(*) FILTER (WHERE o.knife IS NULL) AS no_knife,
                                        count(*) FILTER (WHERE o.nte IS NULL AND o.hour IS NULL) AS no_nte
                                 {base} GROUP BY 1""", params).df()
-        order_col = "harm" if q.rank_by == "harm" else "count"
-        agg = agg.sort_values([order_col, "harm" if order_col == "count" else "count", "cell"],
-                              ascending=[False, False, True], kind="mergesort").reset_index(drop=True)
+        agg = rank_cells(agg, q.rank_by)
         top_n = len(agg) if q.top is None else min(q.top, len(agg))
         top_cells = agg["cell"].to_numpy(dtype=np.uint64)[:top_n]
         cur.register("topc", pd.DataFrame({"cell": top_cells}))
@@ -186,7 +185,28 @@ def harm_spots(store: Store, q: HotspotQuery, default_weights: WeightsTable) -> 
                                  AND o.h3_{res} IN (SELECT cell FROM topc) GROUP BY 1, 2""", params).df()
     finally:
         cur.close()
+    return assemble_result(store, q, table, start, end, rule, preset, chosen, agg, flags, labels,
+                           (domain_layer, domain_ids, domain_label))
 
+
+def rank_cells(agg: pd.DataFrame, rank_by: str) -> pd.DataFrame:
+    """Order cells highest first; ties by the other measure, then cell id. Harm is compared at 6 decimals
+    (what the renderers publish), so executors that sum in a different order rank identically."""
+    key = agg.assign(_harm=agg["harm"].round(6))
+    cols = ["_harm", "count"] if rank_by == "harm" else ["count", "_harm"]
+    return (key.sort_values([*cols, "cell"], ascending=[False, False, True], kind="mergesort")
+            .drop(columns=["_harm"]).reset_index(drop=True))
+
+
+def assemble_result(store: Store, q: HotspotQuery, table: WeightsTable, start: datetime, end: datetime, rule: str,
+                    preset: Preset | None, chosen: pd.DataFrame, agg: pd.DataFrame, flags: pd.DataFrame,
+                    labels: pd.DataFrame, domain: tuple[str, list, str]) -> HotspotResult:
+    """Turn per-cell aggregates (ranked by :func:`rank_cells`) into a :class:`HotspotResult`; shared by every
+    executor (the embedded DuckDB one above and hotspots.dask_backend), so the statistics exist once."""
+    domain_layer, domain_ids, domain_label = domain
+    top_n = len(agg) if q.top is None else min(q.top, len(agg))
+    not_applied: list[str] = []
+    caveats: list[str] = []
     total_harm = float(agg["harm"].sum()) if len(agg) else 0.0
     total_count = int(agg["count"].sum()) if len(agg) else 0
     exact_share = float(agg["exact_harm"].sum() / total_harm) if total_harm > 0 else 0.0
