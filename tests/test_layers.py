@@ -117,3 +117,10 @@ def test_shared_poi_quirks():
     assert fh.rejects["reason"].str.startswith("missing coordinates").all()
     pubs = load_layer(SHARED / "essex_osm_pubs.csv", "pubs", "pub")
     assert len(pubs) == 335 and pubs.coordinate_columns == ("lon", "lat")
+
+
+def test_sample_poi_files_load():
+    sample = Path(__file__).resolve().parents[1] / "sample" / "poi"
+    v = load_layer(sample / "chelmsford_fhrs_pubs_restaurants.csv", "fhrs", "venue")
+    assert len(v) == 291 and len(v.rejects) == 4
+    assert load_layer(sample / "essex_railway_stations.csv", "st", "railway station").coordinate_columns == ("long", "lat")
