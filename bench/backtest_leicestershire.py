@@ -128,6 +128,13 @@ actual harm, the ceiling):
 - police.uk locations are snapped to anonymous points, so next month's offences land on the same few thousand
   points; that favours methods that keep exactly the same cells (harm spots, prior counts) over smoothing (KDE),
   and a wider KDE bandwidth spreads the selection over cells that cannot receive any offence.
+- `harm_spots` and `prior_counts` are close: police.uk rows carry only a category, so each offence's harm is its
+  category's expected CCHI value and a harm ranking is a count ranking re-weighted by category mix. Exact Home
+  Office codes (force extracts) are where harm and count rankings can part.
+- `prior_period_harm` flattens beyond ~7 % of the area: only cells with harm in the single last month get a
+  positive score, the rest are taken in random order.
+- Gi* z is a significance measure, not a forecast: it favours cells in dense neighbourhoods over isolated busy
+  cells, which costs it hit rate at 1-2 % of the area.
 - Harm is dominated by rare serious offences (category expectations here, since police.uk has no Home Office
   code): harm PAI moves more between months than count PAI, and its intervals are wider.
 - Intervals resample origins and ignore autocorrelation between consecutive months; treat them as optimistic.
