@@ -6,7 +6,7 @@ import pytest
 import shapely
 
 from hotspots.gistar import (apply_transform, bh_qvalues, domain_from_cells, domain_from_hull, domain_from_polygon,
-                             gistar, gistar_z, neighbour_matrix, permutation_counts, _distinct_rows)
+                             gistar, neighbour_matrix, permutation_counts, _distinct_rows)
 
 CENTRE = h3.latlng_to_cell(52.6369, -1.1398, 9)  # Leicester clock tower
 
