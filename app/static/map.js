@@ -1,151 +1,444 @@
-/* harmspot map: a thin client of the same API the tasking script uses (GET /hotspots?format=geojson). */
+/* harmspot map: a thin client of the same API the tasking script and GIS use.
+ *
+ * Harm spots come from the OGC API - Features collection /collections/harm-spots/items, which runs the same
+ * query as GET /hotspots (one data path); the download buttons link to /hotspots.geojson and
+ * /hotspots?format=csv with exactly the parameters of the cells on the map.  Boundaries and any later
+ * collection (Gi*, RTM risk, priority places, POI...) are listed from /collections and drawn when switched on.
+ * Hand-built on vendored Leaflet (no CDN, no tile server needed): see docs/map.md.
+ */
 (function () {
   "use strict";
-  // Colour-blind-safe sequential scheme (viridis, 5 classes), light = low harm, dark = high.
-  var COLOURS = ["#fde725", "#5ec962", "#21918c", "#3b528b", "#440154"];
-  var map = L.map("map", { preferCanvas: true, zoomSnap: 0.25 }).setView([51.75, 0.6], 9);
-  var tileUrl = document.body.dataset.tiles;
-  if (tileUrl) { L.tileLayer(tileUrl, { maxZoom: 19 }).addTo(map); }
-  var boundaries = L.layerGroup().addTo(map);
-  var hexes = L.geoJSON(null, { style: styleCell, onEachFeature: bindPopup }).addTo(map);
-  var overlays = { "Harm spots": hexes, "Districts": boundaries };
-  var layerControl = L.control.layers(null, overlays, { collapsed: false }).addTo(map);
-  L.control.scale({ imperial: false }).addTo(map);
-  var breaks = [];
+  // Colour-blind-safe sequential scheme: viridis, 5 classes, light = low harm, dark = high (readable on a
+  // projector and in greyscale print).  Categorical layers use the Okabe-Ito palette.
+  // The palest viridis yellow (#fde725) is replaced by the next stop (#c2df23) so low classes stay visible on
+  // the light background and on a washed-out projector.
+  var COLOURS = ["#c2df23", "#5ec962", "#21918c", "#3b528b", "#440154"];
+  var CATEGORICAL = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"];
+  var PARAMS = ["dataset", "from", "to", "preset", "resolution", "top", "area"];
+  var HOTSPOTS = "harm-spots";
+
   var el = function (id) { return document.getElementById(id); };
+  var renderer = L.canvas({ padding: 0.3 });
+  var map = L.map("map", { preferCanvas: true, renderer: renderer, zoomSnap: 0.25 }).setView([51.75, 0.6], 9);
+  var hexes = L.geoJSON(null, { renderer: renderer, style: styleCell, onEachFeature: bindPopup }).addTo(map);
+  var layerControl = L.control.layers(null, null, { collapsed: false, position: "topright" }).addTo(map);
+  layerControl.addOverlay(hexes, "Harm spots");
+  L.control.scale({ imperial: false }).addTo(map);
 
-  function fmt(x, d) { return x == null ? "–" : Number(x).toLocaleString("en-GB", { maximumFractionDigits: d == null ? 1 : d }); }
+  var state = {
+    config: { max_limit: 10000 }, breaks: [], shown: null, meta: null, token: 0, presets: {},
+    overlays: {}, extraLegends: {}
+  };
 
-  function classify(values) {
-    var v = values.slice().sort(function (a, b) { return a - b; });
+  // ------------------------------------------------------------------ helpers
+  function esc(s) {
+    return String(s == null ? "" : s).replace(/[&<>"']/g, function (c) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
+    });
+  }
+  function fmt(x, d) {
+    return x == null ? "–" : Number(x).toLocaleString("en-GB", { maximumFractionDigits: d == null ? 1 : d });
+  }
+  function getJSON(url) {
+    return fetch(url, { headers: { Accept: "application/json" } }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (body) {
+        if (!r.ok) { throw new Error(body && body.error ? body.error.message : ("HTTP " + r.status)); }
+        return body;
+      });
+    });
+  }
+  /** Fetch an OGC items URL and follow its rel=next links; resolves to {doc: first page, features}. */
+  function fetchAllItems(url, cap) {
+    var features = [], first = null;
+    function page(u) {
+      return getJSON(u).then(function (doc) {
+        if (!first) first = doc;
+        Array.prototype.push.apply(features, doc.features || []);
+        var next = (doc.links || []).filter(function (l) { return l.rel === "next"; })[0];
+        if (next && features.length < cap) return page(next.href);
+        return { doc: first, features: features };
+      });
+    }
+    return page(url);
+  }
+
+  // ------------------------------------------------------------------ classification and styles
+  /** Quantile breaks (5 classes) over the cells shown; duplicate breaks collapse (ties at low harm). */
+  function quantileBreaks(values, k) {
+    var v = values.filter(function (x) { return x != null; }).sort(function (a, b) { return a - b; });
     if (!v.length) return [];
     var out = [];
-    for (var i = 1; i < COLOURS.length; i++) { out.push(v[Math.min(v.length - 1, Math.floor(i * v.length / COLOURS.length))]); }
+    for (var i = 1; i < k; i++) {
+      var b = v[Math.min(v.length - 1, Math.floor(i * v.length / k))];
+      if (!out.length || b > out[out.length - 1]) out.push(b);
+    }
     return out;
   }
-  function colourFor(h) {
-    for (var i = 0; i < breaks.length; i++) { if (h < breaks[i]) return COLOURS[i]; }
-    return COLOURS[COLOURS.length - 1];
+  function classOf(value, breaks) {
+    for (var i = 0; i < breaks.length; i++) { if (value < breaks[i]) return i; }
+    return breaks.length;
   }
+  /** Colour of class i of n: fewer classes (ties) still spread over the ramp, top class always darkest. */
+  function classColour(i, n) {
+    return COLOURS[n <= 1 ? COLOURS.length - 1 : Math.round(i * (COLOURS.length - 1) / (n - 1))];
+  }
+  function colourOf(value, breaks) { return classColour(classOf(value, breaks), breaks.length + 1); }
+  /** Zoomed out, a 15,000 m² hexagon is under a pixel: draw it with a thick stroke of its own colour so every
+   *  spot stays visible; zoomed in, a thin dark outline. */
   function styleCell(f) {
-    return { color: "#222", weight: 0.6, fillColor: colourFor(f.properties.harm), fillOpacity: 0.8 };
+    var z = map.getZoom(), colour = colourOf(f.properties.harm, state.breaks);
+    var far = z < 13;
+    return { color: far ? colour : "#1b1b1b", weight: far ? (z < 11 ? 5 : 3) : 0.6, opacity: far ? 1 : 0.8,
+             fillColor: colour, fillOpacity: 0.85 };
+  }
+  var lastFar = null;
+  map.on("zoomend", function () {
+    var z = map.getZoom(), far = z < 11 ? 2 : (z < 13 ? 1 : 0);
+    if (far !== lastFar) { lastFar = far; hexes.setStyle(styleCell); }
+  });
+
+  // ------------------------------------------------------------------ popups
+  function popupHtml(p) {
+    var offences = (p.top_offences || []).map(function (o) {
+      return "<li>" + esc(o.offence) + ": " + esc(o.count) + " (" + fmt(o.harm) + " days)</li>";
+    }).join("");
+    var narrative = p.risk_narrative || p.narrative;
+    return '<div class="hs-popup" data-h3="' + esc(p.h3) + '">' +
+      "<strong>Rank <span class=\"rank\">" + esc(p.rank) + "</span></strong> <small>" + esc(p.h3) + "</small>" +
+      "<table>" +
+      '<tr><td>Harm</td><td class="harm">' + fmt(p.harm) + " days</td></tr>" +
+      '<tr><td>Offences</td><td class="count">' + esc(p.count) + "</td></tr>" +
+      "<tr><td>Share of harm</td><td>" + fmt(100 * (p.harm_share || 0), 2) + "%</td></tr>" +
+      "<tr><td>Harm per km²</td><td>" + fmt(p.harm_per_km2, 0) + "</td></tr>" +
+      (p.gi_class ? '<tr><td>Gi* class</td><td class="gi">' + esc(p.gi_class) + "</td></tr>" : "") +
+      (p.emerging_class ? "<tr><td>Trend</td><td>" + esc(p.emerging_class) + "</td></tr>" : "") +
+      "</table>" +
+      (offences ? '<div>Top offences:</div><ul class="offences">' + offences + "</ul>" : "") +
+      (narrative ? '<p class="narrative">' + esc(narrative) + "</p>" : "") +
+      "</div>";
   }
   function bindPopup(f, layer) {
-    var p = f.properties;
-    var offences = (p.top_offences || []).map(function (o) {
-      return "<li>" + o.offence + ": " + o.count + " (" + fmt(o.harm) + " days)</li>";
-    }).join("");
-    layer.bindPopup(
-      "<strong>Rank " + p.rank + "</strong> <small>" + p.h3 + "</small><table>" +
-      "<tr><td>Harm</td><td>" + fmt(p.harm) + " CCHI days</td></tr>" +
-      "<tr><td>Offences</td><td>" + p.count + "</td></tr>" +
-      "<tr><td>Share of harm</td><td>" + fmt(100 * p.harm_share, 2) + "%</td></tr>" +
-      (p.gi_class ? "<tr><td>Gi* class</td><td>" + p.gi_class + "</td></tr>" : "") +
-      "</table><div>Top offences:</div><ul>" + offences + "</ul>"
-    );
+    layer.bindPopup(function () { return popupHtml(f.properties); }, { maxWidth: 340 });
   }
 
-  function params() {
+  // ------------------------------------------------------------------ query parameters
+  function formParams() {
     var q = new URLSearchParams();
-    ["dataset", "from", "to", "preset", "resolution", "top", "area"].forEach(function (k) {
+    PARAMS.forEach(function (k) {
       var v = el(k).value.trim();
       if (v) q.set(k, v);
     });
     return q;
   }
-  function url(path, extra) {
-    var q = params();
-    Object.keys(extra || {}).forEach(function (k) { q.set(k, extra[k]); });
-    return path + "?" + q.toString();
+  function withParams(path, q, extra) {
+    var out = new URLSearchParams(q.toString());
+    Object.keys(extra || {}).forEach(function (k) { out.set(k, extra[k]); });
+    return path + "?" + out.toString();
   }
 
-  function legend(meta) {
-    var html = "<strong>Harm (CCHI days) per hexagon</strong><div><small>quintiles of the cells shown</small></div>";
-    var lo = 0;
-    for (var i = 0; i < COLOURS.length; i++) {
-      var hi = i < breaks.length ? breaks[i] : null;
-      html += '<div class="row"><span class="swatch" style="background:' + COLOURS[i] + '"></span>' +
-        fmt(lo) + (hi == null ? "+" : " – " + fmt(hi)) + "</div>";
-      if (hi != null) lo = hi;
+  // ------------------------------------------------------------------ legend and summary
+  function legend(meta, n) {
+    var table = meta && meta.weights_table ? " · " + esc(meta.weights_table) : "";
+    var html = "<strong>Harm per hexagon (days" + table + ")</strong>" +
+      "<div><small>" + (state.breaks.length + 1) + " quantile classes of the " + fmt(n, 0) +
+      " cells shown</small></div>";
+    var lo = null;
+    for (var i = 0; i <= state.breaks.length; i++) {
+      var hi = i < state.breaks.length ? state.breaks[i] : null;
+      var colour = classColour(i, state.breaks.length + 1);
+      html += '<div class="row"><span class="swatch" style="background:' + colour + '"></span>' +
+        (lo == null ? "under " + fmt(hi) : (hi == null ? fmt(lo) + " and over" : fmt(lo) + " – " + fmt(hi))) + "</div>";
+      lo = hi;
     }
+    if (!n) html = "<strong>No harm spots for this selection</strong>";
+    Object.keys(state.extraLegends).forEach(function (k) { html += state.extraLegends[k]; });
     el("legend").innerHTML = html;
   }
   function summary(meta, n) {
     var c = meta.concentration || {};
-    var top = (c.of_cells_with_harm || {});
+    var top = c.of_cells_with_harm || {};
+    var preset = state.presets[meta.preset] || meta.preset || (meta.offences || []).join(", ");
     el("summary").innerHTML = "<table>" +
-      "<tr><td>Period</td><td>" + meta.from + " to " + meta.to + "</td></tr>" +
-      "<tr><td>Cells shown</td><td>" + n + " of " + meta.cells_with_offences + "</td></tr>" +
+      "<tr><td>Period</td><td id=\"period\">" + esc(meta.from) + " to " + esc(meta.to) + "</td></tr>" +
+      "<tr><td>Offences</td><td>" + esc(preset) + "</td></tr>" +
+      "<tr><td>Cells shown</td><td>" + fmt(n, 0) + " of " + fmt(meta.cells_with_offences, 0) + "</td></tr>" +
       "<tr><td>Total harm</td><td>" + fmt(meta.total_harm) + " days</td></tr>" +
-      "<tr><td>Offences</td><td>" + fmt(meta.total_count, 0) + "</td></tr>" +
+      "<tr><td>Offence count</td><td>" + fmt(meta.total_count, 0) + "</td></tr>" +
       "<tr><td>Top 5% of cells</td><td>" + fmt(100 * (top.top_5pct || 0), 1) + "% of harm</td></tr>" +
-      "<tr><td>Weights</td><td>" + meta.weights_table + " (" + meta.weights_exact + ")</td></tr>" +
-      "<tr><td>Time precision</td><td>" + (meta.time_precision || []).join(", ") + "</td></tr></table>";
-    el("weights-name").textContent = meta.weights_table;
+      "<tr><td>Weights</td><td>" + esc(meta.weights_table) + " (" + esc(meta.weights_exact) + ")</td></tr>" +
+      "<tr><td>Time precision</td><td>" + esc((meta.time_precision || []).join(", ")) + "</td></tr></table>";
+    el("weights-name").textContent = meta.weights_table || "";
     el("caveat-list").innerHTML = (meta.not_applied || []).concat(meta.caveats || []).map(function (t) {
-      return "<li>" + t + "</li>";
+      return "<li>" + esc(t) + "</li>";
     }).join("");
   }
 
+  // ------------------------------------------------------------------ harm spots
   function load(fit) {
+    var token = ++state.token;
+    var q = formParams();
+    var max = state.config.max_limit || 10000;
+    var top = parseInt(q.get("top") || "50", 10);
     el("status").textContent = "Loading…";
-    el("dl-geojson").href = url("/hotspots.geojson");
-    el("dl-csv").href = url("/hotspots", { format: "csv" });
-    fetch(url("/hotspots.geojson")).then(function (r) {
-      return r.json().then(function (body) { return { ok: r.ok, body: body }; });
-    }).then(function (res) {
-      if (!res.ok) { throw new Error(res.body.error ? res.body.error.message : "request failed"); }
-      var fc = res.body;
-      breaks = classify(fc.features.map(function (f) { return f.properties.harm; }));
+    document.body.dataset.loading = "1";
+    var t0 = performance.now();
+    var url = withParams("/collections/" + HOTSPOTS + "/items", q, { f: "json", limit: String(Math.min(top, max)) });
+    return fetchAllItems(url, top).then(function (res) {
+      if (token !== state.token) return;  // a newer request superseded this one
+      var fc = { type: "FeatureCollection", features: res.features };
+      var meta = res.doc.metadata || {};
+      state.breaks = quantileBreaks(res.features.map(function (f) { return f.properties.harm; }), COLOURS.length);
       hexes.clearLayers();
       hexes.addData(fc);
-      legend(fc.metadata);
-      summary(fc.metadata, fc.features.length);
-      el("status").textContent = fc.features.length + " harm spots";
-      document.body.dataset.cells = String(fc.features.length);
-      if (fit && fc.features.length) { map.fitBounds(hexes.getBounds(), { padding: [20, 20] }); }
+      state.meta = meta;
+      state.shown = q;
+      legend(meta, res.features.length);
+      summary(meta, res.features.length);
+      el("dl-geojson").href = withParams("/hotspots.geojson", q);
+      el("dl-csv").href = withParams("/hotspots", q, { format: "csv" });
+      el("status").textContent = fmt(res.features.length, 0) + " harm spots";
+      history.replaceState(null, "", "?" + q.toString());
+      if (fit && res.features.length) { map.fitBounds(hexes.getBounds(), { padding: [20, 20] }); }
+      requestAnimationFrame(function () {
+        document.body.dataset.cells = String(res.features.length);
+        document.body.dataset.query = q.toString();
+        document.body.dataset.renderMs = String(Math.round(performance.now() - t0));
+        delete document.body.dataset.loading;
+        if (performance.mark) performance.mark("harmspot-rendered");
+      });
     }).catch(function (e) {
+      if (token !== state.token) return;
       el("status").textContent = "Error: " + e.message;
+      document.body.dataset.error = e.message;
+      delete document.body.dataset.loading;
     });
   }
 
-  function loadBoundaries() {
-    fetch("/areas/districts.geojson").then(function (r) { return r.ok ? r.json() : null; }).then(function (fc) {
-      if (!fc) return;
-      var layer = L.geoJSON(fc, { style: { color: "#555", weight: 1.2, fill: true, fillColor: "#ffffff", fillOpacity: 0.6 },
-        interactive: false });
-      boundaries.addLayer(layer);
-      layer.bringToBack();
-      fc.features.forEach(function (f) {
-        var b = L.geoJSON(f).getBounds().getCenter();
-        boundaries.addLayer(L.tooltip({ permanent: true, direction: "center", className: "district-label" })
-          .setLatLng(b).setContent(f.properties.name));
-        var o = document.createElement("option");
-        o.value = "districts:" + f.properties.id; o.textContent = f.properties.name;
-        el("area").appendChild(o);
+  // ------------------------------------------------------------------ other collections
+  function addCollectionLayer(c) {
+    var kind = c["harmspot:kind"], style = c["harmspot:style"] || {};
+    var group = L.layerGroup();
+    var entry = { collection: c, group: group, loaded: null };
+    state.overlays[c.id] = entry;
+    layerControl.addOverlay(group, esc(c.title));
+    if (c.id === "districts") { map.addLayer(group); }
+    return entry;
+  }
+  function loadOverlay(entry) {
+    var c = entry.collection, style = c["harmspot:style"] || {};
+    var kind = c["harmspot:kind"];
+    var q = kind === "areas" ? new URLSearchParams() : new URLSearchParams((state.shown || formParams()).toString());
+    var key = q.toString();
+    if (entry.loaded === key) return Promise.resolve();
+    entry.loaded = key;
+    var url = withParams("/collections/" + encodeURIComponent(c.id) + "/items", q,
+                         { f: "json", limit: String(state.config.max_limit || 10000) });
+    return fetchAllItems(url, 100000).then(function (res) {
+      entry.group.clearLayers();
+      var layer;
+      if (style.type === "outline" || kind === "areas") {
+        var district = c.id === "districts";
+        layer = L.geoJSON({ type: "FeatureCollection", features: res.features }, {
+          renderer: renderer, interactive: false,
+          style: { color: district ? "#4d4d4d" : "#8c8c8c", weight: district ? 1.6 : 0.8, dashArray: district ? null : "3 3",
+                   fill: district, fillColor: "#ffffff", fillOpacity: district ? 0.55 : 0 }
+        });
+        entry.group.addLayer(layer);
+        if (district) {
+          layer.bringToBack();
+          res.features.forEach(function (f) {
+            var centre = L.geoJSON(f).getBounds().getCenter();
+            entry.group.addLayer(L.tooltip({ permanent: true, direction: "center", className: "district-label" })
+              .setLatLng(centre).setContent(esc(f.properties.name)));
+          });
+        }
+      } else {
+        var prop = style.property, values = res.features.map(function (f) { return f.properties[prop]; });
+        var cats = [], breaks = [];
+        if (style.type === "categorical") {
+          values.forEach(function (v) { if (v != null && cats.indexOf(v) < 0) cats.push(v); });
+        } else {
+          breaks = quantileBreaks(values, COLOURS.length);
+        }
+        var colour = function (v) {
+          return style.type === "categorical" ? CATEGORICAL[cats.indexOf(v) % CATEGORICAL.length] : colourOf(v, breaks);
+        };
+        layer = L.geoJSON({ type: "FeatureCollection", features: res.features }, {
+          renderer: renderer,
+          style: function (f) { return { color: "#000", weight: 1.2, fillColor: colour(f.properties[prop]), fillOpacity: 0.6 }; },
+          pointToLayer: function (f, ll) {
+            return L.circleMarker(ll, { renderer: renderer, radius: 5, color: "#000", weight: 1,
+                                        fillColor: colour(f.properties[prop]), fillOpacity: 0.9 });
+          },
+          onEachFeature: function (f, l) {
+            l.bindPopup(function () {
+              return "<strong>" + esc(c.title) + "</strong><table>" + Object.keys(f.properties).map(function (k) {
+                var v = f.properties[k];
+                return "<tr><td>" + esc(k) + "</td><td>" + esc(typeof v === "object" ? JSON.stringify(v) : v) + "</td></tr>";
+              }).join("") + "</table>";
+            });
+          }
+        });
+        entry.group.addLayer(layer);
+        if (style.type === "categorical" && cats.length) {
+          state.extraLegends[c.id] = "<div class=\"extra-legend\"><strong>" + esc(c.title) + "</strong>" +
+            cats.map(function (v) {
+              return '<div class="row"><span class="swatch" style="background:' + colour(v) + '"></span>' + esc(v) + "</div>";
+            }).join("") + "</div>";
+          legend(state.meta, hexes.getLayers().length);
+        }
+      }
+      return res;
+    }).catch(function (e) {
+      entry.loaded = null;
+      el("status").textContent = c.title + ": " + e.message;
+    });
+  }
+  map.on("overlayadd", function (ev) {
+    Object.keys(state.overlays).forEach(function (id) {
+      if (state.overlays[id].group === ev.layer) loadOverlay(state.overlays[id]);
+    });
+  });
+  map.on("overlayremove", function (ev) {
+    Object.keys(state.overlays).forEach(function (id) {
+      if (state.overlays[id].group === ev.layer && state.extraLegends[id]) {
+        delete state.extraLegends[id];
+        legend(state.meta, hexes.getLayers().length);
+      }
+    });
+  });
+  function refreshActiveOverlays() {
+    Object.keys(state.overlays).forEach(function (id) {
+      var e = state.overlays[id];
+      if (map.hasLayer(e.group) && e.collection["harmspot:kind"] !== "areas") loadOverlay(e);
+    });
+  }
+
+  // ------------------------------------------------------------------ key dates (only when /keydates responds)
+  function keyDateSets(body) {
+    var sets = Array.isArray(body) ? body : (body.sets || body.keydates || body.key_date_sets || []);
+    return sets.filter(function (s) { return s && Array.isArray(s.dates) && s.dates.length; });
+  }
+  function initKeyDates() {
+    return getJSON("/keydates").then(function (body) {
+      var sets = keyDateSets(body);
+      if (!sets.length) return;
+      sets.forEach(function (s) {
+        var g = document.createElement("optgroup");
+        g.label = s.name;
+        s.dates.forEach(function (d) {
+          var o = document.createElement("option");
+          o.value = s.name + "|" + d.date;
+          o.textContent = d.date + " " + (d.label || "");
+          g.appendChild(o);
+        });
+        el("keydate").appendChild(g);
       });
+      el("keydate-wrap").hidden = false;
+    }).catch(function () { /* no key dates engine: the selector stays hidden */ });
+  }
+  function findWindow(obj) {
+    if (!obj || typeof obj !== "object") return null;
+    if (obj.after && obj.after.from && obj.after.to) return obj.after;
+    for (var k in obj) {
+      if (Object.prototype.hasOwnProperty.call(obj, k) && typeof obj[k] === "object") {
+        var w = findWindow(obj[k]);
+        if (w) return w;
+      }
+    }
+    return null;
+  }
+  function onKeyDate() {
+    var v = el("keydate").value;
+    if (!v) return;
+    var parts = v.split("|"), set = parts[0], day = parts[1];
+    var q = new URLSearchParams({ top: "1" });
+    if (el("dataset").value) q.set("dataset", el("dataset").value);
+    getJSON("/keydates/" + encodeURIComponent(set) + "/" + day + "/hotspots?" + q.toString()).then(function (body) {
+      return findWindow(body);
+    }).catch(function () { return null; }).then(function (w) {
+      if (!w) {  // fallback: the 14 days from the key date
+        var end = new Date(day + "T00:00:00Z");
+        end.setUTCDate(end.getUTCDate() + 13);
+        w = { from: day, to: end.toISOString().slice(0, 10) };
+      }
+      el("from").value = w.from;
+      el("to").value = w.to;
+      load(false).then(refreshActiveOverlays);
     });
   }
 
+  // ------------------------------------------------------------------ print view
+  function printView(on) {
+    document.body.classList.toggle("print-view", on);
+    el("print").textContent = on ? "Exit print view" : "Print view";
+    if (on) {
+      var m = state.meta || {};
+      el("print-head").innerHTML = "<h2>Harm spots: " + esc(state.presets[m.preset] || m.preset || "selected offences") +
+        "</h2><p>" + esc(m.from) + " to " + esc(m.to) + " · " + esc(m.dataset) + " · " +
+        esc(el("area").selectedOptions[0] ? el("area").selectedOptions[0].textContent : "") + " · weights " +
+        esc(m.weights_table) + " · printed " + esc(new Date().toLocaleString("en-GB")) + "</p>";
+    }
+    setTimeout(function () {
+      map.invalidateSize();
+      if (hexes.getLayers().length) map.fitBounds(hexes.getBounds(), { padding: [10, 10] });
+      if (on && !navigator.webdriver) setTimeout(function () { window.print(); }, 300);
+    }, 50);
+  }
+
+  // ------------------------------------------------------------------ start-up
+  function option(select, value, text) {
+    var o = document.createElement("option"); o.value = value; o.textContent = text; select.appendChild(o);
+  }
   function init() {
+    var initial = new URLSearchParams(location.search);
     Promise.all([
-      fetch("/datasets").then(function (r) { return r.json(); }),
-      fetch("/presets").then(function (r) { return r.json(); })
+      getJSON("/map/config").catch(function () { return {}; }),
+      getJSON("/datasets"),
+      getJSON("/presets"),
+      getJSON("/collections").catch(function () { return { collections: [] }; })
     ]).then(function (res) {
-      res[0].datasets.forEach(function (d) {
-        var o = document.createElement("option"); o.value = d.name; o.textContent = d.name; el("dataset").appendChild(o);
-      });
-      res[1].presets.forEach(function (p) {
-        var o = document.createElement("option"); o.value = p.name; o.textContent = p.title; el("preset").appendChild(o);
-      });
+      state.config = Object.assign(state.config, res[0]);
+      if (state.config.tile_url) {
+        L.tileLayer(state.config.tile_url, { maxZoom: 19, attribution: "tiles: configured by the force" }).addTo(map);
+      }
+      res[1].datasets.forEach(function (d) { option(el("dataset"), d.name, d.name); });
+      res[2].presets.forEach(function (p) { state.presets[p.name] = p.title; option(el("preset"), p.name, p.title); });
       el("preset").value = "op-ark";
-      loadBoundaries();
-      load(true);
+      (res[3].collections || []).forEach(function (c) { if (c.id !== HOTSPOTS) addCollectionLayer(c); });
+      var districts = state.overlays.districts;
+      var ready = districts ? loadOverlay(districts).then(function (r) {
+        ((r && r.features) || []).slice().sort(function (a, b) {
+          return String(a.properties.name).localeCompare(String(b.properties.name));
+        }).forEach(function (f) { option(el("area"), "districts:" + f.properties.id, f.properties.name); });
+      }) : Promise.resolve();
+      return ready.then(function () {
+        PARAMS.forEach(function (k) { if (initial.get(k)) el(k).value = initial.get(k); });
+        initKeyDates();
+        return load(true);
+      });
+    }).catch(function (e) { el("status").textContent = "Error: " + e.message; });
+    el("controls").addEventListener("submit", function (e) { e.preventDefault(); load(true).then(refreshActiveOverlays); });
+    ["preset", "resolution", "area", "dataset"].forEach(function (k) {
+      el(k).addEventListener("change", function () { load(k === "area").then(refreshActiveOverlays); });
     });
-    el("controls").addEventListener("submit", function (e) { e.preventDefault(); load(true); });
-    el("preset").addEventListener("change", function () { load(false); });
-    el("print").addEventListener("click", function () { window.print(); });
+    el("keydate").addEventListener("change", onKeyDate);
+    el("print").addEventListener("click", function () { printView(!document.body.classList.contains("print-view")); });
+    window.addEventListener("afterprint", function () { if (document.body.classList.contains("print-view")) printView(false); });
   }
-  window.harmspot = { map: map, hexes: hexes, reload: load, layers: layerControl };
+
+  /** For tests and the benchmark: the map, the hexagon layer, and the screen point of a cell's centre. */
+  function cellPoint(h3, zoom) {
+    var found = null;
+    hexes.eachLayer(function (l) { if (l.feature.properties.h3 === h3) found = l; });
+    if (!found) return null;
+    var centre = found.getBounds().getCenter();
+    map.setView(centre, zoom || 16, { animate: false });
+    var p = map.latLngToContainerPoint(centre);
+    var box = el("map").getBoundingClientRect();
+    return { x: Math.round(box.left + p.x), y: Math.round(box.top + p.y) };
+  }
+  window.harmspot = { map: map, hexes: hexes, reload: load, layers: layerControl, state: state, cellPoint: cellPoint,
+                      printView: printView };
   init();
 })();
