@@ -1,0 +1,241 @@
+"""End to end in headless Chromium (Debian chromium + chromium-driver, driven by Selenium).
+
+Starts the real service (uvicorn, a subprocess, a fresh store with the bundled sample) on a free loopback
+port, opens the map, checks the hexagons against GET /hotspots, changes the preset, opens a popup by clicking
+on a hexagon and checks its values, and downloads the GeoJSON of what is shown.  Skipped (reported as
+skipped) only when chromium, chromedriver or selenium are absent.
+
+Set HARMSPOT_SCREENSHOTS=docs/screenshots to refresh the screenshots in the docs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+pytestmark = pytest.mark.browser
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 60) -> dict:
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": "application/json"}), timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def start_server(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
+    """The real service in a subprocess, as `harmspot serve` runs it, on its own store."""
+    env = {**os.environ, "HARMSPOT_DATA_DIR": str(data_dir), "HARMSPOT_LOAD_SAMPLE": "true",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                            cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+        try:
+            get_json(f"http://127.0.0.1:{port}/health", timeout=2)
+            return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.terminate()
+    raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("headless Chromium not installed (apt-get install chromium chromium-driver)")
+    pytest.importorskip("selenium", reason="selenium not installed (pip install -e '.[test]')")
+    tmp = tmp_path_factory.mktemp("browser")
+    port = free_port()
+    proc = start_server(tmp / "data", port, tmp / "server.log")
+    yield f"http://127.0.0.1:{port}"
+    stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def driver(server, downloads):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--window-size=1400,900", "--disable-dev-shm-usage"):
+        opts.add_argument(arg)
+    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                           "download.prompt_for_download": False})
+    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    d.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    d.set_page_load_timeout(60)
+    yield d
+    d.quit()
+
+
+def wait_for(driver, script: str, timeout: float = 45):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.1)
+    status = driver.execute_script("return document.getElementById('status').textContent")
+    raise AssertionError(f"timed out waiting for: {script}; status: {status}")
+
+
+def shown(driver) -> list[dict]:
+    return driver.execute_script(
+        "return window.harmspot.hexes.getLayers().map(function (l) { return l.feature.properties; });")
+
+
+def hotspots(server: str, query: str) -> dict:
+    return get_json(f"{server}/hotspots?{query}")
+
+
+def screenshot(driver, name: str) -> None:
+    target = os.environ.get("HARMSPOT_SCREENSHOTS")
+    if target:
+        out = (ROOT / target) if not Path(target).is_absolute() else Path(target)
+        out.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(out / name))
+
+
+def test_map_end_to_end(server, driver, downloads):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    # a browser asking for / gets the map
+    driver.get(server + "/")
+    assert driver.current_url.rstrip("/").endswith("/map") or "/map?" in driver.current_url
+    wait_for(driver, "return document.body.dataset.cells && !document.body.dataset.loading")
+    time.sleep(0.5)
+    screenshot(driver, "map-default.png")
+
+    # the default view: the same cells, in the same order, as GET /hotspots with the page's parameters
+    query = driver.execute_script("return document.body.dataset.query")
+    assert "preset=op-ark" in query and "top=200" in query
+    api = hotspots(server, query)
+    cells = shown(driver)
+    assert len(cells) == len(api["cells"]) == int(driver.execute_script("return document.body.dataset.cells"))
+    assert [c["h3"] for c in cells] == [c["h3"] for c in api["cells"]]
+    legend = driver.find_element(By.ID, "legend").text
+    assert "quantile classes" in legend and api["weights_table"] in legend
+    layers = driver.find_element(By.CSS_SELECTOR, ".leaflet-control-layers").text
+    assert "Harm spots" in layers and "Districts" in layers and "Wards" in layers
+    assert driver.find_element(By.ID, "keydate-wrap").get_attribute("hidden") in (None, "true", "")
+
+    # change the preset: the map reloads through the same query path
+    Select(driver.find_element(By.ID, "preset")).select_by_value("all-crime")
+    wait_for(driver, "return (document.body.dataset.query || '').indexOf('preset=all-crime') >= 0 "
+                     "&& !document.body.dataset.loading")
+    query = driver.execute_script("return document.body.dataset.query")
+    api = hotspots(server, query)
+    cells = shown(driver)
+    assert len(cells) == len(api["cells"]) == 200
+    assert [c["h3"] for c in cells] == [c["h3"] for c in api["cells"]]
+
+    # click on the top harm spot: the popup shows its rank, harm, count and offences as /hotspots has them
+    target = api["cells"][0]
+    point = driver.execute_script("return window.harmspot.cellPoint(arguments[0], 16)", target["h3"])
+    time.sleep(0.4)
+    point = driver.execute_script("return window.harmspot.cellPoint(arguments[0], 16)", target["h3"])
+    body = driver.find_element(By.TAG_NAME, "body")
+    size = body.size
+    ActionChains(driver).move_to_element_with_offset(body, point["x"] - size["width"] // 2,
+                                                     point["y"] - size["height"] // 2).click().perform()
+    wait_for(driver, "return document.querySelector('.leaflet-popup-content .hs-popup')", timeout=10)
+    popup = driver.find_element(By.CSS_SELECTOR, ".leaflet-popup-content .hs-popup")
+    assert popup.get_attribute("data-h3") == target["h3"]
+    assert popup.find_element(By.CLASS_NAME, "rank").text == str(target["rank"]) == "1"
+    harm_text = popup.find_element(By.CLASS_NAME, "harm").text.replace(",", "").replace(" days", "")
+    assert abs(float(harm_text) - target["harm"]) <= 0.05 + 1e-9
+    assert popup.find_element(By.CLASS_NAME, "count").text == str(target["count"])
+    offences = popup.find_element(By.CLASS_NAME, "offences").text
+    for o in target["top_offences"]:
+        assert o["offence"] in offences
+    time.sleep(0.5)  # the popup fades in
+    screenshot(driver, "map-popup.png")
+
+    # download the GeoJSON: exactly the cells on the map
+    link = driver.find_element(By.ID, "dl-geojson")
+    assert "/hotspots.geojson?" in link.get_attribute("href") and "preset=all-crime" in link.get_attribute("href")
+    link.click()
+    path = downloads / "harmspots.geojson"
+    deadline = time.time() + 30
+    while time.time() < deadline and not (path.exists() and path.stat().st_size > 0
+                                          and not list(downloads.glob("*.crdownload"))):
+        time.sleep(0.2)
+    assert path.exists(), f"no download in {list(downloads.iterdir())}"
+    fc = json.loads(path.read_text())
+    assert fc["type"] == "FeatureCollection" and "crs" not in fc
+    assert [f["properties"]["h3"] for f in fc["features"]] == [c["h3"] for c in cells]
+    assert fc["metadata"]["preset"] == "all-crime"
+    csv_href = driver.find_element(By.ID, "dl-csv").get_attribute("href")
+    assert "format=csv" in csv_href and "preset=all-crime" in csv_href
+
+
+def test_map_renders_5000_hexagons(server, driver):
+    """5,000 cells on the canvas renderer: drawn, and the map still pans and zooms promptly."""
+    q = urlencode({"preset": "all-crime", "resolution": 11, "top": 5000, "from": "2024-01", "to": "2024-04"})
+    driver.get(f"{server}/map?{q}")
+    wait_for(driver, "return document.body.dataset.query && document.body.dataset.query.indexOf('top=5000') >= 0 "
+                     "&& !document.body.dataset.loading", timeout=60)
+    n = int(driver.execute_script("return document.body.dataset.cells"))
+    assert n == 5000
+    assert driver.execute_script("return document.querySelectorAll('path.leaflet-interactive').length") == 0  # canvas
+    elapsed = driver.execute_script("""
+        var m = window.harmspot.map, t = performance.now();
+        for (var i = 0; i < 5; i++) { m.setZoom(m.getZoom() + (i % 2 ? -1 : 1), {animate: false}); }
+        m.panBy([200, 100], {animate: false});
+        return performance.now() - t;""")
+    assert elapsed < 5000, f"5 zooms and a pan took {elapsed:.0f} ms"
+
+
+def test_print_view_and_config(server, driver):
+    from selenium.webdriver.common.by import By
+
+    driver.get(server + "/map")
+    wait_for(driver, "return document.body.dataset.cells && !document.body.dataset.loading")
+    driver.find_element(By.ID, "print").click()  # navigator.webdriver: the print dialog is not opened
+    wait_for(driver, "return document.body.classList.contains('print-view')")
+    head = driver.find_element(By.ID, "print-head").text
+    assert "Harm spots" in head and "weights" in head
+    assert not driver.find_element(By.ID, "controls").is_displayed()
+    config = get_json(server + "/map/config")
+    assert config["tile_url"] is None  # offline by default: no tile server
+    tiles = driver.execute_script("return document.querySelectorAll('.leaflet-tile').length")
+    assert tiles == 0
