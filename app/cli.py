@@ -52,7 +52,10 @@ def cmd_hotspots(args: argparse.Namespace, settings: Settings) -> int:
             "offences": args.offences.split(",") if args.offences else None, "bbox": parse_bbox(args.bbox),
             "area": args.area, "resolution": args.resolution, "weights": args.weights, "top": args.top,
             "include_asb": args.include_asb, "rank_by": args.rank_by})
-        result = harm_spots(store, q, weights)
+        if args.engine == "dask":
+            result = _dask_run(store, q, weights, args)
+        else:
+            result = harm_spots(store, q, weights)
     finally:
         store.close()
     if args.format == "csv":
@@ -110,6 +113,37 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _dask_run(store, q, weights, args: argparse.Namespace):
+    from hotspots.dask_backend import dask_harm_spots
+
+    if not args.parquet:
+        raise ValueError("--engine dask needs --parquet DIR (make one with: harmspot export-parquet DIR)")
+    if args.scheduler or args.workers:
+        from distributed import Client, LocalCluster
+
+        cluster = None if args.scheduler else LocalCluster(n_workers=args.workers, threads_per_worker=1,
+                                                           host="127.0.0.1", dashboard_address=None)
+        with Client(args.scheduler or cluster):
+            try:
+                return dask_harm_spots(store, Path(args.parquet), q, weights)
+            finally:
+                if cluster is not None:
+                    cluster.close()
+    return dask_harm_spots(store, Path(args.parquet), q, weights)
+
+
+def cmd_export_parquet(args: argparse.Namespace, settings: Settings) -> int:
+    from geodata.store import Store
+    from hotspots.dask_backend import export_parquet
+
+    store = Store(settings.store_path)
+    try:
+        print(json.dumps(export_parquet(store, Path(args.dir), args.dataset)))
+    finally:
+        store.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harmspot", description="Harm-weighted hotspots for patrol planning")
     sub = p.add_subparsers(dest="command", required=True)
@@ -135,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     hs.add_argument("--include-asb", action="store_true")
     hs.add_argument("--rank-by", default="harm", choices=["harm", "count"])
     hs.add_argument("--format", default="json", choices=["json", "csv", "geojson"])
+    hs.add_argument("--engine", default="embedded", choices=["embedded", "dask"],
+                    help="embedded: DuckDB store; dask: dask.dataframe over a Parquet export (--parquet)")
+    hs.add_argument("--parquet", help="partitioned Parquet export (harmspot export-parquet) for --engine dask")
+    hs.add_argument("--workers", type=int, default=0,
+                    help="--engine dask: start a local cluster of N worker processes (0: threads in-process)")
+    hs.add_argument("--scheduler", help="--engine dask: address of a running Dask scheduler (tcp://host:8786)")
+
+    ex = sub.add_parser("export-parquet", help="export offences as Parquet partitioned by dataset and month")
+    ex.add_argument("dir", help="output folder (replaced)")
+    ex.add_argument("--dataset", action="append", help="only this dataset (repeatable); default: all")
 
     sv = sub.add_parser("serve", help="run the web service (map at /, API docs at /docs)")
     sv.add_argument("--host", default=None)
@@ -157,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         args.host = args.host or settings.host
         args.port = args.port or settings.port
-    handlers = {"ingest": cmd_ingest, "hotspots": cmd_hotspots, "serve": cmd_serve, "keys": cmd_keys}
+    handlers = {"ingest": cmd_ingest, "hotspots": cmd_hotspots, "serve": cmd_serve, "keys": cmd_keys,
+                "export-parquet": cmd_export_parquet}
     try:
         return handlers[args.command](args, settings)
     except (ValueError, OSError) as exc:  # IngestError, StoreError, WeightsError, ValidationError are ValueErrors

@@ -270,7 +270,8 @@ def _top_offences(labels: pd.DataFrame, cells: np.ndarray, top_n: int) -> list[l
     if labels.empty:
         return out
     position = {int(c): i for i, c in enumerate(cells[:top_n])}
-    labels = labels.sort_values(["cell", "harm", "count"], ascending=[True, False, False])
+    labels = labels.assign(_h=labels["harm"].round(6)).sort_values(  # ties: by name, so output is deterministic
+        ["cell", "_h", "count", "offence"], ascending=[True, False, False, True], kind="mergesort")
     for cell, part in labels.groupby("cell", sort=False):
         i = position.get(int(cell))
         if i is not None:
