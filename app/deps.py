@@ -24,11 +24,14 @@ def _int_list(text: str | None, name: str) -> list[int] | None:
     if not text:
         return None
     out: list[int] = []
-    for part in text.split(","):
+    top = 23 if name == "hours" else 6
+    for part in text.split(",")[:200]:
         part = part.strip()
         try:
             if "-" in part[1:]:
                 a, b = (int(x) for x in part.split("-", 1))
+                if not (0 <= a <= top and 0 <= b <= top):  # bound the range before expanding it
+                    raise ApiError(422, "invalid_parameter", f"{name}: range '{part}' outside 0-{top}")
                 out.extend(range(a, b + 1) if a <= b else [*range(a, 24 if name == "hours" else 7), *range(0, b + 1)])
             else:
                 out.append(int(part))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -131,6 +132,11 @@ def _decode(data: bytes) -> bytes:
     """Accept UTF-8 (with or without BOM) and Windows-1252 / Latin-1 exports."""
     if data.startswith(b"\xef\xbb\xbf"):
         return data[3:]
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with BOM (Excel "Unicode text")
+        try:
+            return data.decode("utf-16").encode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise IngestError(f"not valid UTF-16 text ({exc})") from exc
     try:
         data.decode("utf-8")
         return data
@@ -148,7 +154,7 @@ def read_source(path: Path, data: bytes | None = None) -> list[tuple[str, pd.Dat
 
         try:
             raw = gzip.decompress(raw)
-        except OSError as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise IngestError(f"{name}: not a valid gzip file ({exc})") from exc
         lower = lower[:-3]
     if lower.endswith(".zip"):
@@ -159,7 +165,11 @@ def read_source(path: Path, data: bytes | None = None) -> list[tuple[str, pd.Dat
         members = sorted(m for m in archive.namelist() if m.lower().endswith(".csv") and not m.startswith("__MACOSX"))
         if not members:
             raise IngestError(f"{name}: the zip holds no CSV file")
-        return [item for m in members for item in read_source(Path(f"{name}/{m}"), archive.read(m))]
+        try:
+            contents = [(m, archive.read(m)) for m in members]
+        except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError) as exc:
+            raise IngestError(f"{name}: a member of the zip cannot be read ({exc})") from exc
+        return [item for m, data in contents for item in read_source(Path(f"{name}/{m}"), data)]
     if lower.endswith((".geojson", ".json")):
         return [(name, _read_geojson(raw, name))]
     if lower.endswith((".parquet", ".geoparquet", ".pq")):
@@ -178,8 +188,10 @@ def _read_geojson(raw: bytes, name: str) -> pd.DataFrame:
         raise IngestError(f"{name}: expected a GeoJSON FeatureCollection")
     records = []
     for i, feat in enumerate(doc["features"]):
-        props = dict((feat or {}).get("properties") or {})
-        geom = (feat or {}).get("geometry") or {}
+        feat = feat if isinstance(feat, dict) else {}  # hostile input: null, numbers, lists as features
+        props = feat.get("properties")
+        props = dict(props) if isinstance(props, dict) else {}
+        geom = feat.get("geometry") if isinstance(feat.get("geometry"), dict) else {}
         coords = geom.get("coordinates") if geom.get("type") == "Point" else None
         props["longitude"] = coords[0] if isinstance(coords, list) and len(coords) >= 2 else None
         props["latitude"] = coords[1] if isinstance(coords, list) and len(coords) >= 2 else None

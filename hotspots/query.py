@@ -60,7 +60,8 @@ class HotspotQuery(BaseModel):
         if not _PERIOD.match(v):
             raise ValueError("use YYYY-MM or YYYY-MM-DD")
         try:
-            period_start(v)
+            if not 1900 <= period_start(v).year <= 2999:
+                raise ValueError(v)
         except ValueError as exc:
             raise ValueError(f"not a real date: {v}") from exc
         return v
