@@ -266,17 +266,19 @@ def assemble_result(store: Store, q: HotspotQuery, table: WeightsTable, start: d
 
 
 def _top_offences(labels: pd.DataFrame, cells: np.ndarray, top_n: int) -> list[list[dict]]:
+    """The TOP_OFFENCES largest offence groups of each top cell (vectorised: sort once, keep the first k)."""
     out: list[list[dict]] = [[] for _ in range(len(cells))]
-    if labels.empty:
+    if labels.empty or top_n == 0:
         return out
-    position = {int(c): i for i, c in enumerate(cells[:top_n])}
-    labels = labels.assign(_h=labels["harm"].round(6)).sort_values(  # ties: by name, so output is deterministic
+    position = pd.Series(np.arange(top_n), index=pd.Index(cells[:top_n].astype(np.uint64)))
+    lab = labels.assign(_h=labels["harm"].round(6)).sort_values(  # ties: by name, so output is deterministic
         ["cell", "_h", "count", "offence"], ascending=[True, False, False, True], kind="mergesort")
-    for cell, part in labels.groupby("cell", sort=False):
-        i = position.get(int(cell))
-        if i is not None:
-            out[i] = [{"offence": r.offence, "harm": round(float(r.harm), 3), "count": int(r.count)}
-                      for r in part.head(TOP_OFFENCES).itertuples()]
+    lab = lab[lab.groupby("cell", sort=False).cumcount().to_numpy() < TOP_OFFENCES]
+    pos = position.reindex(lab["cell"].to_numpy(np.uint64)).to_numpy()
+    for i, offence, harm, count in zip(pos.tolist(), lab["offence"].tolist(), lab["harm"].tolist(),
+                                       lab["count"].tolist()):
+        if i == i:  # not NaN: a top cell
+            out[int(i)].append({"offence": offence, "harm": round(float(harm), 3), "count": int(count)})
     return out
 
 
