@@ -54,7 +54,10 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
 ]
 HOTSPOT_FIELDS = [*CELL_FIELDS, "top_offences"]
-F = Literal["json", "csv", "html"]
+# `f` and the numeric hotspot parameters are read as text and checked here, so that a bad value is the 400 OGC
+# API - Features asks for (/req/core/query-param-invalid), not FastAPI's 422.
+_F_SCHEMA = {"enum": ["json", "csv", "html"]}
+F = str
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -149,17 +152,28 @@ def _cells_in_bbox(cells: pd.DataFrame, bbox: tuple[float, float, float, float],
 
 
 def _harm_spot_items(state: ServiceState, req: ItemsRequest) -> Items:
+    """Rank every cell once (cheap), pick the page (after bbox), then label only as deep as the page goes.
+
+    The engine's cost grows with how many cells get their top offences (``top``), so a page at the head of the
+    ranking costs what ``/hotspots?top=limit`` costs, not what labelling every cell would.  Ranks, shares and
+    totals come from the full ranking, so they are the same on every page and in ``/hotspots``.
+    """
     q = _hotspot_query(state, req)
-    result = harm_spots(state.store, q, state.default_weights)
-    cells = result.top_cells
+    ranked_all = harm_spots(state.store, q.model_copy(update={"top": 1}), state.default_weights)
+    ranked = ranked_all.cells if q.top is None else ranked_all.cells.head(q.top)
     if req.bbox:
-        cells = _cells_in_bbox(cells, req.bbox, q.resolution)
+        ranked = _cells_in_bbox(ranked, req.bbox, q.resolution)
     if req.feature_id is not None:
-        page = cells[cells["h3"] == req.feature_id]
+        page = ranked[ranked["h3"] == req.feature_id]
     else:
-        page = cells.iloc[req.offset: req.offset + req.limit]
-    fc = to_geojson(result.meta(), page, HOTSPOT_FIELDS)
-    return Items(fc["features"], int(len(cells)), fc["metadata"], HOTSPOT_FIELDS)
+        page = ranked.iloc[req.offset: req.offset + req.limit]
+    deepest = int(page["rank"].max()) if len(page) else 1
+    result = (harm_spots(state.store, q.model_copy(update={"top": deepest}), state.default_weights)
+              if deepest > 1 else ranked_all)
+    cells = result.cells.set_index("h3", drop=False).loc[page["h3"].tolist()].reset_index(drop=True)
+    meta = {**result.meta(), "top": q.top}
+    fc = to_geojson(meta, cells, HOTSPOT_FIELDS)
+    return Items(fc["features"], int(len(ranked)), fc["metadata"], HOTSPOT_FIELDS)
 
 
 def _harm_spot_extent(state: ServiceState) -> dict:
@@ -353,6 +367,25 @@ def parse_offset(text: str | None) -> int:
     return n
 
 
+def _int_param(name: str, text: str | None) -> int | None:
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_parameter", f"{name}: '{text}' is not an integer") from exc
+
+
+def _bool_param(name: str, text: str | None) -> bool:
+    if text is None or text == "":
+        return False
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise ApiError(400, "invalid_parameter", f"{name}: true or false")
+
+
 def _format(request: Request, f: str | None) -> str:
     if f:
         if f not in ("json", "csv", "html"):
@@ -467,7 +500,7 @@ def _cell_text(v: Any) -> str:
             description="A browser asking for HTML is redirected to the map (`/map`); `Accept: application/json` "
             "or `?f=json` returns the OGC API - Features landing document (links: service-desc, conformance, data).",
             responses={200: {"content": {"application/json": {}}}, 303: {"description": "a browser (Accept: text/html) is sent to /map"}})
-def landing(request: Request, f: Annotated[F | None, Query(description="json or html")] = None) -> Response:
+def landing(request: Request, f: Annotated[F | None, Query(description="json or html", json_schema_extra=_F_SCHEMA)] = None) -> Response:
     fmt = _format(request, f)
     if fmt == "html":
         return RedirectResponse("/map", status_code=303)
@@ -477,7 +510,7 @@ def landing(request: Request, f: Annotated[F | None, Query(description="json or 
 
 
 @router.get("/conformance", summary="OGC API conformance classes")
-def conformance(request: Request, f: Annotated[F | None, Query(description="json or html")] = None) -> Response:
+def conformance(request: Request, f: Annotated[F | None, Query(description="json or html", json_schema_extra=_F_SCHEMA)] = None) -> Response:
     doc = {"conformsTo": CONFORMANCE}
     if _format(request, f) == "html":
         return _html_page("Conformance", doc)
@@ -486,7 +519,7 @@ def conformance(request: Request, f: Annotated[F | None, Query(description="json
 
 @router.get("/collections", summary="Feature collections: harm spots, boundaries (and later Gi*, RTM, POI)")
 def get_collections(request: Request, state: State,
-                    f: Annotated[F | None, Query(description="json or html")] = None) -> Response:
+                    f: Annotated[F | None, Query(description="json or html", json_schema_extra=_F_SCHEMA)] = None) -> Response:
     base = _base(request)
     doc = {
         "links": [{"href": f"{base}/collections?f=json", "rel": "self", "type": "application/json", "title": "collections"},
@@ -500,7 +533,7 @@ def get_collections(request: Request, state: State,
 
 @router.get("/collections/{collection_id}", summary="One collection: title, extent, links")
 def get_collection_doc(request: Request, state: State, collection_id: str,
-                       f: Annotated[F | None, Query(description="json or html")] = None) -> Response:
+                       f: Annotated[F | None, Query(description="json or html", json_schema_extra=_F_SCHEMA)] = None) -> Response:
     doc = collection_document(request, state, get_collection(state, collection_id))
     if _format(request, f) == "html":
         return _html_page(doc["title"], doc)
@@ -532,24 +565,28 @@ def get_items(
     datetime_: Annotated[str | None, Query(alias="datetime", description="RFC 3339 instant or interval a/b")] = None,
     limit: Annotated[str | None, Query(description=f"Page size, 1-{MAX_LIMIT} (default {DEFAULT_LIMIT})")] = None,
     offset: Annotated[str | None, Query(description="Features to skip")] = None,
-    f: Annotated[F | None, Query(description="json (GeoJSON, default), csv or html")] = None,
+    f: Annotated[F | None, Query(description="json (GeoJSON, default), csv or html", json_schema_extra=_F_SCHEMA)] = None,
     dataset: Annotated[str | None, Query(description="Dataset" + _HOTSPOT_PARAM_DOC)] = None,
     date_from: Annotated[str | None, Query(alias="from", description="Start YYYY-MM[-DD]" + _HOTSPOT_PARAM_DOC)] = None,
     date_to: Annotated[str | None, Query(alias="to", description="End, inclusive" + _HOTSPOT_PARAM_DOC)] = None,
     preset: Annotated[str | None, Query(description="Offence preset" + _HOTSPOT_PARAM_DOC)] = None,
     offences: Annotated[str | None, Query(description="Offence list" + _HOTSPOT_PARAM_DOC)] = None,
     area: Annotated[str | None, Query(description="Area layer:id or name" + _HOTSPOT_PARAM_DOC)] = None,
-    resolution: Annotated[int | None, Query(description="H3 resolution 7-11" + _HOTSPOT_PARAM_DOC)] = None,
+    resolution: Annotated[str | None, Query(description="H3 resolution 7-11" + _HOTSPOT_PARAM_DOC,
+                                            json_schema_extra={"type": "integer"})] = None,
     weights: Annotated[str | None, Query(description="Harm weights table" + _HOTSPOT_PARAM_DOC)] = None,
-    top: Annotated[int | None, Query(description="Keep the N highest cells (default: all)" + _HOTSPOT_PARAM_DOC)] = None,
-    rank_by: Annotated[Literal["harm", "count"] | None, Query(description="harm or count" + _HOTSPOT_PARAM_DOC)] = None,
-    include_asb: Annotated[bool, Query(description="Count anti-social behaviour" + _HOTSPOT_PARAM_DOC)] = False,
+    top: Annotated[str | None, Query(description="Keep the N highest cells (default: all)" + _HOTSPOT_PARAM_DOC,
+                                     json_schema_extra={"type": "integer"})] = None,
+    rank_by: Annotated[str | None, Query(description="harm or count" + _HOTSPOT_PARAM_DOC,
+                                         json_schema_extra={"enum": ["harm", "count"]})] = None,
+    include_asb: Annotated[str | None, Query(description="true: count anti-social behaviour" + _HOTSPOT_PARAM_DOC,
+                                             json_schema_extra={"type": "boolean"})] = None,
 ) -> Response:
     c = get_collection(state, collection_id)
     fmt = _format(request, f)
     query = {"dataset": dataset, "from": date_from, "to": date_to, "preset": preset, "offences": offences,
-             "area": area, "resolution": resolution, "weights": weights, "top": top, "rank_by": rank_by,
-             "include_asb": include_asb or None}
+             "area": area, "resolution": _int_param("resolution", resolution), "weights": weights,
+             "top": _int_param("top", top), "rank_by": rank_by, "include_asb": _bool_param("include_asb", include_asb)}
     req = _items_request(bbox, datetime_, limit, offset, query)
     items = c.items(state, req)
     passthrough = {k: v for k, v in request.query_params.items() if k not in ("offset", "f")}
@@ -596,18 +633,19 @@ def get_items(
             responses={200: {"content": {GEOJSON: {}, "text/html": {}}}})
 def get_item(
     request: Request, state: State, collection_id: str, feature_id: str,
-    f: Annotated[F | None, Query(description="json (GeoJSON) or html")] = None,
+    f: Annotated[F | None, Query(description="json (GeoJSON) or html", json_schema_extra=_F_SCHEMA)] = None,
     dataset: Annotated[str | None, Query(description="Dataset" + _HOTSPOT_PARAM_DOC)] = None,
     date_from: Annotated[str | None, Query(alias="from", description="Start" + _HOTSPOT_PARAM_DOC)] = None,
     date_to: Annotated[str | None, Query(alias="to", description="End" + _HOTSPOT_PARAM_DOC)] = None,
     preset: Annotated[str | None, Query(description="Offence preset" + _HOTSPOT_PARAM_DOC)] = None,
-    resolution: Annotated[int | None, Query(description="H3 resolution" + _HOTSPOT_PARAM_DOC)] = None,
+    resolution: Annotated[str | None, Query(description="H3 resolution" + _HOTSPOT_PARAM_DOC,
+                                            json_schema_extra={"type": "integer"})] = None,
     weights: Annotated[str | None, Query(description="Harm weights table" + _HOTSPOT_PARAM_DOC)] = None,
 ) -> Response:
     c = get_collection(state, collection_id)
     fmt = _format(request, f)
-    query = {"dataset": dataset, "from": date_from, "to": date_to, "preset": preset, "resolution": resolution,
-             "weights": weights}
+    query = {"dataset": dataset, "from": date_from, "to": date_to, "preset": preset,
+             "resolution": _int_param("resolution", resolution), "weights": weights}
     items = c.items(state, ItemsRequest(query=query, feature_id=feature_id, limit=1))
     if not items.features:
         raise ApiError(404, "not_found", f"no feature '{feature_id}' in collection '{c.id}'")
