@@ -289,7 +289,7 @@ def data_coverage(store: Store, dataset: str) -> tuple[date, date, str, list[str
     if info.empty or pd.isna(info["first"].iloc[0]):
         raise StoreError(f"dataset '{dataset}' has no offences")
     precisions = sorted(str(p) for p in info["precisions"].iloc[0] if p is not None)
-    return (pd.Timestamp(info["first"].iloc[0]).date(), pd.Timestamp(info["last"].iloc[0]).date(),
+    return (pd.Timestamp(info["first"].iloc[0]).date(), pd.Timestamp(info["last"].iloc[0]).ceil("D").date(),
             "month" if precisions == ["month"] else "day", precisions)
 
 
