@@ -39,12 +39,47 @@
   function fmt(x, d) {
     return x == null ? "–" : Number(x).toLocaleString("en-GB", { maximumFractionDigits: d == null ? 1 : d });
   }
-  function getJSON(url) {
-    return fetch(url, { headers: { Accept: "application/json" } }).then(function (r) {
+  // When the service runs with API keys (docs/security.md) the page sends X-API-Key, asked once per browser
+  // session and kept in sessionStorage (never in a URL).  In the local demo mode no key is needed.
+  function apiKey() { try { return sessionStorage.getItem("harmspotKey"); } catch (e) { return null; } }
+  function headers() {
+    var h = { Accept: "application/json" }, k = apiKey();
+    if (k) h["X-API-Key"] = k;
+    return h;
+  }
+  var keyAsked = null;  // one prompt however many requests were refused at once
+  function askKey() {
+    if (!keyAsked) {
+      keyAsked = Promise.resolve(window.prompt("This harmspot service needs an API key (X-API-Key):")).then(function (k) {
+        if (k) { try { sessionStorage.setItem("harmspotKey", k.trim()); } catch (e) { /* private mode */ } }
+        return k;
+      });
+    }
+    return keyAsked;
+  }
+  function getJSON(url, retried) {
+    return fetch(url, { headers: headers() }).then(function (r) {
+      if (r.status === 401 && !retried) {
+        return askKey().then(function (k) {
+          if (k) return getJSON(url, true);
+          throw new Error("an API key is needed");
+        });
+      }
       return r.json().catch(function () { return {}; }).then(function (body) {
         if (!r.ok) { throw new Error(body && body.error ? body.error.message : ("HTTP " + r.status)); }
         return body;
       });
+    });
+  }
+  /** Downloads are plain links; with a key they go through fetch so the header is sent. */
+  function keyedDownload(ev) {
+    var a = ev.currentTarget, k = apiKey();
+    if (!k) return;
+    ev.preventDefault();
+    fetch(a.href, { headers: headers() }).then(function (r) { return r.blob(); }).then(function (b) {
+      var u = URL.createObjectURL(b), tmp = document.createElement("a");
+      tmp.href = u; tmp.download = a.getAttribute("download"); document.body.appendChild(tmp); tmp.click();
+      setTimeout(function () { URL.revokeObjectURL(u); tmp.remove(); }, 1000);
     });
   }
   /** Fetch an OGC items URL and follow its rel=next links; resolves to {doc: first page, features}. */
@@ -423,6 +458,8 @@
       el(k).addEventListener("change", function () { load(k === "area").then(refreshActiveOverlays); });
     });
     el("keydate").addEventListener("change", onKeyDate);
+    el("dl-geojson").addEventListener("click", keyedDownload);
+    el("dl-csv").addEventListener("click", keyedDownload);
     el("print").addEventListener("click", function () { printView(!document.body.classList.contains("print-view")); });
     window.addEventListener("afterprint", function () { if (document.body.classList.contains("print-view")) printView(false); });
   }
