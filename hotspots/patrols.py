@@ -207,7 +207,7 @@ def compliance(store: Store, pack: dict, spots: pd.DataFrame) -> Compliance:
     plan_to_excl = pd.Timestamp(pack["plan_to"]).normalize() + pd.Timedelta(days=1)
     visits_per_day, visit_minutes = float(pack["visits_per_day"]), float(pack["visit_minutes"])
     days = pd.date_range(plan_from, plan_to_excl - pd.Timedelta(days=1), freq="D")
-    week_of = lambda ts: (ts - pd.to_timedelta(ts.dt.weekday, unit="D")).dt.normalize()  # noqa: E731
+    week_of = lambda ts: (ts - pd.to_timedelta(ts.dt.day_of_week, unit="D")).dt.normalize()  # noqa: E731
     plan_weeks = pd.Series(week_of(pd.Series(days))).value_counts().sort_index()
     grid = pd.MultiIndex.from_product([spots["spot_id"].tolist(), plan_weeks.index], names=["spot_id", "week"])
     out = pd.DataFrame(index=grid).reset_index()

@@ -177,6 +177,8 @@ def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: Tas
     res = harm_spots(store, q.model_copy(update={"top": None}), weights)
     caveats: list[str] = []
     cells = res.cells[res.cells["harm"] > 0].copy()
+    # parallel float sums differ in the last bits between runs: round so equal-harm ties break by cell id
+    cells["harm"] = cells["harm"].round(6)
     areas = store.areas(params.area_layer)
     if areas.empty:
         raise TaskingError(f"no area layer '{params.area_layer}' is loaded; layers: "
@@ -249,7 +251,8 @@ def _window(res: HotspotResult) -> tuple[datetime, datetime]:
 
 
 def _streets(store: Store, q: HotspotQuery, res: HotspotResult, cells: np.ndarray, n: int = 3) -> list[str]:
-    """Most frequent location texts ('On or near ' removed) of each cell's records in the look-back window."""
+    """Most frequent location texts ('On or near ' removed) of each cell's records: by count in the look-back
+    window first, then over all the dataset's records (so a spot whose recent records lack text still gets one)."""
     if not len(cells):
         return []
     start, end = _window(res)
@@ -258,15 +261,16 @@ def _streets(store: Store, q: HotspotQuery, res: HotspotResult, cells: np.ndarra
         cur.register("sel", pd.DataFrame({"cell": cells}))
         df = cur.execute(f"""
             SELECT o.h3_{q.resolution} AS cell,
-                   trim(regexp_replace(o.location, '^(On or near|on or near)\\s+', '')) AS street, count(*) AS n
-            FROM offences o WHERE o.dataset = ? AND o.occurred_from >= ? AND o.occurred_to <= ?
-              AND o.h3_{q.resolution} IN (SELECT cell FROM sel) AND o.location IS NOT NULL AND o.location <> ''
-            GROUP BY 1, 2""", [q.dataset, start, end]).df()
+                   trim(regexp_replace(o.location, '^(On or near|on or near)\\s*', '')) AS street,
+                   count(*) FILTER (WHERE o.occurred_from >= ? AND o.occurred_to <= ?) AS n_window, count(*) AS n_all
+            FROM offences o WHERE o.dataset = ? AND o.h3_{q.resolution} IN (SELECT cell FROM sel)
+              AND o.location IS NOT NULL GROUP BY 1, 2""", [start, end, q.dataset]).df()
     finally:
         cur.close()
+    df = df[df["street"] != ""]
     if df.empty:
         return [""] * len(cells)
-    df = df[df["street"] != ""].sort_values(["cell", "n", "street"], ascending=[True, False, True])
+    df = df.sort_values(["cell", "n_window", "n_all", "street"], ascending=[True, False, False, True])
     joined = df.groupby("cell").head(n).groupby("cell")["street"].agg("; ".join)
     return joined.reindex(pd.Index(cells, dtype="uint64")).fillna("").tolist()
 
