@@ -144,6 +144,67 @@ def cmd_export_parquet(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_tasking(args: argparse.Namespace, settings: Settings) -> int:
+    from app.render import to_geojson, to_json
+    from app.routes.patrol import patrol_sheet_html, tasking_csv
+    from app.state import load_weights
+    from geodata.store import Store
+    from hotspots import tasking
+    from hotspots.query import HotspotQuery
+
+    store = Store(settings.store_path)
+    try:
+        weights = load_weights(settings, store)
+        q = HotspotQuery.model_validate({"dataset": args.dataset, "from": args.date_from, "to": args.date_to,
+                                         "preset": args.preset, "area": args.area, "resolution": args.resolution})
+        params = tasking.TaskingParams(area_layer=args.layer, spots_per_area=args.spots_per_area,
+                                       total_minutes=args.total_minutes, visits_per_day=args.visits_per_day,
+                                       plan_from=args.plan_from, plan_days=args.plan_days)
+        pack = tasking.build_pack(store, q, weights, params)
+        if args.save:
+            print(f"saved tasking pack {tasking.save_pack(store, pack)}", file=sys.stderr)
+    finally:
+        store.close()
+    fields = list(tasking.TASKING_FIELDS)
+    out = {"csv": lambda: tasking_csv(pack), "html": lambda: patrol_sheet_html(pack),
+           "geojson": lambda: json.dumps(to_geojson(pack.meta(), pack.rows, fields)),
+           "json": lambda: json.dumps(to_json(pack.meta(), pack.rows, fields), indent=1, default=str)}[args.format]()
+    sys.stdout.write(out if out.endswith("\n") else out + "\n")
+    return 0
+
+
+def cmd_keydates(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import date
+
+    from app.render import to_csv, to_json
+    from app.routes.patrol import KEYDATE_FIELDS
+    from app.state import load_weights
+    from geodata.store import Store
+    from hotspots import keydates
+    from hotspots.query import HotspotQuery
+
+    store = Store(settings.store_path)
+    try:
+        if args.action == "list":
+            print(json.dumps([s.to_dict() for s in keydates.list_sets(store)], indent=1))
+            return 0
+        if not (args.dataset and args.date):
+            raise ValueError("keydates show needs --dataset and --date")
+        weights = load_weights(settings, store)
+        q = HotspotQuery.model_validate({"dataset": args.dataset, "preset": args.preset, "top": args.top})
+        res = keydates.key_date_hotspots(store, q, weights, keydates.get_set(store, args.set),
+                                         date.fromisoformat(args.date), args.window_days, args.month_rule, top=args.top)
+    finally:
+        store.close()
+    cells = res.cells.head(args.top)
+    if args.format == "csv":
+        sys.stdout.write(to_csv(cells, KEYDATE_FIELDS))
+    else:
+        print(json.dumps({**to_json(res.meta(), cells, KEYDATE_FIELDS),
+                          "forecast": to_json({}, res.forecast)["cells"]}, indent=1, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harmspot", description="Harm-weighted hotspots for patrol planning")
     sub = p.add_subparsers(dest="command", required=True)
@@ -180,6 +241,33 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("dir", help="output folder (replaced)")
     ex.add_argument("--dataset", action="append", help="only this dataset (repeatable); default: all")
 
+    tk = sub.add_parser("tasking", help="tasking pack: top harm spots per area within capacity (docs/patrol-planning.md)")
+    tk.add_argument("--dataset", required=True)
+    tk.add_argument("--from", dest="date_from", help="look-back start (default: last month / last 14 days)")
+    tk.add_argument("--to", dest="date_to")
+    tk.add_argument("--preset", default="op-ark")
+    tk.add_argument("--area", help="restrict to one area (layer:feature_id or a name)")
+    tk.add_argument("--resolution", type=int, default=10)
+    tk.add_argument("--layer", default="districts", help="boundary layer of patrol areas")
+    tk.add_argument("--spots-per-area", type=int, default=5)
+    tk.add_argument("--total-minutes", type=float, help="patrol minutes over the whole plan period")
+    tk.add_argument("--visits-per-day", type=float, default=2.0)
+    tk.add_argument("--plan-from", help="YYYY-MM-DD (default: today)")
+    tk.add_argument("--plan-days", type=int, default=14)
+    tk.add_argument("--save", action="store_true", help="save the pack (baseline for new/continuing/dropped)")
+    tk.add_argument("--format", default="csv", choices=["csv", "json", "geojson", "html"])
+
+    kd = sub.add_parser("keydates", help="key-date sets; harm spots after a key date with the analogue forecast")
+    kd.add_argument("action", choices=["list", "show"])
+    kd.add_argument("--set", default="england-2020-21")
+    kd.add_argument("--date", help="YYYY-MM-DD, a date of the set")
+    kd.add_argument("--dataset")
+    kd.add_argument("--preset", default="op-ark")
+    kd.add_argument("--top", type=int, default=20)
+    kd.add_argument("--window-days", type=int, default=28)
+    kd.add_argument("--month-rule", default="exclude", choices=["exclude", "majority"])
+    kd.add_argument("--format", default="json", choices=["json", "csv"])
+
     sv = sub.add_parser("serve", help="run the web service (map at /, API docs at /docs)")
     sv.add_argument("--host", default=None)
     sv.add_argument("--port", type=int, default=None)
@@ -202,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         args.host = args.host or settings.host
         args.port = args.port or settings.port
     handlers = {"ingest": cmd_ingest, "hotspots": cmd_hotspots, "serve": cmd_serve, "keys": cmd_keys,
-                "export-parquet": cmd_export_parquet}
+                "export-parquet": cmd_export_parquet, "tasking": cmd_tasking, "keydates": cmd_keydates}
     try:
         return handlers[args.command](args, settings)
     except (ValueError, OSError) as exc:  # IngestError, StoreError, WeightsError, ValidationError are ValueErrors

@@ -84,3 +84,43 @@ def test_json_rows_timezones_and_missing_columns(store):
     assert pd.Timestamp(row["start_at"]) == pd.Timestamp("2024-07-01 10:00")  # UTC -> Europe/London (BST)
     with pytest.raises(patrols.PatrolError, match="lacks"):
         patrols.parse_csv("spot_id,team,start\nx,y,z\n")
+
+
+def test_api_plan_log_comply_evaluate(api):
+    """The doors end to end on the bundled Essex sample (month-only data.police.uk, 14 districts)."""
+    base = "dataset=essex-sample&from=2024-03&to=2024-03&plan_from=2024-04-01&plan_days=14&spots_per_area=2"
+    r = api.get(f"/tasking?{base}&format=csv")
+    assert r.status_code == 200 and r.text.startswith("spot_id,status,area_id")
+    sheet = api.get(f"/tasking?{base}&format=html")
+    assert sheet.status_code == 200 and sheet.text.count('class="page"') >= 10 and "<svg" in sheet.text
+    saved = api.post(f"/tasking?{base}")
+    assert saved.status_code == 201
+    pack = saved.json()
+    spots = [c["spot_id"] for c in pack["cells"]]
+    csv = "spot_id,team,start,end\n" + "".join(
+        f"{s},Team {i % 3},2024-04-{d:02d}T{9 + i % 8:02d}:00,2024-04-{d:02d}T{9 + i % 8:02d}:15\n"
+        for i, s in enumerate(spots) for d in range(1, 8))
+    up = api.post("/patrols", content=csv, headers={"content-type": "text/csv"})
+    assert up.status_code == 201 and up.json()["stored"] == 7 * len(spots)
+    bad = api.post("/patrols", json={"patrols": [{"spot_id": "nope", "team": "A", "start": "2024-04-01T10:00",
+                                                  "end": "2024-04-01T09:00"}]})
+    assert bad.status_code == 422 and {e["field"] for e in bad.json()["error"]["details"]} == {"spot_id", "end"}
+    comp = api.get(f"/patrols/compliance?pack_id={pack['pack_id']}").json()
+    # 7 visits in week 1 against 2/day x 7 days; nothing in week 2
+    assert comp["summary"]["visits_pct"] == pytest.approx(100 * 7 / 28)
+    assert comp["summary"]["spot_weeks_unvisited"] == len(spots)
+    geo = api.get(f"/patrols/compliance?pack_id={pack['pack_id']}&format=geojson").json()
+    assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 2 * len(spots)
+    ev = api.get("/evaluation/patrols?dataset=essex-sample&after_from=2024-04&after_to=2024-04"
+                 "&before_from=2024-03&before_to=2024-03").json()
+    assert ev["treated_spots"] == len(spots) and "did" in ev["difference_in_differences"]["harm"]
+    assert ev["window_48h"]["supported"] is False and "month-only" in ev["window_48h"]["statement"]
+    kd = api.post("/keydates", json={"name": "essex-test", "dates": [
+        {"date": "2024-02-01", "label": "A", "kind": "x"}, {"date": "2024-03-15", "label": "B", "kind": "x"}]})
+    assert kd.status_code == 201
+    page = api.get("/keydates/essex-test/2024-03-15/hotspots?dataset=essex-sample&format=html")
+    assert page.status_code == 200 and "left out of both windows" in page.text
+    js = api.get("/keydates/essex-test/2024-03-15/hotspots?dataset=essex-sample").json()
+    assert js["before"]["months"] == ["2024-02"] and js["after"]["months"] == ["2024-04"]
+    assert js["analogue"]["date"] == "2024-02-01"
+    assert api.get("/keydates/essex-test/2024-03-16/hotspots?dataset=essex-sample").status_code == 404
