@@ -18,6 +18,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import shapely
@@ -25,7 +26,6 @@ import shapely
 from geodata.cells import RESOLUTIONS, bng_to_lonlat, cells_at_all_resolutions, lonlat_to_bng
 from geodata.taxonomy import (
     ASB,
-    GROUP_CATEGORY,
     category_of_groups,
     groups_from_ho,
     groups_from_titles,
@@ -70,13 +70,52 @@ class IngestError(ValueError):
     """A whole file could not be read (wrong format, unreadable, no usable columns)."""
 
 
+ROW_SCHEMA = pa.schema([
+    ("record_id", pa.string()), ("occurred_from", pa.timestamp("us")), ("occurred_to", pa.timestamp("us")),
+    ("precision", pa.string()), ("dow", pa.int16()), ("hour", pa.int16()),
+    ("lon", pa.float64()), ("lat", pa.float64()), ("x", pa.float64()), ("y", pa.float64()),
+    *[(f"h3_{r}", pa.uint64()) for r in RESOLUTIONS],
+    ("category", pa.string()), ("offence_group", pa.string()), ("ho_code", pa.string()),
+    ("offence_title", pa.string()), ("location", pa.string()), ("lsoa_code", pa.string()),
+    ("domestic", pa.bool_()), ("public_place", pa.bool_()), ("knife", pa.bool_()), ("nte", pa.bool_()),
+    ("victim_age", pa.int16()), ("_line", pa.int64()), ("_file", pa.string()),
+])
+
+
 @dataclass
 class Parsed:
-    rows: pd.DataFrame
-    rejects: pd.DataFrame  # file, line, reason, raw
+    """Validated rows (an Arrow table in :data:`ROW_SCHEMA`) and rejected rows (file, line, reason, raw)."""
+
+    table: pa.Table
+    rejects: pd.DataFrame
     read: int
     kind: str
     files: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.table, pd.DataFrame):
+            self.table = _to_row_table(self.table)
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        """The stored rows as a pandas frame (for analysis and tests; ingest itself stays in Arrow)."""
+        return self.table.to_pandas()
+
+
+def _to_row_table(frame: pd.DataFrame) -> pa.Table:
+    frame = frame.copy()
+    for name in ROW_SCHEMA.names:
+        if name not in frame.columns:
+            frame[name] = None
+    arrays = []
+    for f in ROW_SCHEMA:
+        col = frame[f.name]
+        if pa.types.is_string(f.type):
+            col = col.astype("string")
+        elif pa.types.is_timestamp(f.type):
+            col = pd.to_datetime(col)
+        arrays.append(pa.array(col, type=f.type, from_pandas=True))
+    return pa.Table.from_arrays(arrays, schema=ROW_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -109,21 +148,26 @@ class StudyArea:
 
 # ---------------------------------------------------------------- readers: each returns (frame of strings, kind)
 
-def _read_csv_bytes(data: bytes, name: str) -> pd.DataFrame:
+def _read_csv_bytes(data: bytes, name: str) -> pa.Table:
+    """Every column as text (numbers are validated per row later); empty fields become nulls."""
     try:
-        table = pacsv.read_csv(
+        header = pacsv.read_csv(io.BytesIO(data[: 1 << 16].split(b"\n", 1)[0] + b"\n"),
+                                read_options=pacsv.ReadOptions(block_size=1 << 16)).column_names
+        return pacsv.read_csv(
             io.BytesIO(data),
             read_options=pacsv.ReadOptions(block_size=1 << 24),
             parse_options=pacsv.ParseOptions(newlines_in_values=False),
-            convert_options=pacsv.ConvertOptions(strings_can_be_null=False, auto_dict_encode=True,
-                                                 auto_dict_max_cardinality=100_000,
-                                                 column_types={}, check_utf8=False),
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=True,
+                                                 column_types={c: pa.string() for c in header}),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise IngestError(f"{name}: not a readable CSV file ({exc})") from exc
+
+
+def _arrow_to_text_frame(table: pa.Table) -> pd.DataFrame:
     frame = table.to_pandas()
-    for col in frame.columns:  # everything as text; numbers are validated per row later
-        if frame[col].dtype.kind in "fiub":
+    for col in frame.columns:
+        if col != "_line":
             frame[col] = frame[col].astype("string")
     return frame
 
@@ -144,8 +188,9 @@ def _decode(data: bytes) -> bytes:
         return data.decode("cp1252", errors="replace").encode("utf-8")
 
 
-def read_source(path: Path, data: bytes | None = None) -> list[tuple[str, pd.DataFrame]]:
-    """Read one file (or every CSV in a zip) into frames of text columns, each with a ``_line`` column."""
+def read_source(path: Path, data: bytes | None = None) -> list[tuple[str, pd.DataFrame | pa.Table]]:
+    """Read one file (or every CSV in a zip) into text columns (an Arrow table for CSV, else a frame),
+    each with a ``_line`` column."""
     name = Path(path).name
     raw = data if data is not None else Path(path).read_bytes()
     lower = name.lower()
@@ -174,9 +219,9 @@ def read_source(path: Path, data: bytes | None = None) -> list[tuple[str, pd.Dat
         return [(name, _read_geojson(raw, name))]
     if lower.endswith((".parquet", ".geoparquet", ".pq")):
         return [(name, _read_parquet(raw, name))]
-    frame = _read_csv_bytes(_decode(raw), name)
-    frame["_line"] = np.arange(2, len(frame) + 2)
-    return [(name, frame)]
+    table = _read_csv_bytes(_decode(raw), name)
+    table = table.append_column("_line", pa.array(np.arange(2, table.num_rows + 2, dtype=np.int64)))
+    return [(name, table)]
 
 
 def _read_geojson(raw: bytes, name: str) -> pd.DataFrame:
@@ -257,14 +302,12 @@ def _content_ids(frame: pd.DataFrame, cols: list[str], prefix: str) -> pd.Series
 
 
 def _finish(out: pd.DataFrame, lon: np.ndarray, lat: np.ndarray, x: np.ndarray | None = None,
-            y: np.ndarray | None = None) -> pd.DataFrame:
-    """Add projected coordinates and H3 cells at every resolution."""
-    if x is None or y is None:
-        x, y = lonlat_to_bng(lon, lat)
-    out["lon"], out["lat"], out["x"], out["y"] = lon, lat, x, y
-    for res, cells in cells_at_all_resolutions(lat, lon).items():
-        out[f"h3_{res}"] = cells
-    return out
+            y: np.ndarray | None = None) -> pa.Table:
+    """Add projected coordinates and H3 cells at every resolution; return a table in ROW_SCHEMA."""
+    table = _to_row_table(out)
+    for name, values in _geo_columns(lon, lat, x, y).items():
+        table = table.set_column(table.schema.get_field_index(name), name, values)
+    return table
 
 
 def _month_bounds(month_text: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -272,45 +315,131 @@ def _month_bounds(month_text: pd.Series) -> tuple[pd.Series, pd.Series]:
     return start, start + pd.DateOffset(months=1)
 
 
-def normalise_policeuk(frame: pd.DataFrame, file: str, area: StudyArea) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
-    rejects: list[pd.DataFrame] = []
-    alive = np.ones(len(frame), dtype=bool)
-    lon, lat, missing, invalid = _coordinates(frame["Longitude"], frame["Latitude"])
-    alive &= _reject(rejects, frame, alive & missing, "missing coordinates", file)
-    out_of_range = ~missing & ~invalid & ((np.abs(lon) > 180) | (np.abs(lat) > 90))
-    alive &= _reject(rejects, frame, alive & (invalid | out_of_range), "invalid coordinates", file)
-    start, end = _month_bounds(frame["Month"])
-    alive &= _reject(rejects, frame, alive & start.isna().to_numpy(), "bad date: Month is not YYYY-MM", file)
-    category = normalise_category(frame["Crime type"])
-    alive &= _reject(rejects, frame, alive & category.isna().to_numpy(), "unknown offence: Crime type not a data.police.uk category", file)
-    inside = np.zeros(len(frame), dtype=bool)
-    inside[alive] = area.contains(lon[alive], lat[alive])
-    alive &= _reject(rejects, frame, alive & ~inside, f"outside the study area ({area.name})", file)
+def _arrow_float(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Text -> float64 (NaN where not a number) and a 'present but not a number' mask."""
+    try:
+        values = pc.cast(col, pa.float64())
+        out = values.to_numpy(zero_copy_only=False)
+        return np.where(pc.is_null(values).to_numpy(zero_copy_only=False), np.nan, out).astype(float), np.zeros(len(col), bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        text = pd.Series(col.to_pandas(), dtype="string").str.strip()
+        num = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        present = (text.notna() & (text != "")).to_numpy(dtype=bool, na_value=False)
+        return num, present & np.isnan(num)
 
-    keep = frame.loc[alive]
-    ids = keep["Crime ID"].astype("string").str.strip()
-    no_id = ids.isna() | (ids == "")
-    if no_id.any():
-        ids = ids.where(~no_id, _content_ids(keep, POLICEUK_COLUMNS[1:], "hash:")[no_id])
-    out = pd.DataFrame({
-        "record_id": ids.to_numpy(),
-        "occurred_from": start[alive].to_numpy(),
-        "occurred_to": end[alive].to_numpy(),
-        "precision": "month",
-        "dow": pd.array([pd.NA] * int(alive.sum()), dtype="Int16"),
-        "hour": pd.array([pd.NA] * int(alive.sum()), dtype="Int16"),
-        "category": category[alive].to_numpy(),
-        "offence_group": pd.array(np.where(category[alive] == ASB, "asb", None), dtype="string"),
-        "ho_code": pd.array([None] * int(alive.sum()), dtype="string"),
-        "offence_title": pd.array([None] * int(alive.sum()), dtype="string"),
-        "location": keep["Location"].astype("string").to_numpy(),
-        "lsoa_code": keep["LSOA code"].astype("string").to_numpy(),
-        "_line": keep["_line"].to_numpy(),
-    })
-    for flag in ("domestic", "public_place", "knife", "nte"):
-        out[flag] = pd.array([pd.NA] * len(out), dtype="boolean")
-    out["victim_age"] = pd.array([pd.NA] * len(out), dtype="Int16")
-    return _finish(out, lon[alive], lat[alive]), rejects
+
+def _blank(col: pa.ChunkedArray) -> np.ndarray:
+    """Null or empty (the CSV reader already turns empty fields into nulls)."""
+    return pc.fill_null(pc.equal(pc.utf8_length(col), 0), True).to_numpy(zero_copy_only=False)
+
+
+def _constant(value: str, n: int) -> pa.Array:
+    return pc.cast(pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array([value])), pa.string())
+
+
+def _reject_rows(rejects: list[pd.DataFrame], table: pa.Table, mask: np.ndarray, reason: str, file: str) -> np.ndarray:
+    """Record rows under ``mask`` as rejected (Arrow input); return the still-alive mask."""
+    if mask.any():
+        part = table.filter(pa.array(mask))
+        lines = part.column("_line").to_numpy()
+        cols = [c for c in part.column_names if not c.startswith("_")]
+        raw = pc.binary_join_element_wise(*[pc.fill_null(part.column(c), "") for c in cols], ",")
+        rejects.append(pd.DataFrame({"file": file, "line": lines, "reason": reason,
+                                     "raw": pc.utf8_slice_codeunits(raw, 0, 500).to_pylist()}))
+    return ~mask
+
+
+def _hash_ids(table: pa.Table, cols: list[str]) -> np.ndarray:
+    """Stable ids for rows without a record id: a hash of their text plus their rank among identical rows."""
+    joined = pc.binary_join_element_wise(*[pc.fill_null(table.column(c), "") for c in cols], "\x1f")
+    h = pd.util.hash_array(np.asarray(joined.to_pylist(), dtype=object))
+    order = np.argsort(h, kind="stable")
+    sorted_h = h[order]
+    first = np.r_[True, sorted_h[1:] != sorted_h[:-1]]
+    group_start = np.maximum.accumulate(np.where(first, np.arange(len(h)), 0))
+    rank = np.empty(len(h), dtype=np.int64)
+    rank[order] = np.arange(len(h)) - group_start
+    return np.array([f"hash:{a:016x}:{b}" for a, b in zip(h.tolist(), rank.tolist())], dtype=object)
+
+
+def _dictionary_map(col: pa.ChunkedArray, fn) -> tuple[np.ndarray, pa.Array]:
+    """Apply ``fn`` (pandas Series -> Series) to the distinct values only; return (indices, mapped values)."""
+    enc = pc.dictionary_encode(col).combine_chunks()
+    mapped = fn(pd.Series(enc.dictionary.to_pandas(), dtype="string"))
+    idx = enc.indices.to_numpy(zero_copy_only=False)
+    valid = pc.is_valid(enc.indices).to_numpy(zero_copy_only=False)
+    idx = np.where(valid, idx, -1)
+    return idx, mapped
+
+
+def normalise_policeuk(table: pa.Table, file: str, area: StudyArea) -> tuple[pa.Table, list[pd.DataFrame]]:
+    """data.police.uk street CSV, vectorised in Arrow (the 1 M-row path)."""
+    rejects: list[pd.DataFrame] = []
+    n = table.num_rows
+    alive = np.ones(n, dtype=bool)
+    lon, bad_lon = _arrow_float(table.column("Longitude"))
+    lat, bad_lat = _arrow_float(table.column("Latitude"))
+    missing = _blank(table.column("Longitude")) | _blank(table.column("Latitude"))
+    invalid = ~missing & (bad_lon | bad_lat | (np.abs(lon) > 180) | (np.abs(lat) > 90) | np.isnan(lon) | np.isnan(lat))
+    alive &= _reject_rows(rejects, table, alive & missing, "missing coordinates", file)
+    alive &= _reject_rows(rejects, table, alive & invalid, "invalid coordinates", file)
+
+    m_idx, m_start = _dictionary_map(table.column("Month"), lambda v: _month_bounds(v)[0])
+    month_start = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
+    ok = m_idx >= 0
+    month_start[ok] = m_start.to_numpy(dtype="datetime64[us]")[m_idx[ok]]
+    alive &= _reject_rows(rejects, table, alive & np.isnat(month_start), "bad date: Month is not YYYY-MM", file)
+
+    c_enc = pc.dictionary_encode(table.column("Crime type")).combine_chunks()
+    c_dict = normalise_category(pd.Series(c_enc.dictionary.to_pandas(), dtype="string"))
+    c_idx = pc.fill_null(c_enc.indices, -1).to_numpy(zero_copy_only=False)
+    known = np.append(c_dict.notna().to_numpy(), False)  # index -1 (null) -> unknown
+    alive &= _reject_rows(rejects, table, alive & ~known[c_idx],
+                          "unknown offence: Crime type not a data.police.uk category", file)
+    inside = np.zeros(n, dtype=bool)
+    inside[alive] = area.contains(lon[alive], lat[alive])
+    alive &= _reject_rows(rejects, table, alive & ~inside, f"outside the study area ({area.name})", file)
+
+    keep_mask = pa.array(alive)
+    keep = table.filter(keep_mask)
+    m = keep.num_rows
+    ids = keep.column("Crime ID").combine_chunks()
+    no_id = pc.fill_null(pc.equal(pc.utf8_length(ids), 0), True)
+    if pc.any(no_id).as_py():
+        hashed = _hash_ids(keep.filter(no_id), POLICEUK_COLUMNS[1:])
+        ids = pc.replace_with_mask(ids, no_id, pa.array(hashed, pa.string()))
+    start = month_start[alive]
+    end = (start.astype("datetime64[M]") + np.timedelta64(1, "M")).astype("datetime64[us]")
+    kept_idx = pa.array(c_idx[alive].astype(np.int32))
+    cat_dict = pa.array(c_dict.astype(object).where(c_dict.notna(), None).tolist(), pa.string())
+    category = pc.cast(pa.DictionaryArray.from_arrays(kept_idx, cat_dict), pa.string())
+    group_dict = pa.array(["asb" if c == ASB else None for c in cat_dict.to_pylist()], pa.string())
+    group = pc.cast(pa.DictionaryArray.from_arrays(kept_idx, group_dict), pa.string())
+    nulls = lambda t: pa.nulls(m, t)  # noqa: E731
+    columns = {
+        "record_id": ids, "occurred_from": pa.array(start), "occurred_to": pa.array(end),
+        "precision": _constant("month", m), "dow": nulls(pa.int16()), "hour": nulls(pa.int16()),
+        "category": category, "offence_group": group,
+        "ho_code": nulls(pa.string()), "offence_title": nulls(pa.string()),
+        "location": keep.column("Location").combine_chunks(), "lsoa_code": keep.column("LSOA code").combine_chunks(),
+        "domestic": nulls(pa.bool_()), "public_place": nulls(pa.bool_()), "knife": nulls(pa.bool_()),
+        "nte": nulls(pa.bool_()), "victim_age": nulls(pa.int16()),
+        "_line": keep.column("_line").combine_chunks(), "_file": _constant(file, m),
+    }
+    columns.update(_geo_columns(lon[alive], lat[alive]))
+    return pa.Table.from_pydict({f.name: columns[f.name] for f in ROW_SCHEMA}, schema=ROW_SCHEMA), rejects
+
+
+def _geo_columns(lon: np.ndarray, lat: np.ndarray, x: np.ndarray | None = None,
+                 y: np.ndarray | None = None) -> dict[str, pa.Array]:
+    """Projected coordinates (BNG via pyproj) and H3 cells at every resolution (h3ronpy)."""
+    if x is None or y is None:
+        x, y = lonlat_to_bng(lon, lat)
+    out = {"lon": pa.array(lon, pa.float64()), "lat": pa.array(lat, pa.float64()),
+           "x": pa.array(x, pa.float64()), "y": pa.array(y, pa.float64())}
+    for res, cells in cells_at_all_resolutions(lat, lon).items():
+        out[f"h3_{res}"] = pa.array(cells, pa.uint64())
+    return out
 
 
 def _resolve_columns(frame: pd.DataFrame, mapping: dict[str, str] | None) -> dict[str, str]:
@@ -468,15 +597,15 @@ def normalise_extract(frame: pd.DataFrame, file: str, area: StudyArea,
                    None if x is None else x[alive], None if y is None else y[alive]), rejects
 
 
-def is_policeuk(frame: pd.DataFrame) -> bool:
-    return {"Crime ID", "Month", "Longitude", "Latitude", "Crime type"} <= set(frame.columns)
+def is_policeuk(columns: list[str]) -> bool:
+    return {"Crime ID", "Month", "Longitude", "Latitude", "Crime type"} <= set(columns)
 
 
 def parse_files(sources: Iterable[tuple[str, bytes | None]], area: StudyArea = StudyArea(),
                 mapping: dict[str, str] | None = None, titles: dict[str, str] | None = None) -> Parsed:
     """Read and validate every source (name, bytes or None to read the path). Raises IngestError for a
     file that cannot be read at all; otherwise every row is stored or rejected with a reason."""
-    parts: list[pd.DataFrame] = []
+    parts: list[pa.Table] = []
     rejects: list[pd.DataFrame] = []
     read = 0
     kinds: set[str] = set()
@@ -484,21 +613,24 @@ def parse_files(sources: Iterable[tuple[str, bytes | None]], area: StudyArea = S
     for path, data in sources:
         for name, frame in read_source(Path(path), data):
             names.append(name)
-            read += len(frame)
-            if is_policeuk(frame):
+            columns = frame.column_names if isinstance(frame, pa.Table) else list(frame.columns)
+            read += frame.num_rows if isinstance(frame, pa.Table) else len(frame)
+            if is_policeuk(columns):
                 kinds.add("police.uk")
+                if isinstance(frame, pd.DataFrame):
+                    frame = pa.Table.from_pandas(frame.astype({c: "string" for c in frame.columns if c != "_line"}),
+                                                 preserve_index=False)
                 rows, rej = normalise_policeuk(frame, name, area)
             else:
                 kinds.add("extract")
-                rows, rej = normalise_extract(frame, name, area, mapping, titles)
-            rows["_file"] = name
+                text = _arrow_to_text_frame(frame) if isinstance(frame, pa.Table) else frame
+                rows, rej = normalise_extract(text, name, area, mapping, titles)
+                rows = rows.set_column(rows.schema.get_field_index("_file"), "_file",
+                                       pa.array(np.full(rows.num_rows, name, dtype=object), pa.string()))
             parts.append(rows)
             rejects.extend(rej)
-    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=STORED_COLUMNS)
+    table = pa.concat_tables(parts) if parts else ROW_SCHEMA.empty_table()
     rej = (pd.concat(rejects, ignore_index=True) if rejects
            else pd.DataFrame({"file": pd.Series(dtype="string"), "line": pd.Series(dtype="int64"),
                               "reason": pd.Series(dtype="string"), "raw": pd.Series(dtype="string")}))
-    return Parsed(rows=rows, rejects=rej, read=read, kind="+".join(sorted(kinds)) or "empty", files=names)
-
-
-assert set(GROUP_CATEGORY)  # taxonomy loaded
+    return Parsed(table=table, rejects=rej, read=read, kind="+".join(sorted(kinds)) or "empty", files=names)

@@ -145,30 +145,37 @@ class Store:
 
     def ingest(self, dataset: str, parsed: Parsed, study_area: StudyArea | None = None,
                description: str = "") -> IngestReport:
-        """Store a parsed batch in one transaction; duplicates (same record id) are counted, not stored."""
-        rows = parsed.rows
-        dup_in_batch = rows["record_id"].duplicated(keep="first").to_numpy()
-        rows = rows.loc[~dup_in_batch]
+        """Store a parsed batch in one transaction; duplicates (same record id, in the batch or already stored)
+        are counted, not stored. Runs in DuckDB over the Arrow table (no Python loop over rows)."""
+        cols = ["dataset", "batch_id", "record_id", "offence_key", "occurred_from", "occurred_to", "precision",
+                "dow", "hour", "lon", "lat", "x", "y", *[f"h3_{r}" for r in RESOLUTIONS], "offence_title",
+                "location", "lsoa_code", "domestic", "public_place", "knife", "nte", "victim_age"]
         with self._lock, self.transaction() as cur:
             if not cur.execute("SELECT count(*) FROM datasets WHERE name = ?", [dataset]).fetchall()[0][0]:
                 cur.execute("INSERT INTO datasets VALUES (?, ?, ?, ?)",
                             [dataset, _now(), study_area.name if study_area else None, description])
             batch_id = cur.execute("SELECT nextval('batch_seq')").fetchall()[0][0]
-            keys = self._offence_keys(cur, rows)
-            staged = rows.assign(offence_key=keys, dataset=dataset, batch_id=batch_id)
-            cols = ["dataset", "batch_id", "record_id", "offence_key", "occurred_from", "occurred_to", "precision",
-                    "dow", "hour", "lon", "lat", "x", "y", *[f"h3_{r}" for r in RESOLUTIONS], "offence_title",
-                    "location", "lsoa_code", "domestic", "public_place", "knife", "nte", "victim_age"]
-            staged = staged[cols]
-            cur.register("staged", staged)
+            cur.register("staged", parsed.table)
+            # new (category, group, HO code) combinations get the next integer keys
+            cur.execute("""INSERT INTO offence_keys
+                SELECT (SELECT coalesce(max(offence_key), 0) FROM offence_keys) + row_number() OVER (ORDER BY category, offence_group, ho_code),
+                       category, offence_group, ho_code
+                FROM (SELECT DISTINCT category, offence_group, ho_code FROM staged
+                      EXCEPT SELECT category, offence_group, ho_code FROM offence_keys)""")
+            select = {"dataset": "?", "batch_id": "?", "offence_key": "k.offence_key"}
+            exprs = ", ".join(select.get(c, f"s.{c}") for c in cols)
             before = cur.execute("SELECT count(*) FROM offences WHERE dataset = ?", [dataset]).fetchall()[0][0]
-            cur.execute(f"""INSERT INTO offences SELECT {", ".join(cols)} FROM staged s
-                            WHERE NOT EXISTS (SELECT 1 FROM offences o WHERE o.dataset = ? AND o.record_id = s.record_id)""",
-                        [dataset])
+            cur.execute(f"""INSERT INTO offences SELECT {exprs}
+                FROM (SELECT * FROM staged QUALIFY row_number() OVER (PARTITION BY record_id ORDER BY _file, _line) = 1) s
+                JOIN offence_keys k ON k.category IS NOT DISTINCT FROM s.category
+                     AND k.offence_group IS NOT DISTINCT FROM s.offence_group AND k.ho_code IS NOT DISTINCT FROM s.ho_code
+                ANTI JOIN (SELECT record_id FROM offences WHERE dataset = ?) o ON o.record_id = s.record_id""",
+                        [dataset, batch_id, dataset])
             after = cur.execute("SELECT count(*) FROM offences WHERE dataset = ?", [dataset]).fetchall()[0][0]
+            precisions = [r[0] for r in cur.execute("SELECT DISTINCT precision FROM staged ORDER BY 1").fetchall() if r[0]]
             cur.unregister("staged")
             stored = int(after - before)
-            duplicates = int(dup_in_batch.sum()) + (len(rows) - stored)
+            duplicates = parsed.table.num_rows - stored
             rej = parsed.rejects.assign(dataset=dataset, batch_id=batch_id)[
                 ["dataset", "batch_id", "file", "line", "reason", "raw"]]
             if len(rej):
@@ -182,26 +189,7 @@ class Store:
         by_reason = parsed.rejects["reason"].value_counts().to_dict() if len(parsed.rejects) else {}
         return IngestReport(dataset, int(batch_id), parsed.files, parsed.kind, parsed.read, stored,
                             len(parsed.rejects), duplicates, {str(k): int(v) for k, v in by_reason.items()},
-                            sorted(rows["precision"].dropna().unique().tolist()) if len(rows) else [])
-
-    def _offence_keys(self, cur, rows: pd.DataFrame) -> np.ndarray:
-        """Dictionary-encode (category, group, HO code) into small integer keys, adding new ones."""
-        combo = rows[["category", "offence_group", "ho_code"]].astype("string").fillna("")
-        existing = cur.execute("SELECT offence_key, category, offence_group, ho_code FROM offence_keys").df()
-        existing[["category", "offence_group", "ho_code"]] = existing[["category", "offence_group", "ho_code"]].astype("string").fillna("")
-        known = {(r.category, r.offence_group, r.ho_code): int(r.offence_key) for r in existing.itertuples()}
-        uniq = combo.drop_duplicates()
-        next_key = max(known.values(), default=0) + 1
-        for r in uniq.itertuples(index=False):
-            k = (r.category, r.offence_group, r.ho_code)
-            if k not in known:
-                known[k] = next_key
-                cur.execute("INSERT INTO offence_keys VALUES (?, ?, ?, ?)",
-                            [next_key, r.category, r.offence_group or None, r.ho_code or None])
-                next_key += 1
-        index = pd.MultiIndex.from_frame(combo)
-        lookup = pd.Series(list(known.values()), index=pd.MultiIndex.from_tuples(list(known.keys())))
-        return lookup.reindex(index).to_numpy(dtype=np.int32)
+                            precisions)
 
     def _refresh_dataset_cells(self, cur, dataset: str, study_area: StudyArea | None) -> None:
         """Store the dataset's study area as res-10 cells: the area polygon if given, else the data's hull."""
@@ -211,11 +199,18 @@ class Store:
                 return
             geom, label = study_area.polygon, f"study area polygon ({study_area.name})"
         else:
-            pts = cur.execute("SELECT DISTINCT lon, lat FROM offences WHERE dataset = ?", [dataset]).df()
+            # convex hull of the data, trimmed of stray points: only the central 99.8 % by lon and by lat
+            pts = cur.execute("""
+                WITH b AS (SELECT quantile_cont(lon, 0.001) AS x0, quantile_cont(lon, 0.999) AS x1,
+                                  quantile_cont(lat, 0.001) AS y0, quantile_cont(lat, 0.999) AS y1
+                           FROM offences WHERE dataset = ?)
+                SELECT DISTINCT lon, lat FROM offences, b WHERE dataset = ?
+                  AND lon BETWEEN b.x0 AND b.x1 AND lat BETWEEN b.y0 AND b.y1""", [dataset, dataset]).df()
             if pts.empty:
                 return
             hull = shapely.MultiPoint(pts[["lon", "lat"]].to_numpy()).convex_hull
-            geom, label = hull.buffer(0.002) if hull.geom_type != "Polygon" else hull, "convex hull of the data"
+            geom = hull.buffer(0.002) if hull.geom_type != "Polygon" else hull
+            label = "convex hull of the data (central 99.8% by longitude and latitude, stray points left out)"
         cells = polygon_cells([shapely.to_wkb(geom)], AREA_RESOLUTION)[0]
         lat, lon = cell_centres(cells)
         cur.execute("DELETE FROM area_cells WHERE layer = ? AND feature_id = ?", [DATASET_LAYER, dataset])
