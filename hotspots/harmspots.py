@@ -110,26 +110,48 @@ def _area_filter(store: Store, q: HotspotQuery) -> tuple[str, list, str, str, li
     return "", [], DATASET_LAYER, "", [q.dataset]
 
 
+def _h3_parent_sql(col: str, res: int) -> str:
+    """H3 parent in SQL bit arithmetic: set the resolution field (bits 52-55) and blank finer digits to 7."""
+    return f"(({col} & ~(15::UBIGINT << 52)) | ({res}::UBIGINT << 52) | ((1::UBIGINT << {3 * (15 - res)}) - 1))"
+
+
 def _domain_cells(store: Store, layer: str, ids: list, q: HotspotQuery) -> int:
+    """Number of cells at the query resolution in the area (counted in the store, no rows fetched)."""
     placeholders = ",".join("?" * len(ids))
-    sql = f"SELECT DISTINCT h3_10 FROM area_cells WHERE layer = ? AND feature_id IN ({placeholders})"
+    res = min(q.resolution, AREA_RESOLUTION)
+    expr = "h3_10" if res == AREA_RESOLUTION else _h3_parent_sql("h3_10", res)
+    sql = f"SELECT count(DISTINCT {expr}) FROM area_cells WHERE layer = ? AND feature_id IN ({placeholders})"
     params: list = [layer, *ids]
     if q.bbox:
         sql += " AND lon BETWEEN ? AND ? AND lat BETWEEN ? AND ?"
         params += [q.bbox[0], q.bbox[2], q.bbox[1], q.bbox[3]]
-    cells = store.query_df(sql, params)["h3_10"].to_numpy(dtype=np.uint64)
-    if q.resolution == AREA_RESOLUTION:
-        return int(len(cells))
-    if q.resolution > AREA_RESOLUTION:
-        return int(len(cells)) * 7 ** (q.resolution - AREA_RESOLUTION)
-    return int(len(np.unique(parents(cells, q.resolution)))) if len(cells) else 0
+    n = int(store.scalar(sql, params) or 0)
+    return n * 7 ** (q.resolution - AREA_RESOLUTION) if q.resolution > AREA_RESOLUTION else n
 
 
-def harm_spots(store: Store, q: HotspotQuery, default_weights: WeightsTable) -> HotspotResult:
-    """Run a harm-spot query against the store."""
+@dataclass
+class OffenceFilter:
+    """The WHERE clause of a query (period, offence selection, preset conditions, time window, bbox, area) and
+    what it was built from; shared by :func:`harm_spots` and :func:`offence_rows`. Register ``chosen`` as ``kw``
+    on the cursor before running :attr:`base`."""
+
+    table: WeightsTable
+    start: datetime
+    end: datetime
+    rule: str
+    preset: Preset | None
+    chosen: pd.DataFrame
+    base: str  # "FROM offences o JOIN kw ... WHERE ..."
+    params: list
+    domain: tuple[str, list, str]  # (area_cells layer, feature ids, label)
+
+
+def offence_filter(store: Store, q: HotspotQuery, default_weights: WeightsTable,
+                   period: tuple[datetime, datetime, str] | None = None) -> OffenceFilter:
+    """Build the filter of ``q``; ``period`` overrides the query's own (resolve_period) window."""
     store.require_dataset(q.dataset)
     table = store.weights_table(q.weights) if q.weights else default_weights
-    start, end, rule = _resolve_period(store, q)
+    start, end, rule = period or _resolve_period(store, q)
     preset, groups, cats = _offence_selection(q)
     keys = store.key_weights(table)
     chosen = keys[select_keys(keys, groups, cats, q.include_asb)]
@@ -160,31 +182,60 @@ def harm_spots(store: Store, q: HotspotQuery, default_weights: WeightsTable) -> 
         params += [q.bbox[0], q.bbox[2], q.bbox[1], q.bbox[3]]
     area_sql, area_params, domain_layer, domain_label, domain_ids = _area_filter(store, q)
     params += area_params
+    base = f"FROM offences o JOIN kw ON kw.offence_key = o.offence_key WHERE {' AND '.join(where)}{area_sql}"
+    return OffenceFilter(table, start, end, rule, preset, chosen, base, params,
+                         (domain_layer, domain_ids, domain_label))
+
+
+def offence_rows(store: Store, q: HotspotQuery, default_weights: WeightsTable,
+                 period: tuple[datetime, datetime, str] | None = None) -> tuple[pd.DataFrame, OffenceFilter]:
+    """One row per selected offence: cell (uint64, at ``q.resolution``), h3_10, occurred_from, precision,
+    harm (days under the weights table), x, y (BNG metres) - the input of the space-time statistics engines."""
+    f = offence_filter(store, q, default_weights, period)
+    cur = store.cursor()
+    try:
+        cur.register("kw", f.chosen[["offence_key", "days", "exact"]])
+        rows = cur.execute(f"""SELECT o.h3_{q.resolution} AS cell, o.h3_10, o.occurred_from, o.precision,
+                                      kw.days AS harm, o.x, o.y {f.base}""", f.params).df()
+    finally:
+        cur.close()
+    rows["cell"] = rows["cell"].to_numpy(dtype=np.uint64)
+    rows["h3_10"] = rows["h3_10"].to_numpy(dtype=np.uint64)
+    return rows, f
+
+
+def harm_spots(store: Store, q: HotspotQuery, default_weights: WeightsTable) -> HotspotResult:
+    """Run a harm-spot query against the store."""
+    f = offence_filter(store, q, default_weights)
+    table, start, end, rule, preset, chosen, base, params = (f.table, f.start, f.end, f.rule, f.preset, f.chosen,
+                                                             f.base, f.params)
+    domain_layer, domain_ids, domain_label = f.domain
     res = q.resolution
     cur = store.cursor()
     try:
         cur.register("kw", chosen[["offence_key", "days", "exact"]])
-        base = f"FROM offences o JOIN kw ON kw.offence_key = o.offence_key WHERE {' AND '.join(where)}{area_sql}"
-        agg = cur.execute(f"""SELECT o.h3_{res} AS cell, sum(kw.days) AS harm, count(*) AS count,
-                                     sum(CASE WHEN kw.exact THEN kw.days ELSE 0 END) AS exact_harm
-                              {base} GROUP BY 1""", params).df()
-        flags = cur.execute(f"""SELECT o.precision, count(*) AS n,
-                                       count(*) FILTER (WHERE o.public_place IS NULL) AS no_public,
-                                       count(*) FILTER (WHERE o.domestic IS NULL) AS no_domestic,
-                                       count(*) FILTER (WHERE o.victim_age IS NULL) AS no_age,
-                                       count(*) FILTER (WHERE o.knife IS NULL) AS no_knife,
-                                       count(*) FILTER (WHERE o.nte IS NULL AND o.hour IS NULL) AS no_nte
-                                {base} GROUP BY 1""", params).df()
-        agg = rank_cells(agg, q.rank_by)
-        top_n = len(agg) if q.top is None else min(q.top, len(agg))
-        top_cells = agg["cell"].to_numpy(dtype=np.uint64)[:top_n]
-        cur.register("topc", pd.DataFrame({"cell": top_cells}))
-        labels = cur.execute(f"""SELECT o.h3_{res} AS cell, coalesce(k.offence_group, k.category) AS offence,
-                                        sum(kw.days) AS harm, count(*) AS count
-                                 {base.replace('JOIN kw ON', 'JOIN offence_keys k ON k.offence_key = o.offence_key JOIN kw ON')}
-                                 AND o.h3_{res} IN (SELECT cell FROM topc) GROUP BY 1, 2""", params).df()
+        # one scan: per cell, precision and offence key: harm, counts, and records lacking each preset field
+        per = cur.execute(f"""SELECT o.h3_{res} AS cell, o.precision, o.offence_key, sum(kw.days) AS harm,
+                                     count(*) AS count,
+                                     sum(CASE WHEN kw.exact THEN kw.days ELSE 0 END) AS exact_harm,
+                                     count(*) FILTER (WHERE o.public_place IS NULL) AS no_public,
+                                     count(*) FILTER (WHERE o.domestic IS NULL) AS no_domestic,
+                                     count(*) FILTER (WHERE o.victim_age IS NULL) AS no_age,
+                                     count(*) FILTER (WHERE o.knife IS NULL) AS no_knife,
+                                     count(*) FILTER (WHERE o.nte IS NULL AND o.hour IS NULL) AS no_nte
+                              {base} GROUP BY 1, 2, 3""", params).df()
     finally:
         cur.close()
+    agg = rank_cells(per.groupby("cell", as_index=False, sort=False)[["harm", "count", "exact_harm"]].sum(), q.rank_by)
+    flags = (per.drop(columns=["cell", "offence_key", "harm", "exact_harm"]).rename(columns={"count": "n"})
+             .groupby("precision", as_index=False).sum())
+    top_n = len(agg) if q.top is None else min(q.top, len(agg))
+    in_top = per["cell"].isin(agg["cell"].to_numpy()[:top_n])
+    label_of = chosen.set_index("offence_key")["offence_group"].astype("string").fillna(
+        chosen.set_index("offence_key")["category"].astype("string"))
+    labels = (per.loc[in_top, ["cell", "offence_key", "harm", "count"]]
+              .assign(offence=lambda f: f["offence_key"].map(label_of))
+              .groupby(["cell", "offence"], as_index=False)[["harm", "count"]].sum())
     return assemble_result(store, q, table, start, end, rule, preset, chosen, agg, flags, labels,
                            (domain_layer, domain_ids, domain_label))
 
@@ -215,9 +266,10 @@ def assemble_result(store: Store, q: HotspotQuery, table: WeightsTable, start: d
     cells["harm_share"] = cells["harm"] / total_harm if total_harm > 0 else 0.0
     cells["count_share"] = cells["count"] / total_count if total_count else 0.0
     cell_ids = cells["cell"].to_numpy(dtype=np.uint64)
-    area = cell_area_km2(cell_ids)
+    area = np.full(len(cells), np.nan)  # exact cell areas for the returned (top-N) cells only: it is the
+    area[:top_n] = cell_area_km2(cell_ids[:top_n])  # costliest step, and only returned cells are shown
     cells["area_km2"] = area
-    cells["harm_per_km2"] = cells["harm"] / area if len(area) else []
+    cells["harm_per_km2"] = cells["harm"].to_numpy(float) / area
     lat, lon = cell_centres(cell_ids)
     cells["lat"], cells["lon"] = lat, lon
     cells["h3"] = to_hex(cell_ids)
