@@ -6,10 +6,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from app.deps import Disclosure, Format, Query_, State
+from app.deps import Disclosure, Format, GiStar, Query_, State
+from app.errors import ApiError
 from app.render import CELL_FIELDS, to_csv, to_geojson, to_json
 from hotspots.disclosure import public_harm_spots
 from hotspots.harmspots import HotspotResult, harm_spots
+from hotspots.statistics_query import GI_FIELDS, add_gistar, gistar_for_query
 
 router = APIRouter(tags=["hotspots"])
 FIELDS = [*CELL_FIELDS, "top_offences"]
@@ -26,8 +28,9 @@ HOTSPOT_EXAMPLE = {
 }
 
 
-def render(result: HotspotResult, fmt: str, fields: list[str] = FIELDS, filename: str = "hotspots") -> Response:
-    meta = result.meta()
+def render(result: HotspotResult, fmt: str, fields: list[str] = FIELDS, filename: str = "hotspots",
+           extra_meta: dict | None = None) -> Response:
+    meta = {**result.meta(), **(extra_meta or {})}
     cells = result.top_cells
     if fmt == "csv":
         return Response(to_csv(cells, fields), media_type="text/csv; charset=utf-8",
@@ -46,15 +49,25 @@ def render(result: HotspotResult, fmt: str, fields: list[str] = FIELDS, filename
     "table; aggregated to H3 cells at the requested resolution; ranked by harm, highest first. Each response names "
     "the weights table, whether weights were exact (Home Office code) or approximate (police.uk category), the time "
     "precision of the records, and what the preset could not apply. `format=csv` for tasking scripts, "
-    "`format=geojson` for GIS.",
+    "`format=geojson` for GIS. `stats=gistar` adds Getis-Ord Gi* columns (gi_z, gi_p, gi_q, gi_class) to every "
+    "cell and a `gistar` block (domain, inference, assumptions, caveats) to the response.",
     responses={200: {"content": {"application/json": {"example": HOTSPOT_EXAMPLE}, "text/csv": {},
                                  GEOJSON_MEDIA: {}}}},
 )
-def get_hotspots(state: State, q: Query_, disclosure: Disclosure,
+def get_hotspots(state: State, q: Query_, disclosure: Disclosure, gi: GiStar,
                  format: Annotated[Format, Query(description="json (default), csv or geojson")] = "json") -> Response:
     if disclosure is not None:
+        if gi.on:
+            raise ApiError(422, "invalid_parameter", "stats=gistar is not available in public mode (it is "
+                           "computed from every cell, including withheld ones)")
         return render(public_harm_spots(state.store, q, state.default_weights, disclosure), format)
-    return render(harm_spots(state.store, q, state.default_weights), format)
+    result = harm_spots(state.store, q, state.default_weights)
+    if not gi.on:
+        return render(result, format)
+    g = gistar_for_query(state.store, q, state.default_weights, value=gi.value,
+                         transform=None if gi.transform == "none" else gi.transform, permutations=gi.permutations)
+    result, gmeta = add_gistar(result, g, gi.value)
+    return render(result, format, [*FIELDS[:-1], *GI_FIELDS, FIELDS[-1]], extra_meta={"gistar": gmeta})
 
 
 @router.get("/hotspots.geojson", summary="Harm spots as an RFC 7946 FeatureCollection of hexagons",
