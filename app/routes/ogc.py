@@ -35,6 +35,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from app.deps import State, hotspot_query
 from app.errors import ApiError
 from app.render import CELL_FIELDS, to_csv, to_geojson
+from app.routes import stats as _stats
 from app.state import ServiceState
 from hotspots.harmspots import harm_spots
 from hotspots.presets import PRESETS
@@ -257,9 +258,14 @@ REGISTRY: tuple[Collection, ...] = (
     area_collection("districts", "Districts", "Local authority districts (ONS/OS boundaries, OGL v3.0)."),
     area_collection("wards", "Wards", "Electoral wards (ONS/OS boundaries, OGL v3.0)."),
     area_collection("lsoas", "LSOAs", "Lower layer super output areas, when a force loads them."),
-    # Later engines add one entry each, e.g.
-    # Collection(id="gistar", title="Gi* hot spots", items=..., extent=_harm_spot_extent,
-    #            available=lambda s: True, style={"property": "gi_class", "type": "categorical"}),
+    Collection(
+        id="gistar", title="Gi* hot spots",
+        description="Getis-Ord Gi* hot spots (k=1, every study-area cell, analytic z, Benjamini-Hochberg FDR "
+        "q <= 0.10, one-sided): cells classed hot_99/hot_95/hot_90 for the same query parameters as harm-spots, "
+        "highest z first. Same engine as GET /hotspots?stats=gistar (docs/statistics.md).",
+        items=_stats.gistar_items, extent=_harm_spot_extent, kind="cells",
+        style={"property": "gi_class", "type": "categorical"}, keywords=("Gi*", "hot spots", "H3", "FDR")),
+    # Later engines add one entry each (RTM risk, emerging classes, priority places...).
 )
 
 

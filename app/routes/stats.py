@@ -1,0 +1,230 @@
+"""Hot spot statistics doors: GET /hotspots/emerging, GET /spikes, GET /evaluation.
+
+All three take the /hotspots query parameters (``app.deps.hotspot_query``: dataset, preset, offences, area,
+bbox, resolution, weights...) and run the engines through ``hotspots.statistics_query``. Unlike /hotspots,
+their default period is every record of the dataset (``from``/``to`` narrow it): they need a history.
+Methods, defaults and sources: docs/statistics.md.
+"""
+from __future__ import annotations
+
+import io
+import json
+from typing import Annotated, Literal
+
+import numpy as np
+import shapely
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+
+from app.deps import Query_, State
+from app.errors import ApiError
+from app.render import records, to_csv, to_geojson, to_json
+from hotspots.backtest import METHODS, BacktestConfig
+from hotspots.statistics_query import (backtest_for_query, emerging_cells, emerging_for_query, spike_units,
+                                       spikes_for_query)
+
+router = APIRouter(tags=["statistics"])
+GEOJSON_MEDIA = "application/geo+json"
+EMERGING_FIELDS = ["h3", "pattern", "trend_z", "trend_p", "tau", "n_hot", "n_cold", "share_hot", "final_z",
+                   "final_q", "total", "lat", "lon"]
+SPIKE_FIELDS = ["observed", "expected", "ratio", "baseline", "p", "q", "spike", "harm_observed", "harm_expected"]
+
+
+def _engine_errors(fn, *args, **kwargs):
+    """Engine ValueErrors (too few slices, bad slice text...) are the caller's to fix: 422."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as exc:
+        if type(exc).__name__ == "StoreError":
+            raise
+        raise ApiError(422, "invalid_parameter", str(exc)) from exc
+
+
+def _cells_response(meta: dict, cells, fields: list[str], fmt: str, filename: str) -> Response:
+    if fmt == "csv":
+        return Response(to_csv(cells, fields), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'})
+    if fmt == "geojson":
+        return JSONResponse(to_geojson(meta, cells, fields), media_type=GEOJSON_MEDIA)
+    return JSONResponse(to_json(meta, cells, fields))
+
+
+# ---------------------------------------------------------------------------------------------- emerging
+@router.get(
+    "/hotspots/emerging",
+    summary="Emerging hot spots: ESRI pattern per H3 cell over consecutive time slices",
+    description="Gi* (k=1, every study-area cell, two-sided, BH FDR per slice) on each consecutive slice (1 month "
+    "for month-only police.uk data, 14 days for dated data), then a Mann-Kendall trend on each cell's z series. "
+    "Each cell gets one pattern: new, consecutive, intensifying, persistent, diminishing, sporadic, oscillating, "
+    "historical (and the `_cold` mirror images) or no_pattern, following ESRI's Emerging Hot Spot Analysis rules. "
+    "Default period: every record of the dataset. Returns cells with a pattern (highest final-slice z first, `top` "
+    "of them); `summary.patterns` counts every domain cell.",
+)
+def get_emerging(
+    state: State, q: Query_,
+    slice: Annotated[str | None, Query(description="Slice length: '14D', '7D', '28D', '1M', '2M'. Default: 1M "
+                                       "for month-only data, 14D otherwise. Month-only data refuse day slices.")] = None,
+    value: Annotated[Literal["count", "harm"], Query(description="Gi* on offence counts (default) or harm.")] = "count",
+    transform: Annotated[Literal["none", "log", "cap"], Query(description="Transform cell-slice values before "
+                                                              "Gi* (harm): log1p or cap at the 99th percentile.")] = "none",
+    include_no_pattern: Annotated[bool, Query(description="Also return cells with no pattern.")] = False,
+    format: Annotated[Literal["json", "csv", "geojson"], Query(description="json, csv or geojson")] = "json",
+) -> Response:
+    res, meta = _engine_errors(emerging_for_query, state.store, q, state.default_weights, slice_=slice,
+                               value=value, transform=None if transform == "none" else transform)
+    cells = emerging_cells(res, include_no_pattern, q.top)
+    meta = {**meta, "summary": res.summary(), "slice_labels": res.slice_labels, "top": q.top,
+            "cells_returned": int(len(cells))}
+    return _cells_response(meta, cells, EMERGING_FIELDS, format, "emerging")
+
+
+# ------------------------------------------------------------------------------------------------ spikes
+@router.get(
+    "/spikes",
+    summary="Spikes: cells or areas whose latest weeks/month exceed their own trailing baseline",
+    description="Per unit (H3 cell at `resolution`, or a feature of an area layer such as districts or wards), "
+    "offences in the recent window (last month for month-only data, else the last 28 days) against the trailing "
+    "baseline before it (12 months / 12 weeks; shortened, with a caveat, when the data do not reach that far "
+    "back). One-sided exact conditional Poisson test (or negative binomial), Benjamini-Hochberg FDR across the "
+    "units tested; a spike also needs `min_observed` offences. Reports observed, expected, ratio, p, q and "
+    "harm observed/expected (descriptive).",
+)
+def get_spikes(
+    state: State, q: Query_,
+    unit: Annotated[str, Query(description="cell (H3 at `resolution`) or an area layer: districts, wards, "
+                               "or any loaded boundary layer.", examples=["cell", "districts", "wards"])] = "cell",
+    recent: Annotated[str | None, Query(description="Recent window: '28D', '14D', '1M'. Default 1M (month-only "
+                                        "data) or 28D.")] = None,
+    baseline: Annotated[str | None, Query(description="Baseline window: '12W', '12M'. Default 12M or 12W.")] = None,
+    method: Annotated[Literal["poisson", "negbin"], Query(description="poisson (exact conditional test) or "
+                                                          "negbin (pooled over-dispersion).")] = "poisson",
+    min_observed: Annotated[int, Query(ge=1, le=1000, description="Fewest recent offences for a spike.")] = 3,
+    all_units: Annotated[bool, Query(alias="all", description="Return every unit tested, not only spikes.")] = False,
+    format: Annotated[Literal["json", "csv", "geojson"], Query(description="json, csv or geojson")] = "json",
+) -> Response:
+    if unit != "cell" and not state.store.scalar("SELECT count(*) FROM areas WHERE layer = ?", [unit]):
+        raise ApiError(422, "invalid_parameter", f"unit: 'cell' or a loaded area layer "
+                       f"({state.store.area_layers()['layer'].tolist()})")
+    res, meta = _engine_errors(spikes_for_query, state.store, q, state.default_weights, unit=unit, recent=recent,
+                               baseline=baseline, method=method, min_observed=min_observed)
+    units = spike_units(state.store, res, unit, not all_units, q.top)
+    meta = {**meta, "summary": res.summary(), "top": q.top, "units_returned": int(len(units))}
+    if unit == "cell":
+        return _cells_response(meta, units, ["h3", *SPIKE_FIELDS, "lat", "lon"], format, "spikes")
+    fields = ["id", "name", "district", *SPIKE_FIELDS]
+    if format == "csv":
+        return Response(to_csv(units, fields), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="spikes.csv"'})
+    if format == "geojson":
+        geoms = state.store.areas(unit).set_index("feature_id")["geometry_wkb"]
+        geoms.index = geoms.index.astype(str)
+        feats = [{"type": "Feature", "id": p["id"], "properties": p,
+                  "geometry": json.loads(shapely.to_geojson(shapely.from_wkb(bytes(geoms[p["id"]]))))}
+                 for p in records(units, fields) if p["id"] in geoms.index]
+        return JSONResponse({"type": "FeatureCollection", "features": feats, "metadata": meta},
+                            media_type=GEOJSON_MEDIA)
+    return JSONResponse({**meta, "units": records(units, fields)})
+
+
+# -------------------------------------------------------------------------------------------- evaluation
+def _coverages(text: str) -> tuple[float, ...]:
+    try:
+        vals = [float(x.strip().rstrip("%")) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise ApiError(422, "invalid_parameter", "coverages: numbers, e.g. 1,2,5 (percent of the area)") from exc
+    vals = [v / 100 for v in vals]
+    if not vals or len(vals) > 20 or not all(0 < v <= 1 for v in vals):
+        raise ApiError(422, "invalid_parameter", "coverages: 1 to 20 percentages in (0, 100]")
+    return tuple(vals)
+
+
+@router.get(
+    "/evaluation",
+    summary="Backtest: would the map have pointed at next period's harm? (hit rate, PAI, harm PAI, PEI)",
+    description="Rolling-origin backtest of the query's offence selection over every record of the dataset: at "
+    "each origin every method scores every study-area cell from the `train_slices` slices before it, the top "
+    "cells covering each `coverages` share of the area are selected, and they are scored on the next "
+    "`test_slices` slice(s): hit rate, PAI, harm PAI, PEI, harm PEI, with bootstrap 95 % intervals over origins. "
+    "Methods: harm_spots, prior_counts, prior_period_harm, gistar, kde (quartic, 400 m; kde_<m>m for another "
+    "bandwidth), prospective (Bowers et al. 2004). `format=json` returns the summary table and per-origin rows; "
+    "`csv` the summary; `png` the harm-capture curve (share of next-period harm vs share of area). Default "
+    "resolution is the query's (10); the committed Leicestershire report uses 9.",
+    responses={200: {"content": {"application/json": {}, "text/csv": {}, "image/png": {}}}},
+)
+def get_evaluation(
+    state: State, q: Query_,
+    methods: Annotated[str | None, Query(description=f"Comma-separated methods; default all of {list(METHODS)}.",
+                                         examples=["harm_spots,prior_counts,kde"])] = None,
+    coverages: Annotated[str, Query(description="Area shares to select, in percent.")] = "1,2,5",
+    train_slices: Annotated[int, Query(ge=1, le=120, description="Training slices before each origin (12 = 12 "
+                                       "months for police.uk, 24 weeks for dated data).")] = 12,
+    test_slices: Annotated[int, Query(ge=1, le=24, description="Slices scored after each origin.")] = 1,
+    slice: Annotated[str | None, Query(description="Slice length ('14D', '1M'); default 1M month-only, else 14D.")] = None,
+    bootstrap: Annotated[int, Query(ge=0, le=10000, description="Bootstrap resamples of origins.")] = 2000,
+    per_origin: Annotated[bool, Query(description="Include the per-origin rows (json).")] = True,
+    format: Annotated[Literal["json", "csv", "png"], Query(description="json, csv (summary) or png (curve)")] = "json",
+) -> Response:
+    meths = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else METHODS
+    cfg = BacktestConfig(slice=slice, train_slices=train_slices, test_slices=test_slices, methods=meths,
+                         coverages=_coverages(coverages), bootstrap=max(bootstrap, 1))
+    ev = _engine_errors(backtest_for_query, state.store, q, state.default_weights, cfg)
+    res = ev.result
+    if format == "png":
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = res.plot_capture(Path(tmp) / "capture.png", title=f"{q.dataset}: harm capture, next period")
+            return Response(path.read_bytes(), media_type="image/png")
+    if format == "csv":
+        buf = io.StringIO()
+        res.summary.to_csv(buf, index=False)
+        return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="evaluation.csv"'})
+    body = {**ev.meta, "config": res.config, "slices": res.slices, "domain": res.domain,
+            "events_used": res.events_used, "events_outside_domain": res.events_outside_domain,
+            "origins": int(res.per_origin["origin"].nunique()), "summary": records(res.summary),
+            "table_markdown": res.table(), "caveats": res.caveats}
+    if per_origin:
+        body["per_origin"] = records(res.per_origin)
+    return JSONResponse(json.loads(json.dumps(body, default=_json_default)))
+
+
+def _json_default(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return None if not np.isfinite(v) else float(v)
+    return str(v)
+
+
+# ------------------------------------------------------------------------------------- OGC collection
+GISTAR_FIELDS = ["h3", "gi_class", "gi_z", "gi_p", "gi_q", "value", "raw", "lat", "lon"]
+
+
+def gistar_items(state, req):
+    """Items of the OGC ``gistar`` collection: the significant Gi* hot cells (FDR) of the /hotspots query (same
+    parameters, harm, analytic), highest z first; ``bbox`` filters them. Registered in app.routes.ogc.REGISTRY."""
+    from app.routes.ogc import Items, _cells_in_bbox, _hotspot_query
+    from geodata.cells import cell_centres, to_hex
+    from hotspots.statistics_query import gistar_for_query
+
+    q = _hotspot_query(state, req)
+    gi = gistar_for_query(state.store, q, state.default_weights)
+    hot = gi.cells[gi.cells["class"] != "not_significant"].sort_values(["z", "cell"], ascending=[False, True])
+    if q.top is not None:
+        hot = hot.head(q.top)
+    ids = hot["cell"].to_numpy(dtype=np.uint64)
+    lat, lon = cell_centres(ids)
+    cells = hot.rename(columns={"class": "gi_class", "z": "gi_z", "p": "gi_p", "q": "gi_q"}).assign(
+        h3=to_hex(ids), lat=lat, lon=lon).reset_index(drop=True)
+    if req.bbox:
+        cells = _cells_in_bbox(cells, req.bbox, q.resolution)
+    if req.feature_id is not None:
+        page = cells[cells["h3"] == req.feature_id]
+    else:
+        page = cells.iloc[req.offset: req.offset + req.limit]
+    meta = {"dataset": q.dataset, "resolution": q.resolution, "preset": q.preset, "value": "harm",
+            "gistar": gi.summary()}
+    fc = to_geojson(meta, page, GISTAR_FIELDS)
+    return Items(fc["features"], int(len(cells)), fc["metadata"], GISTAR_FIELDS)
