@@ -205,6 +205,47 @@ def cmd_keydates(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from app.state import load_weights
+    from geodata.store import Store
+    from hotspots.backtest import METHODS, BacktestConfig
+    from hotspots.query import HotspotQuery
+    from hotspots.statistics_query import backtest_for_query
+
+    store = Store(settings.store_path)
+    bar = tqdm(total=1, desc="backtest", unit="origin", file=sys.stderr, disable=args.quiet)
+
+    def progress(done: int, total: int, msg: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(msg)
+
+    try:
+        weights = load_weights(settings, store)
+        q = HotspotQuery.model_validate({"dataset": args.dataset, "from": args.date_from, "to": args.date_to,
+                                         "preset": args.preset, "area": args.area, "resolution": args.resolution})
+        cfg = BacktestConfig(train_slices=args.train_slices, slice=args.slice, bootstrap=args.bootstrap,
+                             methods=tuple(args.methods.split(",")) if args.methods else METHODS)
+        ev = backtest_for_query(store, q, weights, cfg, progress=progress)
+    finally:
+        bar.close()
+        store.close()
+    res = ev.result
+    if args.png:
+        print(f"wrote {res.plot_capture(args.png, title=f'{args.dataset}: harm capture, next period')}", file=sys.stderr)
+    if args.format == "md":
+        print(f"{args.dataset}: {res.slices['slices']} slices of {res.slices['length']} {res.slices['unit']}, "
+              f"{res.per_origin.origin.nunique()} origins, domain {res.domain['cells']:,} cells at res "
+              f"{args.resolution} ({res.domain['source']})\n")
+        print(res.table() + "\n\n" + res.table(("harm_pei",)))
+    else:
+        print(json.dumps({**ev.meta, "config": res.config, "slices": res.slices, "domain": res.domain,
+                          "summary": res.summary.to_dict("records"), "caveats": res.caveats}, indent=1, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harmspot", description="Harm-weighted hotspots for patrol planning")
     sub = p.add_subparsers(dest="command", required=True)
@@ -268,6 +309,21 @@ def build_parser() -> argparse.ArgumentParser:
     kd.add_argument("--month-rule", default="exclude", choices=["exclude", "majority"])
     kd.add_argument("--format", default="json", choices=["json", "csv"])
 
+    bt = sub.add_parser("backtest", help="rolling-origin backtest of hot spot methods (docs/statistics.md#backtest)")
+    bt.add_argument("--dataset", required=True)
+    bt.add_argument("--resolution", type=int, default=10, help="H3 resolution (default 10, as /evaluation)")
+    bt.add_argument("--train-slices", type=int, default=12, help="training slices before each origin")
+    bt.add_argument("--slice", help="slice length, e.g. 14D or 1M (default: 1M month-only data, else 14D)")
+    bt.add_argument("--methods", help="comma-separated methods (default: all)")
+    bt.add_argument("--preset", default="op-ark", help="offence selection (default op-ark, as /evaluation)")
+    bt.add_argument("--area", help="restrict to one area (layer:feature_id or a name)")
+    bt.add_argument("--from", dest="date_from")
+    bt.add_argument("--to", dest="date_to")
+    bt.add_argument("--bootstrap", type=int, default=2000)
+    bt.add_argument("--format", default="md", choices=["json", "md"])
+    bt.add_argument("--png", help="write the harm-capture curve to this PNG")
+    bt.add_argument("--quiet", action="store_true", help="no progress bar")
+
     sv = sub.add_parser("serve", help="run the web service (map at /, API docs at /docs)")
     sv.add_argument("--host", default=None)
     sv.add_argument("--port", type=int, default=None)
@@ -290,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         args.host = args.host or settings.host
         args.port = args.port or settings.port
     handlers = {"ingest": cmd_ingest, "hotspots": cmd_hotspots, "serve": cmd_serve, "keys": cmd_keys,
-                "export-parquet": cmd_export_parquet, "tasking": cmd_tasking, "keydates": cmd_keydates}
+                "export-parquet": cmd_export_parquet, "tasking": cmd_tasking, "keydates": cmd_keydates,
+                "backtest": cmd_backtest}
     try:
         return handlers[args.command](args, settings)
     except (ValueError, OSError) as exc:  # IngestError, StoreError, WeightsError, ValidationError are ValueErrors
