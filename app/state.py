@@ -44,6 +44,17 @@ def load_sample(store: Store) -> None:
     report = store.ingest(SAMPLE_DATASET, parsed, area, description="data.police.uk Essex 2024-01..04 (OGL v3.0)")
     log.info("sample loaded: %s", report.to_dict())
     load_sample_boundaries(store)
+    load_sample_poi(store, area)
+
+
+def load_sample_poi(store: Store, area: StudyArea | None = None) -> None:
+    """The bundled sample/poi layers (OSM pubs, railway stations, FHRS pubs/restaurants) for RTM, with their
+    ODbL/OGL attribution; features further than 400 m outside the sample's study area are left out."""
+    from geodata.layer_store import load_sample_layers
+
+    area = area or StudyArea.from_geojson(SAMPLE_DISTRICTS, "Essex Police area (districts)")
+    layers = load_sample_layers(store, area, study_area=area.name)
+    log.info("sample POI layers loaded: %s", {s["name"]: s["features"] for s in layers})
 
 
 def load_sample_boundaries(store: Store) -> None:
@@ -58,4 +69,9 @@ def open_state(settings: Settings) -> ServiceState:
     weights = load_weights(settings, store)
     if settings.load_sample and store.datasets().empty:
         load_sample(store)
+    elif settings.load_sample and store.has_dataset(SAMPLE_DATASET):
+        from geodata.layer_store import layer_names
+
+        if not layer_names(store):  # a store made before POI layers existed: add them once
+            load_sample_poi(store)
     return ServiceState(settings=settings, store=store, default_weights=weights)
