@@ -36,6 +36,7 @@ from app.deps import State, hotspot_query
 from app.errors import ApiError
 from app.render import CELL_FIELDS, to_csv, to_geojson
 from app.routes import stats as _stats
+from app.routes import rtm as _rtm
 from app.state import ServiceState
 from hotspots.harmspots import harm_spots
 from hotspots.presets import PRESETS
@@ -265,17 +266,32 @@ REGISTRY: tuple[Collection, ...] = (
         "highest z first. Same engine as GET /hotspots?stats=gistar (docs/statistics.md).",
         items=_stats.gistar_items, extent=_harm_spot_extent, kind="cells",
         style={"property": "gi_class", "type": "categorical"}, keywords=("Gi*", "hot spots", "H3", "FDR")),
-    # Later engines add one entry each (RTM risk, emerging classes, priority places...).
+    Collection(
+        id="rtm-risk", title="RTM risk surface",
+        description="Risk Terrain Model: H3 cells above the mean relative risk of the latest finished RTM run (of "
+        "`dataset` when given), highest first, with risk class and a narrative of the risk factors present. "
+        "Same cells as GET /rtm/runs/{id}/cells.geojson (docs/rtm.md).",
+        items=_rtm.rtm_risk_items, extent=_rtm.rtm_extent, available=_rtm.rtm_available, kind="cells",
+        style={"property": "risk_class", "type": "sequential"}, keywords=("RTM", "risk terrain", "H3")),
+    Collection(
+        id="priority-places", title="RTM priority places",
+        description="Priority places of the latest finished RTM run: high risk (above mean + 1 SD) and recent "
+        "harm, ranked, with a plain-language risk narrative. Same as GET /rtm/runs/{id}/priority-places.",
+        items=_rtm.priority_items, extent=_rtm.rtm_extent, available=_rtm.rtm_available, kind="cells",
+        style={"property": "recent_harm", "type": "sequential"}, keywords=("RTM", "priority places", "H3")),
+    # Later engines add one entry each (emerging classes...).
 )
+# Collections that exist once per stored object: functions state -> [Collection] (one per POI layer).
+DYNAMIC: tuple[Callable[[ServiceState], list[Collection]], ...] = (_rtm.poi_collections,)
 
 
 def collections(state: ServiceState) -> list[Collection]:
-    return [c for c in REGISTRY if c.available(state)]
+    return [c for c in REGISTRY if c.available(state)] + [c for make in DYNAMIC for c in make(state)]
 
 
 def get_collection(state: ServiceState, collection_id: str) -> Collection:
-    for c in REGISTRY:
-        if c.id == collection_id and c.available(state):
+    for c in collections(state):
+        if c.id == collection_id:
             return c
     raise ApiError(404, "not_found", f"no collection '{collection_id}'",
                    {"collections": [c.id for c in collections(state)]})

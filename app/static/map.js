@@ -299,19 +299,22 @@
           return style.type === "categorical" ? CATEGORICAL[cats.indexOf(v) % CATEGORICAL.length] : colourOf(v, breaks);
         };
         layer = L.geoJSON({ type: "FeatureCollection", features: res.features }, {
-          renderer: renderer,
+          renderer: renderer, attribution: style.attribution ? esc(style.attribution) : null,
           style: function (f) { return { color: "#000", weight: 1.2, fillColor: colour(f.properties[prop]), fillOpacity: 0.6 }; },
           pointToLayer: function (f, ll) {
             return L.circleMarker(ll, { renderer: renderer, radius: 5, color: "#000", weight: 1,
                                         fillColor: colour(f.properties[prop]), fillOpacity: 0.9 });
           },
           onEachFeature: function (f, l) {
-            l.bindPopup(function () {
-              return "<strong>" + esc(c.title) + "</strong><table>" + Object.keys(f.properties).map(function (k) {
-                var v = f.properties[k];
+            l.bindPopup(function () {  // a risk narrative (RTM) leads the popup; other properties as a table
+              var p = f.properties, narrative = p.narrative || p.risk_narrative;
+              return "<strong>" + esc(c.title) + "</strong>" +
+                (narrative ? '<p class="narrative">' + esc(narrative) + "</p>" : "") +
+                "<table>" + Object.keys(p).filter(function (k) { return k !== "narrative" && k !== "risk_narrative"; }).map(function (k) {
+                var v = p[k];
                 return "<tr><td>" + esc(k) + "</td><td>" + esc(typeof v === "object" ? JSON.stringify(v) : v) + "</td></tr>";
               }).join("") + "</table>";
-            });
+            }, { maxWidth: 340 });
           }
         });
         entry.group.addLayer(layer);
