@@ -6,7 +6,7 @@ from functools import lru_cache
 import h3
 import numpy as np
 import pyarrow as pa
-from h3ronpy import cells_area_km2, change_resolution
+from h3ronpy import cells_area_km2, cells_to_string, change_resolution
 from h3ronpy.vector import cells_to_coordinates, coordinates_to_cells, wkb_to_cells
 from pyproj import Transformer
 
@@ -65,7 +65,9 @@ def cell_area_km2(cells: np.ndarray) -> np.ndarray:
 
 
 def to_hex(cells: np.ndarray) -> list[str]:
-    return [format(int(c), "x") for c in cells]
+    if len(cells) == 0:
+        return []
+    return pa.array(cells_to_string(pa.array(cells, type=pa.uint64()))).to_pylist()
 
 
 def from_hex(values: list[str]) -> np.ndarray:
