@@ -27,7 +27,7 @@ serve: $(STAMP)
 
 test: $(TESTSTAMP)
 	bash scripts/install-browser.sh || true
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -rs
 
 bench: $(TESTSTAMP)
 	$(BIN)/python -m bench

@@ -14,7 +14,7 @@ from tests.test_cli import run
 
 @pytest.fixture(scope="module")
 def gi_body(api):
-    r = api.get("/hotspots", params={"stats": "gistar", "top": 20, "resolution": 9})
+    r = api.get("/hotspots", params={"dataset": "essex-sample", "stats": "gistar", "top": 20, "resolution": 9})
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -53,18 +53,18 @@ def test_hotspots_gistar_z_equals_the_engine(api, gi_body):
 
 
 def test_hotspots_gistar_csv_count_and_errors(api):
-    r = api.get("/hotspots", params={"stats": "gistar", "gi_value": "count", "transform": "log", "top": 5,
+    r = api.get("/hotspots", params={"dataset": "essex-sample", "stats": "gistar", "gi_value": "count", "transform": "log", "top": 5,
                                      "resolution": 9, "format": "csv"})
     assert r.status_code == 200
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert len(rows) == 5 and rows[0]["gi_class"]
-    assert "gi_z" not in api.get("/hotspots", params={"top": 1}).json()["cells"][0]  # off by default
-    assert api.get("/hotspots", params={"stats": "gistar", "mode": "public"}).status_code == 422
-    assert api.get("/hotspots", params={"stats": "nope"}).status_code == 422
+    assert "gi_z" not in api.get("/hotspots", params={"dataset": "essex-sample", "top": 1}).json()["cells"][0]  # off by default
+    assert api.get("/hotspots", params={"dataset": "essex-sample", "stats": "gistar", "mode": "public"}).status_code == 422
+    assert api.get("/hotspots", params={"dataset": "essex-sample", "stats": "nope"}).status_code == 422
 
 
 def test_emerging(api):
-    r = api.get("/hotspots/emerging", params={"resolution": 9, "top": 10})
+    r = api.get("/hotspots/emerging", params={"dataset": "essex-sample", "resolution": 9, "top": 10})
     assert r.status_code == 200, r.text
     body = r.json()
     s = body["summary"]
@@ -72,25 +72,25 @@ def test_emerging(api):
     assert sum(s["patterns"].values()) == s["domain"]["cells"]
     assert any("slices" in c for c in s["caveats"])  # fewer than 10 slices: indicative only
     assert 0 < len(body["cells"]) <= 10 and all(c["pattern"] != "no_pattern" for c in body["cells"])
-    gj = api.get("/hotspots/emerging", params={"resolution": 9, "top": 3, "format": "geojson"}).json()
+    gj = api.get("/hotspots/emerging", params={"dataset": "essex-sample", "resolution": 9, "top": 3, "format": "geojson"}).json()
     assert gj["type"] == "FeatureCollection" and gj["features"][0]["properties"]["pattern"]
-    bad = api.get("/hotspots/emerging", params={"slice": "14D"})
+    bad = api.get("/hotspots/emerging", params={"dataset": "essex-sample", "slice": "14D"})
     assert bad.status_code == 422 and "month-only" in bad.json()["error"]["message"]
 
 
 def test_spikes_cells_and_areas(api):
-    body = api.get("/spikes", params={"all": "true", "top": 5}).json()
+    body = api.get("/spikes", params={"dataset": "essex-sample", "all": "true", "top": 5}).json()
     s = body["summary"]
     assert s["recent"] == {"start": "2024-04-01", "end": "2024-05-01", "length": 1, "unit": "month"}
     assert s["baseline"]["length"] == 3 and any("baseline shortened" in c for c in s["caveats"])
     c = body["cells"][0]
     assert {"h3", "observed", "expected", "ratio", "p", "q", "spike", "harm_observed"} <= set(c)
-    wards = api.get("/spikes", params={"unit": "wards", "all": "true", "top": 3}).json()
+    wards = api.get("/spikes", params={"dataset": "essex-sample", "unit": "wards", "all": "true", "top": 3}).json()
     assert len(wards["units"]) == 3 and wards["units"][0]["name"] and wards["summary"]["n_tested"] > 100
-    gj = api.get("/spikes", params={"unit": "districts", "all": "true", "format": "geojson"}).json()
+    gj = api.get("/spikes", params={"dataset": "essex-sample", "unit": "districts", "all": "true", "format": "geojson"}).json()
     assert gj["type"] == "FeatureCollection" and len(gj["features"]) == 14
     assert gj["features"][0]["geometry"]["type"] in ("Polygon", "MultiPolygon")
-    assert api.get("/spikes", params={"unit": "nope"}).status_code == 422
+    assert api.get("/spikes", params={"dataset": "essex-sample", "unit": "nope"}).status_code == 422
 
 
 def test_evaluation(api):
@@ -106,15 +106,15 @@ def test_evaluation(api):
     assert len(body["per_origin"]) == 2 * 9 and "| method |" in body["table_markdown"]
     png = api.get("/evaluation", params={**params, "format": "png"})
     assert png.headers["content-type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
-    too_long = api.get("/evaluation", params={"resolution": 9})  # 4 months of data, 12 training months
+    too_long = api.get("/evaluation", params={"dataset": "essex-sample", "resolution": 9})  # 4 months of data, 12 training months
     assert too_long.status_code == 422 and "need at least 13" in too_long.json()["error"]["message"]
-    assert api.get("/evaluation", params={"methods": "magic", "train_slices": 2}).status_code == 422
+    assert api.get("/evaluation", params={"dataset": "essex-sample", "methods": "magic", "train_slices": 2}).status_code == 422
 
 
 def test_ogc_gistar_collection(api):
     ids = [c["id"] for c in api.get("/collections").json()["collections"]]
     assert "gistar" in ids
-    fc = api.get("/collections/gistar/items", params={"resolution": 9, "limit": 5}).json()
+    fc = api.get("/collections/gistar/items", params={"dataset": "essex-sample", "resolution": 9, "limit": 5}).json()
     assert fc["numberMatched"] >= len(fc["features"]) > 0
     assert fc["features"][0]["properties"]["gi_class"].startswith("hot_")
 
