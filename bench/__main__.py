@@ -6,13 +6,12 @@ committed sections (docs/benchmarks-*.md, each with its own machine and date) ar
 from __future__ import annotations
 
 import datetime as dt
-import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
 from bench import bench_core
+from bench.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -20,18 +19,6 @@ OTHERS = [("bench.bench_gistar", "benchmarks-gistar.md"), ("bench.bench_rtm", "b
           ("bench.bench_map", "benchmarks-map.md"), ("bench.bench_dask", "benchmarks-dask.md"),
           ("bench.load_test", "benchmarks-load.md")]
 
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} CPUs, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
 def main() -> None:

@@ -10,7 +10,6 @@ Run: ``python -m bench`` (writes docs/benchmarks.md).
 from __future__ import annotations
 
 import json
-import os
 import resource
 import statistics
 import subprocess

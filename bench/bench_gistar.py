@@ -7,8 +7,6 @@ Prints the figures and writes docs/benchmarks-gistar.md (machine and date includ
 """
 from __future__ import annotations
 
-import os
-import platform
 import sys
 import time
 import warnings
@@ -22,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hotspots.gistar import domain_from_cells, gistar, neighbour_matrix  # noqa: E402
+from bench.machine import machine
 
 CENTRE = h3.latlng_to_cell(52.6369, -1.1398, 10)
 SIZES = {"50k": 129, "500k": 408}  # grid_disk radius -> 3k(k+1)+1 cells
@@ -40,18 +39,6 @@ def field(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.poisson(0.3, n) * rng.gamma(0.8, 30.0, n)  # zero-inflated, heavy-tailed "harm"
 
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.node()}: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, " \
-           f"Python {platform.python_version()}"
 
 
 def main() -> None:

@@ -10,8 +10,6 @@ take with 5,000 hexagons on the map.  Prints the figures and writes docs/benchma
 from __future__ import annotations
 
 import gzip
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,24 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from test_browser import CHROMEDRIVER, CHROMIUM, free_port, start_server, stop_server  # noqa: E402
+from bench.machine import machine
 
 QUERY = {"preset": "all-crime", "resolution": 11, "top": 5000, "from": "2024-01", "to": "2024-04"}
 STATIC = ["/map", "/static/map.js", "/static/map.css", "/static/vendor/leaflet/leaflet.js",
           "/static/vendor/leaflet/leaflet.css"]
 RUNS = 5
 
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, " \
-           f"Python {platform.python_version()}"
 
 
 def fetch(url: str) -> tuple[bytes, float]:

@@ -6,8 +6,6 @@ and writes it to docs/benchmarks-rtm.md.  Target: <= 30 s end to end on the 2-co
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
@@ -21,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 from rtm import RTMConfig, build_features, run_rtm  # noqa: E402
 from rtm import synthetic  # noqa: E402
 from rtm.grid import h3_grid  # noqa: E402
+from bench.machine import machine
 
 LAYERS = {  # name -> points over ~1,500 km² (clustered like town centres, or spread like bus stops)
     "pub": {"n": 600, "clusters": 40, "spread": 400}, "bar": {"n": 250, "clusters": 25, "spread": 250},
@@ -31,23 +30,6 @@ LAYERS = {  # name -> points over ~1,500 km² (clustered like town centres, or s
 }
 PLANTED = {"bar:proximity:100": 3.0, "takeaway:density:200": 2.0, "station:proximity:300": 1.6}
 
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kb / 1024 ** 2:.0f} GB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}, numpy {np.__version__}"
 
 
 def main(argv=None) -> str:

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from bench.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 LEICS = ROOT.parent / "shared" / "data" / "crime" / "leicestershire_street_2019-12_to_2022-10.csv.gz"
@@ -114,19 +114,6 @@ async def run_load(base: str, key: str, clients: int, seconds: float) -> tuple[l
         elapsed = time.perf_counter() - t0
     return lat, errors, elapsed
 
-
-def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
-    except OSError:
-        mem = float("nan")
-    return f"{cpu}, {os.cpu_count()} CPUs, {mem:.0f} GB RAM, {platform.system()} {platform.release()}, " \
-           f"Python {platform.python_version()}"
 
 
 def main(argv: list[str] | None = None) -> int:
