@@ -23,16 +23,15 @@ import threading
 import time
 import traceback
 import uuid
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
 
 from geodata import layer_store
-from geodata.store import DATASET_LAYER, Store, StoreError
+from geodata.store import DATASET_LAYER, Store, StoreError, utc_now
 from hotspots.query import HotspotQuery, period_end_exclusive, period_start
 
 log = logging.getLogger("harmspot.rtm")
@@ -47,8 +46,6 @@ CREATE TABLE IF NOT EXISTS rtm_cells (
 """
 STATUSES = ("queued", "running", "done", "failed")
 MAX_GRID_CELLS = 600_000  # Essex at res 10 is ~276,000 cells; res 11 over a county (~1.9 M) is refused
-_READY: "weakref.WeakSet[Store]" = weakref.WeakSet()
-_READY_LOCK = threading.Lock()
 
 
 class PlanError(ValueError):
@@ -60,20 +57,8 @@ class RunCancelled(Exception):
 
 
 def ensure_tables(store: Store) -> None:
-    with _READY_LOCK:
-        if store in _READY:
-            return
-        with store._lock:
-            cur = store.cursor()
-            try:
-                cur.execute(SCHEMA)
-            finally:
-                cur.close()
-        _READY.add(store)
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    """Create this module's tables once per store handle."""
+    store.ensure_schema(SCHEMA)
 
 
 # ---------------------------------------------------------------------------------------------- planning
@@ -218,7 +203,7 @@ def create_run(store: Store, plan: RunPlan) -> str:
     run_id = uuid.uuid4().hex[:12]
     with store._lock, store.transaction() as cur:
         cur.execute("INSERT INTO rtm_runs VALUES (?, 'queued', 'queued', 0.0, NULL, ?, NULL, NULL, ?, ?, NULL)",
-                    [run_id, _now(), plan.query.dataset, json.dumps(plan.request, default=str)])
+                    [run_id, utc_now(), plan.query.dataset, json.dumps(plan.request, default=str)])
     return run_id
 
 
@@ -241,7 +226,7 @@ def store_result(store: Store, run_id: str, result: dict, cells: pd.DataFrame) -
         cur.execute("INSERT INTO rtm_cells SELECT * FROM rtm_cells_df")
         cur.unregister("rtm_cells_df")
         cur.execute("UPDATE rtm_runs SET status = 'done', stage = 'done', fraction = 1.0, finished_at = ?, "
-                    "result = ? WHERE id = ?", [_now(), json.dumps(result, allow_nan=False), run_id])
+                    "result = ? WHERE id = ?", [utc_now(), json.dumps(result, allow_nan=False), run_id])
 
 
 def get_run(store: Store, run_id: str) -> dict | None:
@@ -301,7 +286,7 @@ def _update_where_open(store: Store, message: str) -> None:
         cur = store.cursor()
         try:
             cur.execute("UPDATE rtm_runs SET status = 'failed', error = ?, finished_at = ? "
-                        "WHERE status IN ('queued', 'running')", [message, _now()])
+                        "WHERE status IN ('queued', 'running')", [message, utc_now()])
         finally:
             cur.close()
 
@@ -338,7 +323,7 @@ class RunManager:
                 last.update(stage=stage, fraction=fraction, t=now)
 
         try:
-            _update(self.store, run_id, status="running", stage="starting", started_at=_now())
+            _update(self.store, run_id, status="running", stage="starting", started_at=utc_now())
             result, cells = execute(self.store, self.default_weights, plan, progress)
             store_result(self.store, run_id, result, cells)
             log.info("RTM run %s done in %.1f s", run_id, result.get("timings", {}).get("total") or -1)
@@ -348,7 +333,7 @@ class RunManager:
                 log.error("RTM run %s failed:\n%s", run_id, traceback.format_exc())
                 message = f"{type(exc).__name__}: {message}"
             try:
-                _update(self.store, run_id, status="failed", error=message[:2000], finished_at=_now())
+                _update(self.store, run_id, status="failed", error=message[:2000], finished_at=utc_now())
             except Exception:  # the store is gone (shutdown): recovered as interrupted at the next start
                 log.exception("could not record the failure of RTM run %s", run_id)
 

@@ -25,7 +25,6 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Annotated, Literal
 from urllib.parse import parse_qs
 
@@ -36,7 +35,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from geodata.settings import Settings
-from geodata.store import Store
+from geodata.store import Store, utc_now
 
 log = logging.getLogger("harmspot.security")
 
@@ -81,19 +80,12 @@ def required_role(method: str, path: str) -> str | None:
     return "admin"  # unreachable: the last rule matches everything
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
 
 # ---------------------------------------------------------------------------------------------- key storage
 
 def ensure_tables(store: Store) -> None:
-    cur = store.cursor()
-    try:
-        cur.execute(SCHEMA)
-    finally:
-        cur.close()
-
+    """Create this module's tables once per store handle."""
+    store.ensure_schema(SCHEMA)
 
 def _hash(salt: bytes, secret: str) -> str:
     return hashlib.sha256(salt + secret.encode()).hexdigest()
@@ -111,7 +103,7 @@ def create_key(store: Store, role: str, name: str) -> tuple[str, str]:
     salt = secrets.token_bytes(16)
     with store._lock, store.transaction() as cur:
         cur.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                    [key_id, name, role, salt.hex(), _hash(salt, secret), _now()])
+                    [key_id, name, role, salt.hex(), _hash(salt, secret), utc_now()])
     return key_id, f"hs_{key_id}_{secret}"
 
 
@@ -120,7 +112,7 @@ def revoke_key(store: Store, key_id: str) -> bool:
     with store._lock, store.transaction() as cur:
         n = cur.execute("SELECT count(*) FROM api_keys WHERE key_id = ? AND revoked_at IS NULL", [key_id]).fetchall()[0][0]
         if n:
-            cur.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", [_now(), key_id])
+            cur.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", [utc_now(), key_id])
     return bool(n)
 
 
@@ -315,7 +307,7 @@ class AccessMiddleware:
         if dataset is None:
             m = re.match(r"^/datasets/([^/]+)", path)
             dataset = m.group(1) if m else ("uploads" if path == "/datasets" and scope["method"] == "POST" else None)
-        row = [_now(), principal.key_id if principal else None, principal.role if principal else None,
+        row = [utc_now(), principal.key_id if principal else None, principal.role if principal else None,
                scope["method"], path[:500], query, dataset, int(status), client, mode]
         store: Store = app.state.harmspot.store
 

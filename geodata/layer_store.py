@@ -8,17 +8,14 @@ it back as a ``PointLayer`` for ``rtm.run_rtm``.  The tables live in their own m
 from __future__ import annotations
 
 import json
-import threading
-import weakref
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
 
 from geodata.layers import DEFAULT_BUFFER_M, PointLayer, load_layer
 from geodata.settings import SAMPLE_DIR
-from geodata.store import DATASET_LAYER, Store, StoreError
+from geodata.store import DATASET_LAYER, Store, StoreError, utc_now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS poi_layers (
@@ -30,8 +27,6 @@ CREATE TABLE IF NOT EXISTS poi_points (
 CREATE TABLE IF NOT EXISTS poi_rejects (
     layer VARCHAR, line BIGINT, reason VARCHAR, raw VARCHAR);
 """
-_READY: "weakref.WeakSet[Store]" = weakref.WeakSet()
-_READY_LOCK = threading.Lock()
 
 
 class UnknownLayer(StoreError):
@@ -39,21 +34,8 @@ class UnknownLayer(StoreError):
 
 
 def ensure_tables(store: Store) -> None:
-    """Create the layer tables once per store handle."""
-    with _READY_LOCK:
-        if store in _READY:
-            return
-        with store._lock:
-            cur = store.cursor()
-            try:
-                cur.execute(SCHEMA)
-            finally:
-                cur.close()
-        _READY.add(store)
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    """Create this module's tables once per store handle."""
+    store.ensure_schema(SCHEMA)
 
 
 def save_layer(store: Store, layer: PointLayer, *, attribution: str = "", study_area: str | None = None,
@@ -75,7 +57,7 @@ def save_layer(store: Store, layer: PointLayer, *, attribution: str = "", study_
         cur.execute("INSERT INTO poi_layers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [layer.name, layer.type, layer.plural, layer.source, layer.licence, attribution, layer.crs,
                      json.dumps(list(layer.coordinate_columns)), int(layer.read), n, int(len(layer.rejects)),
-                     int(layer.outside), study_area, buffer_m, _now()])
+                     int(layer.outside), study_area, buffer_m, utc_now()])
         if n:
             cur.register("poi_df", points)
             cur.execute("INSERT INTO poi_points SELECT * FROM poi_df")

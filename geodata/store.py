@@ -11,10 +11,8 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
-import numpy as np
 import pandas as pd
 import shapely
 
@@ -78,8 +76,10 @@ class IngestReport:
         }
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
+    """Naive UTC timestamp, the form every store table keeps."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
 
 
 class Store:
@@ -95,6 +95,7 @@ class Store:
             raise StoreError(f"cannot open the store at {path}: {exc} (is `harmspot serve` running on it? "
                              "upload through the API instead, or stop the service)") from exc
         self._lock = threading.RLock()
+        self._schemas: set[str] = set()
         if not read_only:
             self._con.execute(SCHEMA)
 
@@ -103,6 +104,18 @@ class Store:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self._con.cursor()
+
+    def ensure_schema(self, sql: str) -> None:
+        """Run another module's ``CREATE ... IF NOT EXISTS`` statements once per store handle."""
+        with self._lock:
+            if sql in self._schemas:
+                return
+            cur = self._con.cursor()
+            try:
+                cur.execute(sql)
+            finally:
+                cur.close()
+            self._schemas.add(sql)
 
     def query_df(self, sql: str, params: list | tuple = ()) -> pd.DataFrame:
         cur = self._con.cursor()
@@ -153,7 +166,7 @@ class Store:
         with self._lock, self.transaction() as cur:
             if not cur.execute("SELECT count(*) FROM datasets WHERE name = ?", [dataset]).fetchall()[0][0]:
                 cur.execute("INSERT INTO datasets VALUES (?, ?, ?, ?)",
-                            [dataset, _now(), study_area.name if study_area else None, description])
+                            [dataset, utc_now(), study_area.name if study_area else None, description])
             batch_id = cur.execute("SELECT nextval('batch_seq')").fetchall()[0][0]
             cur.register("staged", parsed.table)
             # new (category, group, HO code) combinations get the next integer keys
@@ -183,7 +196,7 @@ class Store:
                 cur.execute("INSERT INTO rejects SELECT * FROM rej")
                 cur.unregister("rej")
             cur.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [batch_id, dataset, _now(), json.dumps(parsed.files), parsed.kind, parsed.read, stored,
+                        [batch_id, dataset, utc_now(), json.dumps(parsed.files), parsed.kind, parsed.read, stored,
                          len(parsed.rejects), duplicates])
             self._refresh_dataset_cells(cur, dataset, study_area)
         by_reason = parsed.rejects["reason"].value_counts().to_dict() if len(parsed.rejects) else {}
@@ -245,7 +258,7 @@ class Store:
             cur.execute("INSERT INTO weights SELECT * FROM w")
             cur.unregister("w")
             cur.execute("INSERT INTO weights_meta VALUES (?, ?, ?, ?, ?)",
-                        [table.name, table.source, table.licence, table.category_method, _now()])
+                        [table.name, table.source, table.licence, table.category_method, utc_now()])
 
     def weights_tables(self) -> pd.DataFrame:
         return self.query_df("SELECT * FROM weights_meta ORDER BY loaded_at")
@@ -345,7 +358,3 @@ class _Tx:
         finally:
             self.cur.close()
 
-
-def iter_batches(store: Store, dataset: str) -> Iterator[dict]:
-    for r in store.query_df("SELECT * FROM batches WHERE dataset = ? ORDER BY batch_id", [dataset]).to_dict("records"):
-        yield r

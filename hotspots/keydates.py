@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from geodata.harm import WeightsTable
-from geodata.store import Store, StoreError, _now
+from geodata.store import Store, StoreError, utc_now
 from hotspots.harmspots import harm_spots
 from hotspots.query import HotspotQuery
 
@@ -138,7 +138,7 @@ def save_set(store: Store, kset: KeyDateSet, replace: bool = False) -> None:
             raise KeyDateError(f"key-date set '{kset.name}' already exists (replace=true to overwrite)")
         cur.execute("DELETE FROM keydates WHERE set_name = ?", [kset.name])
         cur.execute("DELETE FROM keydate_sets WHERE name = ?", [kset.name])
-        cur.execute("INSERT INTO keydate_sets VALUES (?, ?, ?)", [kset.name, kset.description, _now()])
+        cur.execute("INSERT INTO keydate_sets VALUES (?, ?, ?)", [kset.name, kset.description, utc_now()])
         frame = pd.DataFrame([{"set_name": kset.name, "date": k.date, "label": k.label, "kind": k.kind,
                                "analogue": k.analogue} for k in kset.dates])
         cur.register("kd", frame)

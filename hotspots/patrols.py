@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from geodata.store import Store, _now
+from geodata.store import Store, utc_now
 from hotspots.tasking import SPOT_PREFIX, cell_of_spot
 
 MAX_PATROL_HOURS = 12  # a single visit longer than a shift is almost certainly a typing error
@@ -156,7 +156,7 @@ def record(store: Store, rows: list[dict], first_line: int = 1) -> PatrolUpload:
     with store.transaction() as cur:
         upload = int(cur.execute("SELECT nextval('patrol_upload_seq')").fetchall()[0][0])
         ids = [int(cur.execute("SELECT nextval('patrol_seq')").fetchall()[0][0]) for _ in range(len(frame))]
-        staged = frame.assign(patrol_id=ids, upload_id=upload, created_at=_now())
+        staged = frame.assign(patrol_id=ids, upload_id=upload, created_at=utc_now())
         cur.register("p", staged[["patrol_id", "upload_id", "spot_id", "h3", "team", "start_at", "end_at", "minutes",
                                   "note", "created_at"]])
         cur.execute("INSERT INTO patrols SELECT * FROM p")

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from geodata.cells import AREA_RESOLUTION, parents, to_hex
 from geodata.harm import WeightsTable
-from geodata.store import Store, StoreError, _now
+from geodata.store import Store, StoreError, utc_now
 from hotspots.harmspots import HotspotResult, _offence_selection, harm_spots
 from hotspots.presets import select_keys
 from hotspots.query import HotspotQuery
@@ -357,7 +357,7 @@ def save_pack(store: Store, pack: TaskingPack) -> int:
     with store.transaction() as cur:
         pid = int(cur.execute("SELECT nextval('tasking_pack_seq')").fetchall()[0][0])
         cur.execute("INSERT INTO tasking_packs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [pid, pack.query.dataset, pack.params.area_layer, _now(), pack.plan_from,
+                    [pid, pack.query.dataset, pack.params.area_layer, utc_now(), pack.plan_from,
                      pack.plan_to_exclusive - timedelta(days=1), hs.period_from.date(),
                      (hs.period_to_exclusive - timedelta(days=1)).date(), pack.params.visits_per_day,
                      pack.params.visit_minutes,
