@@ -9,10 +9,13 @@ import math
 import numpy as np
 import pandas as pd
 
+from fastapi.responses import JSONResponse, Response
+
 from geodata.cells import cell_boundaries_lonlat, from_hex
 
 CELL_FIELDS = ["h3", "rank", "harm", "count", "harm_share", "count_share", "area_km2", "harm_per_km2", "lat", "lon"]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+GEOJSON_MEDIA = "application/geo+json"
 
 
 def _clean(v):
@@ -77,3 +80,15 @@ def to_geojson(meta: dict, cells: pd.DataFrame, fields: list[str] | None = None)
         out["bbox"] = [min(lons), min(lats), max(lons), max(lats)]
     out["metadata"] = meta  # foreign member (RFC 7946 s6.1): query, weights table, caveats
     return out
+
+
+def cells_response(meta: dict, cells: pd.DataFrame, fields: list[str], fmt: str, filename: str,
+                   csv_headers: dict[str, str] | None = None) -> Response:
+    """The HTTP response for a table of cells in the requested format (json, csv or geojson)."""
+    if fmt == "csv":
+        return Response(to_csv(cells, fields), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"',
+                                 **(csv_headers or {})})
+    if fmt == "geojson":
+        return JSONResponse(to_geojson(meta, cells, fields), media_type=GEOJSON_MEDIA)
+    return JSONResponse(to_json(meta, cells, fields))

@@ -4,18 +4,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from app.deps import Disclosure, Format, GiStar, Query_, State
 from app.errors import ApiError
-from app.render import CELL_FIELDS, to_csv, to_geojson, to_json
+from app.render import CELL_FIELDS, GEOJSON_MEDIA, cells_response
 from hotspots.disclosure import public_harm_spots
 from hotspots.harmspots import HotspotResult, harm_spots
 from hotspots.statistics_query import GI_FIELDS, add_gistar, gistar_for_query
 
 router = APIRouter(tags=["hotspots"])
 FIELDS = [*CELL_FIELDS, "top_offences"]
-GEOJSON_MEDIA = "application/geo+json"
 
 HOTSPOT_EXAMPLE = {
     "dataset": "essex-sample", "from": "2024-04-01", "to": "2024-04-30", "preset": "op-ark", "resolution": 10,
@@ -30,16 +29,9 @@ HOTSPOT_EXAMPLE = {
 
 def render(result: HotspotResult, fmt: str, fields: list[str] = FIELDS, filename: str = "hotspots",
            extra_meta: dict | None = None) -> Response:
-    meta = {**result.meta(), **(extra_meta or {})}
-    cells = result.top_cells
-    if fmt == "csv":
-        return Response(to_csv(cells, fields), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"',
-                                 "X-Harmspot-Weights-Table": result.weights_table,
-                                 "X-Harmspot-Time-Precision": ",".join(result.time_precision)})
-    if fmt == "geojson":
-        return JSONResponse(to_geojson(meta, cells, fields), media_type=GEOJSON_MEDIA)
-    return JSONResponse(to_json(meta, cells, fields))
+    return cells_response({**result.meta(), **(extra_meta or {})}, result.top_cells, fields, fmt, filename,
+                          {"X-Harmspot-Weights-Table": result.weights_table,
+                           "X-Harmspot-Time-Precision": ",".join(result.time_precision)})
 
 
 @router.get(

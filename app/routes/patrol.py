@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from app.deps import Query_, State
 from app.errors import ApiError
-from app.render import to_csv, to_geojson, to_json
+from app.render import GEOJSON_MEDIA, to_csv, to_geojson, to_json
 from geodata.cells import cell_boundaries_lonlat
 from geodata.store import DATASET_LAYER, Store, StoreError
 from hotspots import evaluation as ev
@@ -29,7 +29,6 @@ from hotspots import tasking as tk
 from hotspots.query import HotspotQuery
 
 router = APIRouter(tags=["patrol planning"])
-GEOJSON_MEDIA = "application/geo+json"
 TaskFormat = Literal["json", "csv", "geojson", "html"]
 KEYDATE_FIELDS = ["h3", "rank", "harm_after", "count_after", "harm_before", "count_before", "harm_per_day_after",
                   "harm_per_day_before", "change_per_day", "change_pct", "rank_before", "lat", "lon", "top_offences"]

@@ -18,13 +18,12 @@ from fastapi.responses import JSONResponse, Response
 
 from app.deps import Query_, State
 from app.errors import ApiError
-from app.render import records, to_csv, to_geojson, to_json
+from app.render import GEOJSON_MEDIA, cells_response, records, to_csv, to_geojson
 from hotspots.backtest import METHODS, BacktestConfig
 from hotspots.statistics_query import (backtest_for_query, emerging_cells, emerging_for_query, spike_units,
                                        spikes_for_query)
 
 router = APIRouter(tags=["statistics"])
-GEOJSON_MEDIA = "application/geo+json"
 EMERGING_FIELDS = ["h3", "pattern", "trend_z", "trend_p", "tau", "n_hot", "n_cold", "share_hot", "final_z",
                    "final_q", "total", "lat", "lon"]
 SPIKE_FIELDS = ["observed", "expected", "ratio", "baseline", "p", "q", "spike", "harm_observed", "harm_expected"]
@@ -39,14 +38,6 @@ def _engine_errors(fn, *args, **kwargs):
             raise
         raise ApiError(422, "invalid_parameter", str(exc)) from exc
 
-
-def _cells_response(meta: dict, cells, fields: list[str], fmt: str, filename: str) -> Response:
-    if fmt == "csv":
-        return Response(to_csv(cells, fields), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'})
-    if fmt == "geojson":
-        return JSONResponse(to_geojson(meta, cells, fields), media_type=GEOJSON_MEDIA)
-    return JSONResponse(to_json(meta, cells, fields))
 
 
 # ---------------------------------------------------------------------------------------------- emerging
@@ -75,7 +66,7 @@ def get_emerging(
     cells = emerging_cells(res, include_no_pattern, q.top)
     meta = {**meta, "summary": res.summary(), "slice_labels": res.slice_labels, "top": q.top,
             "cells_returned": int(len(cells))}
-    return _cells_response(meta, cells, EMERGING_FIELDS, format, "emerging")
+    return cells_response(meta, cells, EMERGING_FIELDS, format, "emerging")
 
 
 # ------------------------------------------------------------------------------------------------ spikes
@@ -110,7 +101,7 @@ def get_spikes(
     units = spike_units(state.store, res, unit, not all_units, q.top)
     meta = {**meta, "summary": res.summary(), "top": q.top, "units_returned": int(len(units))}
     if unit == "cell":
-        return _cells_response(meta, units, ["h3", *SPIKE_FIELDS, "lat", "lon"], format, "spikes")
+        return cells_response(meta, units, ["h3", *SPIKE_FIELDS, "lat", "lon"], format, "spikes")
     fields = ["id", "name", "district", *SPIKE_FIELDS]
     if format == "csv":
         return Response(to_csv(units, fields), media_type="text/csv; charset=utf-8",
