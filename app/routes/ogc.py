@@ -130,6 +130,15 @@ def _dataset_span(state: ServiceState, dataset: str | None) -> tuple[date | None
     return pd.Timestamp(a).date(), (pd.Timestamp(b) - pd.Timedelta(microseconds=1)).date()
 
 
+def cells_page(cells: pd.DataFrame, req, resolution: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cells matched by the request's bbox, the requested page of them or the one feature asked for)."""
+    if req.bbox:
+        cells = _cells_in_bbox(cells, req.bbox, resolution)
+    if req.feature_id is not None:
+        return cells, cells[cells["h3"] == req.feature_id]
+    return cells, cells.iloc[req.offset: req.offset + req.limit]
+
+
 def _cells_in_bbox(cells: pd.DataFrame, bbox: tuple[float, float, float, float], resolution: int) -> pd.DataFrame:
     """Cells whose hexagon intersects the bbox (OGC semantics), ranks unchanged: a filter, not a new query."""
     import h3
@@ -163,12 +172,7 @@ def _harm_spot_items(state: ServiceState, req: ItemsRequest) -> Items:
     q = _hotspot_query(state, req)
     ranked_all = harm_spots(state.store, q.model_copy(update={"top": 1}), state.default_weights)
     ranked = ranked_all.cells if q.top is None else ranked_all.cells.head(q.top)
-    if req.bbox:
-        ranked = _cells_in_bbox(ranked, req.bbox, q.resolution)
-    if req.feature_id is not None:
-        page = ranked[ranked["h3"] == req.feature_id]
-    else:
-        page = ranked.iloc[req.offset: req.offset + req.limit]
+    ranked, page = cells_page(ranked, req, q.resolution)
     deepest = int(page["rank"].max()) if len(page) else 1
     result = (harm_spots(state.store, q.model_copy(update={"top": deepest}), state.default_weights)
               if deepest > 1 else ranked_all)

@@ -196,7 +196,7 @@ GISTAR_FIELDS = ["h3", "gi_class", "gi_z", "gi_p", "gi_q", "value", "raw", "lat"
 def gistar_items(state, req):
     """Items of the OGC ``gistar`` collection: the significant Gi* hot cells (FDR) of the /hotspots query (same
     parameters, harm, analytic), highest z first; ``bbox`` filters them. Registered in app.routes.ogc.REGISTRY."""
-    from app.routes.ogc import Items, _cells_in_bbox, _hotspot_query
+    from app.routes.ogc import Items, _hotspot_query, cells_page
     from geodata.cells import cell_centres, to_hex
     from hotspots.statistics_query import gistar_for_query
 
@@ -209,12 +209,7 @@ def gistar_items(state, req):
     lat, lon = cell_centres(ids)
     cells = hot.rename(columns={"class": "gi_class", "z": "gi_z", "p": "gi_p", "q": "gi_q"}).assign(
         h3=to_hex(ids), lat=lat, lon=lon).reset_index(drop=True)
-    if req.bbox:
-        cells = _cells_in_bbox(cells, req.bbox, q.resolution)
-    if req.feature_id is not None:
-        page = cells[cells["h3"] == req.feature_id]
-    else:
-        page = cells.iloc[req.offset: req.offset + req.limit]
+    cells, page = cells_page(cells, req, q.resolution)
     meta = {"dataset": q.dataset, "resolution": q.resolution, "preset": q.preset, "value": "harm",
             "gistar": gi.summary()}
     fc = to_geojson(meta, page, GISTAR_FIELDS)
