@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
-DEFAULT_DISTANCES = tuple(float(d) for d in range(50, 401, 50))  # 50 m steps to 400 m (RTMDx default: 0.5-3 blocks)
+DEFAULT_DISTANCES = tuple(float(d) for d in range(50, 401, 50))  # 50 m steps to 400 m
+# RTMDx's default is half-block steps from 0.5 to 3 street-block lengths (Caplan & Kennedy 2016, ch. 5): used
+# when a median block length is given (RTMConfig.block_length_m)
+DEFAULT_BLOCK_MULTIPLES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 OPERATIONALISATIONS = ("proximity", "density")
 DENSITY_SD = 2.0  # "dense" = kernel density above mean + 2 SD (RTMDx; Caplan & Kennedy 2016)
 
@@ -23,6 +26,11 @@ class Variable:
     distance: float  # metres (proximity: nearest within d; density: quartic kernel bandwidth d)
     type: str = ""  # layer type, the noun for narratives
     plural: str = ""
+    block_length: float | None = None  # metres: when distances were set in block lengths, say so in narratives
+
+    @property
+    def blocks(self) -> float | None:
+        return round(self.distance / self.block_length, 3) if self.block_length else None
 
     @property
     def key(self) -> str:
@@ -30,14 +38,16 @@ class Variable:
 
     def phrase(self) -> str:
         noun = self.type or self.factor
+        b = self.blocks
+        dist = f"{self.distance:g} m" + (f" ({b:g} block{'' if b == 1 else 's'})" if b else "")
         if self.kind == "proximity":
             article = "an" if noun[:1].lower() in "aeiou" else "a"
-            return f"within {self.distance:g} m of {article} {noun}"
-        return f"in a dense cluster of {self.plural or noun + 's'} within {self.distance:g} m"
+            return f"within {dist} of {article} {noun}"
+        return f"in a dense cluster of {self.plural or noun + 's'} within {dist}"
 
     def to_dict(self) -> dict:
         return {"factor": self.factor, "operationalisation": self.kind, "spatial_influence_m": self.distance,
-                "type": self.type, "key": self.key}
+                "spatial_influence_blocks": self.blocks, "type": self.type, "key": self.key}
 
 
 @dataclass
@@ -59,8 +69,11 @@ def quartic_weight(dist: np.ndarray, radius: float) -> np.ndarray:
 
 def build_features(cx: np.ndarray, cy: np.ndarray, layers, distances=DEFAULT_DISTANCES,
                    operationalisations=OPERATIONALISATIONS, density_sd: float = DENSITY_SD,
-                   cell_tree: cKDTree | None = None) -> FeatureMatrix:
-    """Binary variables for every layer x operationalisation x distance at cell centres (cx, cy) in BNG."""
+                   cell_tree: cKDTree | None = None, block_length: float | None = None) -> FeatureMatrix:
+    """Binary variables for every layer x operationalisation x distance at cell centres (cx, cy) in BNG.
+
+    block_length (metres), when the distances were chosen as multiples of it, is carried on each Variable for
+    the factor table and the narratives; the distances themselves are always metres."""
     distances = tuple(sorted(float(d) for d in distances))
     for op in operationalisations:
         if op not in OPERATIONALISATIONS:
@@ -85,7 +98,8 @@ def build_features(cx: np.ndarray, cy: np.ndarray, layers, distances=DEFAULT_DIS
         nearest[layer.name] = near
         for op in operationalisations:
             for d in distances:
-                var = Variable(layer.name, op, d, getattr(layer, "type", ""), getattr(layer, "plural", ""))
+                var = Variable(layer.name, op, d, getattr(layer, "type", ""), getattr(layer, "plural", ""),
+                               block_length)
                 if op == "proximity":
                     col = near <= d
                 else:

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rtm.glm import Agg, CountFit, enet_poisson_path, fit_count, fit_negbin, poisson_neg_loglik, row_groups
+from rtm.tweedie import Positive, fit_tweedie
 
-FAMILIES = ("poisson", "negbin")
+FAMILIES = ("poisson", "negbin", "tweedie")
 
 
 def spatial_folds(x: np.ndarray, y: np.ndarray, k: int = 5, block_m: float = 2000.0, seed: int = 0) -> np.ndarray:
@@ -38,39 +39,45 @@ class ScreenResult:
     cv_se: np.ndarray
     chosen: int
     coef: np.ndarray  # at the chosen lambda (original scale), per variable
+    intercept: float  # at the chosen lambda
     selected: np.ndarray  # variable indices kept for the stepwise stage
     alpha: float
     rule: str
     folds: int
+    power: float = 1.0
 
     def to_dict(self) -> dict:
         return {"alpha": self.alpha, "folds": self.folds, "rule": self.rule,
                 "lambda": float(self.lambdas[self.chosen]), "lambda_index": int(self.chosen),
                 "lambdas": [float(v) for v in self.lambdas], "cv_loss": [float(v) for v in self.cv_loss],
-                "candidates_kept": int(len(self.selected))}
+                "candidates_kept": int(len(self.selected)), "power": self.power,
+                "likelihood": "Poisson" if self.power == 1.0 else f"Tweedie quasi-likelihood, power {self.power:.3f}"}
 
 
 def screen(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alpha: float = 0.5, n_lambda: int = 15,
            lambda_ratio: float = 1e-2, rule: str = "min", allow_protective: bool = False,
-           max_candidates: int | None = 60) -> ScreenResult:
-    """Elastic-net Poisson path; pick lambda by k-fold (spatially blocked) CV; keep the non-zero variables."""
+           max_candidates: int | None = 60, power: float = 1.0) -> ScreenResult:
+    """Elastic-net Poisson path; pick lambda by k-fold (spatially blocked) CV; keep the non-zero variables.
+
+    power > 1 screens a continuous outcome (harm) with the Tweedie quasi-likelihood of that power instead."""
     k = int(folds.max()) + 1
     first, inv = row_groups(X, folds)
     n = np.bincount(inv).astype(float)
     s = np.bincount(inv, weights=y)
     Xg = X[first].astype(float)
     fg = folds[first]
-    full = enet_poisson_path(Xg, n, s, alpha=alpha, n_lambda=n_lambda, lambda_ratio=lambda_ratio)
+    full = enet_poisson_path(Xg, n, s, alpha=alpha, n_lambda=n_lambda, lambda_ratio=lambda_ratio, power=power)
     losses = np.zeros((k, len(full.lambdas)))
     ncell = np.zeros(k)
     for f in range(k):
         tr, te = fg != f, fg == f
         if not te.any() or not tr.any():
             continue
-        path = enet_poisson_path(Xg[tr], n[tr], s[tr], alpha=alpha, lambdas=full.lambdas, scale=full.scale)
+        path = enet_poisson_path(Xg[tr], n[tr], s[tr], alpha=alpha, lambdas=full.lambdas, scale=full.scale,
+                                 power=power)
         ncell[f] = n[te].sum()
         for i in range(len(full.lambdas)):
-            losses[f, i] = poisson_neg_loglik(Xg[te], n[te], s[te], path.intercepts[i], path.coefs[i])
+            losses[f, i] = poisson_neg_loglik(Xg[te], n[te], s[te], path.intercepts[i], path.coefs[i], power)
     used = ncell > 0
     per_cell = losses[used] / ncell[used, None]
     cv = losses[used].sum(axis=0) / ncell[used].sum()
@@ -85,8 +92,9 @@ def screen(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alpha: float = 0.5, 
     if max_candidates is not None and len(sel) > max_candidates:
         sel = sel[np.argsort(-np.abs(coef[sel] * full.scale[sel]))[:max_candidates]]
         sel.sort()
-    return ScreenResult(lambdas=full.lambdas, cv_loss=cv, cv_se=se, chosen=best, coef=coef, selected=sel,
-                        alpha=alpha, rule=rule, folds=k)
+    return ScreenResult(lambdas=full.lambdas, cv_loss=cv, cv_se=se, chosen=best, coef=coef,
+                        intercept=float(full.intercepts[best]), selected=sel,
+                        alpha=alpha, rule=rule, folds=k, power=float(power))
 
 
 @dataclass
@@ -98,23 +106,35 @@ class StepResult:
 
 
 class _Data:
-    """Cells x variables with counts and weights; builds collapsed data for any subset quickly."""
+    """Cells x variables with outcome and weights; builds collapsed data for any subset quickly.
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None):
+    Counts (Poisson/NB) collapse cells with the same (row, count).  A Tweedie outcome (``by_row``) collapses
+    cells with the same row only, into (cells, mean outcome): the estimating equations and the model-dependent
+    part of the likelihood need nothing else (rtm/tweedie.py)."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None, by_row: bool = False):
         self.X = X
         self.y = np.asarray(y, float)
         self.w = np.ones(len(y)) if w is None else np.asarray(w, float)
         self.n = float(self.w.sum())
+        self.by_row = by_row
+        self.wy = self.w * self.y
 
     def base(self, S: list[int]):
-        first, inv = row_groups(self.X[:, S], self.y)
+        first, inv = row_groups(self.X[:, S]) if self.by_row else row_groups(self.X[:, S], self.y)
         return first, inv
+
+    def _collapse(self, first, inv, Z, minlength: int) -> Agg:
+        wg = np.bincount(inv, weights=self.w, minlength=minlength)
+        keep = np.flatnonzero(wg > 0)
+        if self.by_row:
+            sg = np.bincount(inv, weights=self.wy, minlength=minlength)
+            return Agg(Z=Z(keep), y=sg[keep] / wg[keep], w=wg[keep], n=self.n)
+        return Agg(Z=Z(keep), y=self.y[first[keep]], w=wg[keep], n=self.n)
 
     def agg(self, S: list[int]) -> Agg:
         first, inv = self.base(S)
-        wg = np.bincount(inv, weights=self.w, minlength=len(first))
-        keep = wg > 0
-        return Agg(Z=self.X[first][:, S][keep].astype(float), y=self.y[first][keep], w=wg[keep], n=self.n)
+        return self._collapse(first, inv, lambda k: self.X[first[k]][:, S].astype(float), len(first))
 
     def extend(self, S: list[int], base, j: int) -> Agg:
         first, inv = base
@@ -123,33 +143,52 @@ class _Data:
         nz = np.flatnonzero(wg)
         g = nz // 2
         Z = np.column_stack([self.X[first[g]][:, S].astype(float), (nz % 2).astype(float)])
+        if self.by_row:
+            sg = np.bincount(key, weights=self.wy, minlength=2 * len(first))
+            return Agg(Z=Z, y=sg[nz] / wg[nz], w=wg[nz], n=self.n)
         return Agg(Z=Z, y=self.y[first[g]], w=wg[nz], n=self.n)
 
 
-def _fit(agg: Agg, family: str, alpha: float | None = None, full: bool = True) -> CountFit:
+def row_aggregate(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> Agg:
+    """Cells collapsed by design row only: Agg with w = cells per row and y = mean outcome (Tweedie data)."""
+    return _Data(X, y, w, by_row=True).agg(list(range(X.shape[1])))
+
+
+def _fit_family(agg: Agg, family: str, fixed: float | None = None, full: bool = True, *, pos: Positive | None = None,
+         power: float = 1.5) -> CountFit:
+    """Fit one family; ``fixed`` holds the dispersion (NB alpha, Tweedie phi) unless ``full``."""
     if family == "poisson":
         return fit_count(agg, 0.0)
-    if full or alpha is None:
+    if family == "tweedie":
+        return fit_tweedie(agg, pos, power, phi=None if (full or fixed is None) else fixed)
+    if full or fixed is None:
         return fit_negbin(agg, start=fit_count(agg, 0.0))
-    return fit_count(agg, alpha)
+    return fit_count(agg, fixed)
 
 
 def stepwise(X: np.ndarray, y: np.ndarray, candidates: np.ndarray, factors: list[str], family: str = "poisson",
              w: np.ndarray | None = None, allow_protective: bool = False, max_steps: int = 40,
-             top_moves: int = 3) -> StepResult:
+             top_moves: int = 3, power: float = 1.5) -> StepResult:
     """Bidirectional stepwise selection by BIC with at most one variable per factor.
 
     Moves: add a variable of a factor not yet in the model, drop a variable, or swap a variable for another
     operationalisation/distance of the same factor.  Unless ``allow_protective``, a model with a negative
     coefficient is not admissible (RTMDx keeps risk factors only).  For the negative binomial, candidate moves
     are ranked with alpha held at the current model's value and the best ``top_moves`` are refitted with alpha
-    re-estimated; only fully refitted BICs are compared with the current model.
+    re-estimated; only fully refitted BICs are compared with the current model.  The Tweedie family (a
+    continuous harm outcome, power ``power``) is handled like the NB, with phi in the place of alpha.
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}")
-    data = _Data(X, y, w)
+    tweedie = family == "tweedie"
+    data = _Data(X, y, w, by_row=tweedie)
+    pos = Positive.of(y, w) if tweedie else None
     candidates = [int(c) for c in candidates]
     S: list[int] = []
+
+    def _fit(agg: Agg, family: str, fixed: float | None = None, full: bool = True) -> CountFit:
+        return _fit_family(agg, family, fixed, full, pos=pos, power=power)
+
     cur = _fit(data.agg(S), family)
     history = [{"step": 0, "move": "start", "bic": cur.bic}]
 
@@ -158,7 +197,7 @@ def stepwise(X: np.ndarray, y: np.ndarray, candidates: np.ndarray, factors: list
 
     for step in range(1, max_steps + 1):
         moves: list[tuple[float, list[int], str, CountFit]] = []
-        fixed_alpha = cur.alpha if family == "negbin" else None
+        fixed_alpha = cur.alpha if family == "negbin" else (cur.phi if tweedie else None)
         in_factors = {factors[s]: s for s in S}
         base = data.base(S)
         for j in candidates:
@@ -182,8 +221,8 @@ def stepwise(X: np.ndarray, y: np.ndarray, candidates: np.ndarray, factors: list
             break
         moves.sort(key=lambda m: m[0])
         best = None
-        for bic, newS, label, f in moves[: (top_moves if family == "negbin" else 1)]:
-            if family == "negbin":
+        for bic, newS, label, f in moves[: (1 if family == "poisson" else top_moves)]:
+            if family != "poisson":
                 f = _fit(data.agg(newS), family)
                 if not admissible(f):
                     continue

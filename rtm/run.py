@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import warnings as warnings_
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -10,11 +11,16 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
 
-from rtm.features import DEFAULT_DISTANCES, DENSITY_SD, OPERATIONALISATIONS, FeatureMatrix, Variable, build_features
+from rtm.features import (DEFAULT_BLOCK_MULTIPLES, DEFAULT_DISTANCES, DENSITY_SD, OPERATIONALISATIONS, FeatureMatrix,
+                          Variable, build_features)
 from rtm.glm import aggregate
 from rtm.grid import Grid
-from rtm.model import block_ids, screen, spatial_folds, stepwise
+from rtm.model import block_ids, row_aggregate, screen, spatial_folds, stepwise
+from rtm.tweedie import Positive, fit_beta, profile_power
 from rtm.validate import validate
+
+OUTCOMES = ("count", "harm")
+COUNT_FAMILIES = ("poisson", "negbin")
 
 Progress = Callable[[str, float], None]
 CLASS_LABELS = ("at or below mean", "above mean", "mean + 1 SD", "mean + 2 SD")
@@ -24,7 +30,11 @@ CLASS_LABELS = ("at or below mean", "above mean", "mean + 1 SD", "mean + 2 SD")
 class RTMConfig:
     """Every default is documented with its source in docs/rtm.md."""
 
-    distances: Sequence[float] = DEFAULT_DISTANCES
+    distances: Sequence[float] | None = None  # metres; default DEFAULT_DISTANCES, or block multiples (below)
+    block_length_m: float | None = None  # median street-block length: distances become multiples of it
+    distances_blocks: Sequence[float] = DEFAULT_BLOCK_MULTIPLES  # used when block_length_m is given
+    outcome: str = "count"  # "count": offences per cell (Poisson / NB); "harm": harm per cell (Tweedie)
+    tweedie_power: float | None = None  # harm outcome: fixed power 1 < p < 2; None = profile likelihood
     operationalisations: Sequence[str] = OPERATIONALISATIONS
     density_sd: float = DENSITY_SD
     enet_alpha: float = 0.5  # elastic-net mixing (0 ridge .. 1 lasso)
@@ -33,7 +43,7 @@ class RTMConfig:
     lambda_rule: str = "min"  # "min" | "1se"
     folds: int = 5
     block_m: float = 2000.0  # CV and bootstrap block size, metres
-    families: Sequence[str] = ("poisson", "negbin")
+    families: Sequence[str] = COUNT_FAMILIES  # count outcome; the harm outcome is always Tweedie
     allow_protective: bool = False
     max_candidates: int | None = 60
     bootstrap: int = 20
@@ -47,11 +57,31 @@ class RTMConfig:
     priority_top: int = 25  # ... and recent harm; this many are returned, ranked
     offence_label: str = "offences"
 
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}")
+        if self.tweedie_power is not None and not (1.0 < self.tweedie_power < 2.0):
+            raise ValueError("tweedie_power must lie strictly between 1 and 2")
+        if self.block_length_m is not None and self.block_length_m <= 0:
+            raise ValueError("block_length_m must be positive")
+
+    def resolved_distances(self) -> tuple[float, ...]:
+        """Metres: the given distances, else block multiples x block length, else 50 m steps to 400 m."""
+        if self.distances is not None:
+            return tuple(sorted({float(d) for d in self.distances}))
+        if self.block_length_m:
+            return tuple(sorted({round(float(m) * self.block_length_m, 3) for m in self.distances_blocks}))
+        return DEFAULT_DISTANCES
+
+    def resolved_families(self) -> tuple[str, ...]:
+        return ("tweedie",) if self.outcome == "harm" else tuple(self.families)
+
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["distances"] = [float(v) for v in self.distances]
+        d["distances"] = [float(v) for v in self.resolved_distances()]
+        d["distances_blocks"] = [float(v) for v in self.distances_blocks]
         d["operationalisations"] = list(self.operationalisations)
-        d["families"] = list(self.families)
+        d["families"] = list(self.resolved_families())
         return d
 
 
@@ -61,6 +91,7 @@ class FactorRow:
     type: str
     operationalisation: str
     spatial_influence_m: float
+    spatial_influence_blocks: float | None  # when distances were set in street-block lengths
     coefficient: float
     se: float
     z: float
@@ -233,22 +264,32 @@ def _run(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig |
     te = inside & (d >= per["test_start"].to_datetime64()) & (d < per["test_end"].to_datetime64())
     rc = inside & (d >= per["recent_start"].to_datetime64()) & (d < per["recent_end"].to_datetime64())
     n = len(grid)
-    y = np.bincount(idx[tr], minlength=n).astype(float)
+    y = np.bincount(idx[tr], minlength=n).astype(float)  # offences per cell (training)
     y_test = np.bincount(idx[te], minlength=n).astype(float)
     hw = (crimes[harm].to_numpy(float) if harm and harm in crimes.columns else None)
+    if hw is not None and (np.isnan(hw[inside]).any() or (hw[inside] < 0).any()):
+        raise ValueError(f"the {harm!r} column has missing or negative values")
     recent_n = np.bincount(idx[rc], minlength=n)
     recent_h = np.bincount(idx[rc], weights=hw[rc], minlength=n) if hw is not None else recent_n.astype(float)
     prior_h = np.bincount(idx[tr], weights=hw[tr], minlength=n) if hw is not None else None
+    test_h = np.bincount(idx[te], weights=hw[te], minlength=n) if hw is not None else None
     if y.sum() == 0:
         raise ValueError("no offence in the training period inside the grid")
     if te.sum() == 0:
         warnings.append("no offences after the training period: validation skipped")
+    harm_outcome = cfg.outcome == "harm"
+    if harm_outcome:
+        if prior_h is None:
+            raise ValueError(f"outcome 'harm' needs a harm column ({harm!r}) on the offences")
+        if prior_h.sum() <= 0:
+            raise ValueError("outcome 'harm': the training offences carry no harm (every weight is 0)")
+    y_model = prior_h if harm_outcome else y  # the modelled outcome per cell
     t = mark("offences", t)
 
     # ---------------------------------------------------------------- features
     prog("features", 0.05)
-    fm: FeatureMatrix = build_features(grid.x, grid.y, layers, cfg.distances, cfg.operationalisations,
-                                       cfg.density_sd)
+    fm: FeatureMatrix = build_features(grid.x, grid.y, layers, cfg.resolved_distances(), cfg.operationalisations,
+                                       cfg.density_sd, block_length=cfg.block_length_m)
     variables = fm.variables
     factors = [v.factor for v in variables]
     t = mark("features", t)
@@ -258,51 +299,104 @@ def _run(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig |
     # ---------------------------------------------------------------- screening
     prog("screening", 0.15)
     folds = spatial_folds(grid.x, grid.y, cfg.folds, cfg.block_m, cfg.seed)
-    scr = screen(fm.X, y, folds, alpha=cfg.enet_alpha, n_lambda=cfg.n_lambda, lambda_ratio=cfg.lambda_ratio,
-                 rule=cfg.lambda_rule, allow_protective=cfg.allow_protective, max_candidates=cfg.max_candidates)
+    screen_args = dict(alpha=cfg.enet_alpha, n_lambda=cfg.n_lambda, lambda_ratio=cfg.lambda_ratio,
+                       rule=cfg.lambda_rule, allow_protective=cfg.allow_protective, max_candidates=cfg.max_candidates)
+    power_info: dict | None = None
+    power = 1.0
+    if harm_outcome:
+        pos = Positive.of(y_model)
+        if cfg.tweedie_power is not None:
+            power = float(cfg.tweedie_power)
+            power_info = {"initial": power, "method": "fixed by the request"}
+        else:
+            # the power is profiled on the means of a quasi-Poisson (p = 1) screen: a log-linear mean model that
+            # does not depend on p, so the profile likelihood compares the powers on an equal footing
+            pre = screen(fm.X, y_model, folds, **screen_args, power=1.0)
+            mu_pre = np.exp(np.clip(pre.intercept + fm.X @ pre.coef, -30, 30))
+            ones = np.ones(n)
+            power, _ = profile_power(pos, ones, y_model, lambda p: mu_pre)
+            power_info = {"initial": round(power, 4), "method": "profile likelihood (Dunn & Smyth density) on "
+                          "the fitted means of a quasi-Poisson elastic-net screen"}
+    scr = screen(fm.X, y_model, folds, **screen_args, power=power)
     t = mark("screening", t)
 
     # ---------------------------------------------------------------- stepwise per family
     prog("selection", 0.45)
     steps = {}
-    for i, fam in enumerate(cfg.families):
-        steps[fam] = stepwise(fm.X, y, scr.selected, factors, family=fam, allow_protective=cfg.allow_protective)
-        prog("selection", 0.45 + 0.2 * (i + 1) / len(cfg.families))
+    families = cfg.resolved_families()
+    for i, fam in enumerate(families):
+        steps[fam] = stepwise(fm.X, y_model, scr.selected, factors, family=fam,
+                              allow_protective=cfg.allow_protective, power=power)
+        prog("selection", 0.45 + 0.2 * (i + 1) / len(families))
     family = min(steps, key=lambda f: steps[f].fit.bic)
     best = steps[family]
     sel = best.selected
+    if harm_outcome and cfg.tweedie_power is None:
+        # re-profile the power on the selected model; if it moved, select once more at the new power
+        agg_sel = row_aggregate(fm.X[:, sel], y_model)
+        p_final, _ = profile_power(pos, agg_sel.w, agg_sel.w * agg_sel.y, lambda p: fit_beta(agg_sel, p)[1])
+        power_info["selected_model"] = round(p_final, 4)
+        if abs(p_final - power) > 0.05:
+            power = p_final
+            steps = {"tweedie": stepwise(fm.X, y_model, scr.selected, factors, family="tweedie",
+                                         allow_protective=cfg.allow_protective, power=power)}
+            best = steps["tweedie"]
+            sel = best.selected
+            power_info["reselected_at"] = round(power, 4)
+        power_info["final"] = round(power, 4)
     t = mark("selection", t)
 
     # ---------------------------------------------------------------- final fit (statsmodels) and factor table
     prog("model", 0.65)
-    agg = aggregate(fm.X[:, sel], y)
-    Z = sm.add_constant(agg.Z, has_constant="add") if agg.Z.shape[1] else np.ones((len(agg.y), 1))
-    fam_obj = sm.families.Poisson() if family == "poisson" else sm.families.NegativeBinomial(alpha=best.fit.alpha)
-    glm = sm.GLM(agg.y, Z, family=fam_obj, freq_weights=agg.w).fit()
+    if family == "tweedie":
+        # collapsed rows with the mean harm and var_weights = cells give the per-cell estimating equations;
+        # statsmodels' covariance at the ML phi is the Fisher-information one (phi (Z'WZ)^-1)
+        agg = row_aggregate(fm.X[:, sel], y_model)
+        Z = sm.add_constant(agg.Z, has_constant="add") if agg.Z.shape[1] else np.ones((len(agg.y), 1))
+        with warnings_.catch_warnings():  # a model saturated on its distinct rows fits the row means exactly:
+            warnings_.simplefilter("ignore")  # statsmodels then warns of "separation" and a 0-df scale, unused here
+            glm = sm.GLM(agg.y, Z, family=sm.families.Tweedie(var_power=power, eql=False),
+                         var_weights=agg.w).fit(scale=best.fit.phi)
+        mu_cells = np.exp(np.clip(glm.params[0] + fm.X[:, sel] @ np.asarray(glm.params[1:]), -30, 30))
+        # per cell; for a Tweedie model this is the moment estimate of phi (compare tweedie_phi, the ML one)
+        pearson = float(np.sum((y_model - mu_cells) ** 2 / mu_cells ** power) / max(n - Z.shape[1], 1))
+    else:
+        agg = aggregate(fm.X[:, sel], y)
+        Z = sm.add_constant(agg.Z, has_constant="add") if agg.Z.shape[1] else np.ones((len(agg.y), 1))
+        fam_obj = (sm.families.Poisson() if family == "poisson"
+                   else sm.families.NegativeBinomial(alpha=best.fit.alpha))
+        glm = sm.GLM(agg.y, Z, family=fam_obj, freq_weights=agg.w).fit()
+        pearson = float(glm.pearson_chi2 / max(agg.n - len(np.asarray(glm.params)), 1))
     coef = np.asarray(glm.params)
     se = np.asarray(glm.bse)
     zq = stats.norm.ppf(0.975)
-    pearson = float(glm.pearson_chi2 / max(agg.n - len(coef), 1))
     rows: list[FactorRow] = []
     for k, j in enumerate(sel, start=1):
         v = variables[j]
         rows.append(FactorRow(factor=v.factor, type=v.type, operationalisation=v.kind,
-                              spatial_influence_m=v.distance, coefficient=float(coef[k]), se=float(se[k]),
+                              spatial_influence_m=v.distance, spatial_influence_blocks=v.blocks, coefficient=float(coef[k]), se=float(se[k]),
                               z=float(coef[k] / se[k]), p=float(2 * stats.norm.sf(abs(coef[k] / se[k]))),
                               rrv=float(np.exp(coef[k])), rrv_ci_low=float(np.exp(coef[k] - zq * se[k])),
                               rrv_ci_high=float(np.exp(coef[k] + zq * se[k])), cells=int(fm.X[:, j].sum())))
     rows.sort(key=lambda r: -r.rrv)
+    dispersion = {"negbin_alpha": float(best.fit.alpha) if family == "negbin" else None,
+                  "negbin_alpha_se": best.fit.alpha_se if family == "negbin" else None,
+                  "pearson_chi2_per_df": pearson}
+    if family == "tweedie":
+        dispersion.update({"tweedie_phi": float(best.fit.phi), "tweedie_power": float(power),
+                           "tweedie_power_estimation": power_info})
     model = {
         "family": family,
+        "outcome": cfg.outcome,
         "intercept": float(coef[0]), "intercept_se": float(se[0]),
-        "dispersion": {"negbin_alpha": float(best.fit.alpha) if family == "negbin" else None,
-                       "negbin_alpha_se": best.fit.alpha_se if family == "negbin" else None,
-                       "pearson_chi2_per_df": pearson},
+        "dispersion": dispersion,
         "bic": float(best.fit.bic), "log_likelihood": float(best.fit.loglik), "cells": int(n),
         "training_offences": int(y.sum()),
+        "training_harm": float(prior_h.sum()) if prior_h is not None else None,
         "bic_by_family": {f: float(s.fit.bic) for f, s in steps.items()},
         "selected_by_family": {f: [variables[j].key for j in s.selected] for f, s in steps.items()},
-        "statsmodels_check": {"llf": float(glm.llf)},
+        "statsmodels_check": ({"llf": float(glm.llf)} if family != "tweedie" else
+                              {"max_abs_coef_diff": float(np.max(np.abs(coef - best.fit.coef)))}),
     }
     t = mark("model", t)
 
@@ -320,16 +414,21 @@ def _run(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig |
     classes = []
     for c in range(4):
         m = cls == c
-        classes.append({"class": c, "label": CLASS_LABELS[c], "cells": int(m.sum()),
-                        "pct_area": float(100 * area[m].sum() / area.sum()),
-                        "pct_train_offences": float(100 * y[m].sum() / max(y.sum(), 1)),
-                        "pct_test_offences": float(100 * y_test[m].sum() / y_test.sum()) if y_test.sum() else None,
-                        "min_relative_risk": float(rel[m].min()) if m.any() else None})
+        row = {"class": c, "label": CLASS_LABELS[c], "cells": int(m.sum()),
+               "pct_area": float(100 * area[m].sum() / area.sum()),
+               "pct_train_offences": float(100 * y[m].sum() / max(y.sum(), 1)),
+               "pct_test_offences": float(100 * y_test[m].sum() / y_test.sum()) if y_test.sum() else None,
+               "min_relative_risk": float(rel[m].min()) if m.any() else None}
+        if prior_h is not None:
+            row["pct_train_harm"] = float(100 * prior_h[m].sum() / prior_h.sum()) if prior_h.sum() else None
+            row["pct_test_harm"] = float(100 * test_h[m].sum() / test_h.sum()) if test_h.sum() else None
+        classes.append(row)
     # priority places: high risk and recent harm, ranked by recent harm then risk
     rrv_by_pos = {k: float(np.exp(coef[k + 1])) for k in range(len(sel))}
     cand = np.flatnonzero((cls >= cfg.priority_min_class) & (recent_n > 0))
     order = cand[np.lexsort((-rel[cand], -recent_h[cand]))][: cfg.priority_top]
     months = max(1, round((per["recent_end"] - per["recent_start"]).days / 30.44))
+    rel_word = "expected harm " if harm_outcome else ""
     ids = grid.id_strings() if len(order) else []
     places = []
     for rank, c in enumerate(order, start=1):
@@ -337,7 +436,7 @@ def _run(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig |
         here.sort(key=lambda k: -rrv_by_pos[k])
         phrases = [f"{variables[sel[k]].phrase()} (RRV {rrv_by_pos[k]:.1f})" for k in here]
         harm_txt = f", {recent_h[c]:.0f} harm-days" if hw is not None else ""
-        narrative = (f"{' and '.join(phrases) or 'no selected risk factor'}: {rel[c]:.1f}x the lowest-risk cell; "
+        narrative = (f"{' and '.join(phrases) or 'no selected risk factor'}: {rel_word}{rel[c]:.1f}x the lowest-risk cell; "
                      f"{int(recent_n[c])} {cfg.offence_label} in {months} months{harm_txt}")
         places.append(PriorityPlace(rank=rank, cell=ids[c], lon=float(grid.lon[c]), lat=float(grid.lat[c]),
                                     relative_risk=float(rel[c]), risk_class=int(cls[c]),
@@ -353,6 +452,10 @@ def _run(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig |
     if extra_scores:
         scores.update({k: np.asarray(v, float) for k, v in extra_scores.items()})
     validation = validate(scores, y_test, area) if y_test.sum() else {}
+    if validation and test_h is not None and test_h.sum() > 0:
+        # the same scores judged on test-period harm: harm capture and harm-PAI (AUC: cells with any harm)
+        validation["harm_weighted"] = validate(scores, test_h, area)
+        validation["harm_weighted"]["test_harm"] = float(test_h.sum())
     t = mark("validation", t)
 
     # ---------------------------------------------------------------- bootstrap stability (block bootstrap)
@@ -369,8 +472,8 @@ def _run(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig |
         for b in range(cfg.bootstrap):
             mult = np.bincount(rng.integers(0, nb, nb), minlength=nb)
             wts = mult[blocks].astype(float)
-            r = stepwise(fm.X, y, scr.selected, factors, family=family, w=wts,
-                         allow_protective=cfg.allow_protective)
+            r = stepwise(fm.X, y_model, scr.selected, factors, family=family, w=wts,
+                         allow_protective=cfg.allow_protective, power=power)
             sizes.append(len(r.selected))
             for j in r.selected:
                 fac_hits[variables[j].factor] = fac_hits.get(variables[j].factor, 0) + 1
@@ -395,7 +498,12 @@ def _run(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig |
         config=cfg.to_dict(), grid=grid.describe(),
         layers=[(lay.summary() if hasattr(lay, "summary") else {"name": lay.name, "features": len(lay.x)})
                 for lay in layers],
-        outcome={"training_offences": int(y.sum()), "test_offences": int(y_test.sum()),
+        outcome={"kind": cfg.outcome,
+                 "description": ("harm per cell (sum of harm weights of the training offences), Tweedie model"
+                                 if harm_outcome else "offences per cell in training, Poisson or negative binomial"),
+                 "training_harm": float(prior_h.sum()) if prior_h is not None else None,
+                 "test_harm": float(test_h.sum()) if test_h is not None else None,
+                 "training_offences": int(y.sum()), "test_offences": int(y_test.sum()),
                  "recent_offences": int(recent_n.sum()), "outside_grid": n_out,
                  "harm_column": harm if hw is not None else None,
                  "cells_with_training_offences": int((y > 0).sum())},

@@ -22,6 +22,7 @@ class Synthetic:
     crimes: pd.DataFrame
     planted: dict[str, float]  # variable key -> RRV
     base_rate: float
+    severity: dict[str, float] | None = None  # variable key -> harm-per-offence multiplier
 
 
 def box_area(cells: int, resolution: int = 10, centre=CENTRE_BNG) -> shapely.Geometry:
@@ -53,11 +54,16 @@ def random_layer(rng, name: str, n: int, bounds, clusters: int = 0, spread: floa
 
 def make(cells: int = 8000, layers: dict[str, dict] | None = None, planted: dict[str, float] | None = None,
          base_rate: float = 0.15, months: int = 12, seed: int = 0, resolution: int = 10,
-         negbin_alpha: float = 0.0) -> Synthetic:
+         negbin_alpha: float = 0.0, severity: dict[str, float] | None = None, harm_mean: float = 30.0,
+         harm_shape: float = 0.8) -> Synthetic:
     """Grid + random layers + offences drawn from Poisson (or NB) counts with the planted RRVs.
 
     layers: name -> {"n": points, "clusters": k, "spread": m}; planted: "layer:kind:distance" -> RRV.
     Offence counts are for the whole ``months`` span, spread uniformly over the months.
+    severity: "layer:kind:distance" -> multiplier of the mean harm per offence (offences there are more harmful,
+    not more frequent).  When given, each offence's harm is Gamma(harm_shape) with mean harm_mean x the
+    multipliers present, so expected harm per cell = rate x severity: the harm RRV of a factor is its count RRV
+    times its severity multiplier.  Without it, harm is drawn from {1, 10, 365} days regardless of place.
     """
     rng = np.random.default_rng(seed)
     grid = h3_grid(box_area(cells, resolution), resolution)
@@ -86,9 +92,18 @@ def make(cells: int = 8000, layers: dict[str, dict] | None = None, planted: dict
     occurred = pd.DatetimeIndex([dates]).repeat(len(cell)).to_period("M").to_timestamp()
     occurred = pd.to_datetime(pd.Series(occurred)).dt.to_period("M").dt.to_timestamp()
     occurred = (pd.PeriodIndex(pd.Series(["2023-01"] * len(cell)), freq="M") + month).to_timestamp()
+    if severity:
+        sev = np.full(len(grid), float(harm_mean))
+        for key, mult in severity.items():
+            name, kind, dist = key.split(":")
+            fm = build_features(grid.x, grid.y, [by_name[name]], (float(dist),), (kind,))
+            sev *= np.where(fm.column(Variable(name, kind, float(dist)).key) > 0, mult, 1.0)
+        harm = rng.gamma(harm_shape, sev[cell] / harm_shape)
+    else:
+        harm = rng.choice([1.0, 10.0, 365.0], len(cell), p=[0.7, 0.25, 0.05])
     crimes = pd.DataFrame({"x": grid.x[cell], "y": grid.y[cell], "lon": grid.lon[cell], "lat": grid.lat[cell],
-                           "occurred_from": occurred, "harm": rng.choice([1.0, 10.0, 365.0], len(cell),
-                                                                          p=[0.7, 0.25, 0.05])})
+                           "occurred_from": occurred, "harm": harm})
     if grid.resolution is not None:
         crimes[f"h3_{grid.resolution}"] = grid.ids[cell]
-    return Synthetic(grid=grid, layers=lays, crimes=crimes, planted=planted, base_rate=base_rate)
+    return Synthetic(grid=grid, layers=lays, crimes=crimes, planted=planted, base_rate=base_rate,
+                     severity=severity)
