@@ -71,6 +71,7 @@ class RunPlan:
     request: dict  # the request as posted (for the record)
     offence_label: str = "offences"
     notes: list[str] = field(default_factory=list)
+    grid: dict = field(default_factory=lambda: {"kind": "h3"})  # kind h3 | square (+ cell_size_m)
 
 
 def plan_run(store: Store, default_weights, body: dict) -> RunPlan:
@@ -102,6 +103,15 @@ def plan_run(store: Store, default_weights, body: dict) -> RunPlan:
     n10 = int(store.scalar(f"SELECT count(DISTINCT h3_10) FROM area_cells WHERE layer = ? AND feature_id IN "
                            f"({','.join('?' * len(ids))})", [layer, *ids]) or 0)
     cells = n10 * 7.0 ** (q.resolution - 10)  # ~7 children per cell per finer resolution
+    grid = {"kind": body.get("grid") or "h3"}
+    if grid["kind"] == "square":
+        size = body.get("cell_size_m") or (body["block_length_m"] / 2 if body.get("block_length_m") else None)
+        if not size:
+            raise PlanError("grid=square needs cell_size_m or block_length_m (cells are half a block)")
+        grid["cell_size_m"] = float(size)
+        cells = n10 * 15_047.0 / size ** 2  # H3 res-10 mean cell area, m2
+    elif body.get("cell_size_m"):
+        raise PlanError("cell_size_m is for grid=square")
     if cells > MAX_GRID_CELLS:
         raise PlanError(f"the grid would have about {cells:,.0f} cells at resolution {q.resolution} (largest "
                         f"{MAX_GRID_CELLS:,}): choose an area or a coarser resolution")
@@ -145,6 +155,17 @@ def plan_run(store: Store, default_weights, body: dict) -> RunPlan:
                  "priority_top": int(body.get("priority_top", 25))}
     if body.get("distances"):
         cfg["distances"] = tuple(sorted({float(d) for d in body["distances"]}))
+    if body.get("distances_blocks") and not body.get("block_length_m"):
+        raise PlanError("distances_blocks needs block_length_m")
+    if body.get("block_length_m"):
+        cfg["block_length_m"] = float(body["block_length_m"])
+    if body.get("distances_blocks"):
+        cfg["distances_blocks"] = tuple(sorted({float(d) for d in body["distances_blocks"]}))
+    cfg["outcome"] = body.get("outcome") or "count"
+    if body.get("tweedie_power") is not None:
+        if cfg["outcome"] != "harm":
+            raise PlanError("tweedie_power is for outcome=harm")
+        cfg["tweedie_power"] = float(body["tweedie_power"])
     if body.get("operationalisations"):
         cfg["operationalisations"] = tuple(dict.fromkeys(body["operationalisations"]))
     if train_start:
@@ -154,7 +175,8 @@ def plan_run(store: Store, default_weights, body: dict) -> RunPlan:
     if test_end:
         cfg["test_end"] = test_end.date().isoformat()
     label = f"{q.preset} offences" if not q.offences else "selected offences"
-    return RunPlan(query=q, layers=list(wanted), config=cfg, fetch=fetch, request=body, offence_label=label)
+    return RunPlan(query=q, layers=list(wanted), config=cfg, fetch=fetch, request=body, offence_label=label,
+                   grid=grid)
 
 
 # ---------------------------------------------------------------------------------------------- execution
@@ -170,7 +192,12 @@ def execute(store: Store, default_weights, plan: RunPlan, progress) -> tuple[dic
     if rows.empty:
         raise ValueError("no offence matches the selection in the requested period")
     domain = study_domain(store, q, filt.domain)
-    grid = rtm.h3_grid_from_cells(domain.cells, name=domain.description)
+    if plan.grid.get("kind") == "square":
+        from rtm.grid import square_grid_from_cells
+
+        grid = square_grid_from_cells(domain.cells, plan.grid["cell_size_m"], name=domain.description)
+    else:
+        grid = rtm.h3_grid_from_cells(domain.cells, name=domain.description)
     crimes = rows.drop(columns=["h3_10"]).rename(columns={"cell": f"h3_{q.resolution}"})
     layers = [layer_store.load_point_layer(store, n) for n in plan.layers]
     cfg = rtm.RTMConfig(**plan.config, offence_label=plan.offence_label)
@@ -182,7 +209,8 @@ def execute(store: Store, default_weights, plan: RunPlan, progress) -> tuple[dic
     out["layers"] = [{**lay, "attribution": summaries.get(lay["name"], {}).get("attribution", "")}
                      for lay in out["layers"]]
     out["query"] = {"dataset": q.dataset, "preset": q.preset if not q.offences else None, "offences": q.offences,
-                    "area": q.area, "resolution": q.resolution, "weights_table": filt.table.name,
+                    "area": q.area, "resolution": q.resolution, "grid": plan.grid,
+                    "weights_table": filt.table.name,
                     "offences_fetched": int(len(rows)), "fetched_from": plan.fetch[0].date().isoformat(),
                     "fetched_to_exclusive": plan.fetch[1].date().isoformat(), "study_area": domain.description,
                     "layers": plan.layers}

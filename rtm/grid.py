@@ -40,9 +40,12 @@ class Grid:
         return len(self.ids)
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "cells": int(len(self)), "resolution": self.resolution,
-                "cell_size_m": self.cell_size, "area_km2": float(self.area_m2.sum() / 1e6), "name": self.name,
-                "mean_cell_area_m2": float(self.area_m2.mean()) if len(self) else None}
+        d = {"kind": self.kind, "cells": int(len(self)), "resolution": self.resolution,
+             "cell_size_m": self.cell_size, "area_km2": float(self.area_m2.sum() / 1e6), "name": self.name,
+             "mean_cell_area_m2": float(self.area_m2.mean()) if len(self) else None}
+        if self.kind == "square":  # enough to rebuild any cell's square from its id (square_geometry)
+            d.update({"crs": "EPSG:27700", "origin": list(self.origin), "ncols": int(self.ncols)})
+        return d
 
     def locate(self, x: np.ndarray | None = None, y: np.ndarray | None = None, lon: np.ndarray | None = None,
                lat: np.ndarray | None = None) -> np.ndarray:
@@ -81,21 +84,42 @@ class Grid:
     def id_strings(self) -> list[str]:
         if self.kind == "h3":
             return to_hex(self.ids)
-        return [f"sq{self.cell_size:g}_{int(i) // self.ncols}_{int(i) % self.ncols}" for i in self.ids]
+        return square_id_strings(self.ids, self.cell_size, self.ncols)
 
     def boundaries_lonlat(self, idx: np.ndarray | None = None) -> list[list[list[float]]]:
         """Closed counter-clockwise [lon, lat] rings (RFC 7946) for the cells at idx (all by default)."""
         idx = np.arange(len(self)) if idx is None else np.asarray(idx)
         if self.kind == "h3":
             return cell_boundaries_lonlat(self.ids[idx])
-        h = self.cell_size / 2
-        cx, cy = self.x[idx], self.y[idx]
-        xs = np.stack([cx - h, cx + h, cx + h, cx - h, cx - h], axis=1)  # counter-clockwise
-        ys = np.stack([cy - h, cy - h, cy + h, cy + h, cy - h], axis=1)
-        lon, lat = bng_to_lonlat(xs.ravel(), ys.ravel())
-        lon = np.round(lon.reshape(xs.shape), 7)
-        lat = np.round(lat.reshape(xs.shape), 7)
-        return [[[float(a), float(b)] for a, b in zip(lo, la)] for lo, la in zip(lon, lat)]
+        return _square_rings(self.x[idx], self.y[idx], self.cell_size)
+
+
+def square_id_strings(ids: np.ndarray, cell_size: float, ncols: int) -> list[str]:
+    """``sq<size>_<row>_<col>`` for square-grid ids (row * ncols + col)."""
+    return [f"sq{cell_size:g}_{int(i) // ncols}_{int(i) % ncols}" for i in np.asarray(ids)]
+
+
+def square_centres(ids: np.ndarray, origin, cell_size: float, ncols: int) -> tuple[np.ndarray, np.ndarray]:
+    """BNG centres (x, y) of square-grid ids."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return (origin[0] + (ids % ncols + 0.5) * cell_size, origin[1] + (ids // ncols + 0.5) * cell_size)
+
+
+def square_geometry(ids: np.ndarray, origin, cell_size: float, ncols: int):
+    """(id strings, centre lon, centre lat, lon/lat rings) of square-grid ids, from a grid's describe()."""
+    x, y = square_centres(ids, origin, cell_size, ncols)
+    lon, lat = bng_to_lonlat(x, y)
+    return square_id_strings(ids, cell_size, ncols), lon, lat, _square_rings(x, y, cell_size)
+
+
+def _square_rings(cx: np.ndarray, cy: np.ndarray, cell_size: float) -> list[list[list[float]]]:
+    h = cell_size / 2
+    xs = np.stack([cx - h, cx + h, cx + h, cx - h, cx - h], axis=1)  # counter-clockwise
+    ys = np.stack([cy - h, cy - h, cy + h, cy + h, cy - h], axis=1)
+    lon, lat = bng_to_lonlat(xs.ravel(), ys.ravel())
+    lon = np.round(lon.reshape(xs.shape), 7)
+    lat = np.round(lat.reshape(xs.shape), 7)
+    return [[[float(a), float(b)] for a, b in zip(lo, la)] for lo, la in zip(lon, lat)]
 
 
 def _area_polygon(area) -> shapely.Geometry:
@@ -160,3 +184,32 @@ def square_grid(area, cell_size: float | None = None, median_block_length: float
     return Grid(kind="square", ids=ids, x=cx, y=cy, lon=lon, lat=lat, area_m2=np.full(len(ids), cell_size ** 2),
                 cell_size=float(cell_size), origin=(float(x0), float(y0)), ncols=ncols,
                 name=name or getattr(area, "name", ""))
+
+
+def square_grid_from_cells(cells: np.ndarray, cell_size: float, name: str = "") -> Grid:
+    """Square BNG cells whose centre falls in one of the given H3 cells (a stored study-area domain)."""
+    import h3
+
+    cells = np.unique(np.asarray(cells, dtype=np.uint64))
+    if cell_size <= 0:
+        raise GridError("cell size must be positive")
+    res = h3.get_resolution(h3.int_to_str(int(cells[0])))
+    lat, lon = cell_centres(cells)
+    x, y = lonlat_to_bng(lon, lat)
+    pad = h3.average_hexagon_edge_length(res, unit="m") * 1.2
+    x0 = np.floor((x.min() - pad) / cell_size) * cell_size
+    y0 = np.floor((y.min() - pad) / cell_size) * cell_size
+    ncols = int(np.ceil((x.max() + pad - x0) / cell_size))
+    nrows = int(np.ceil((y.max() + pad - y0) / cell_size))
+    if ncols * nrows > 20_000_000:
+        raise GridError(f"{ncols * nrows:,} cells: cell size {cell_size:g} m is too small for this area")
+    probe = Grid(kind="h3", ids=cells, x=x, y=y, lon=lon, lat=lat, area_m2=np.ones(len(cells)), resolution=res)
+    ids = np.arange(ncols * nrows, dtype=np.int64)
+    cx, cy = square_centres(ids, (x0, y0), cell_size, ncols)
+    keep = probe.locate(x=cx, y=cy) >= 0
+    ids, cx, cy = ids[keep], cx[keep], cy[keep]
+    if len(ids) == 0:
+        raise GridError("no square cell centre lies inside the study area")
+    clon, clat = bng_to_lonlat(cx, cy)
+    return Grid(kind="square", ids=ids, x=cx, y=cy, lon=clon, lat=clat, area_m2=np.full(len(ids), cell_size ** 2),
+                cell_size=float(cell_size), origin=(float(x0), float(y0)), ncols=ncols, name=name)

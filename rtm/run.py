@@ -267,7 +267,7 @@ def _run(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig |
     y = np.bincount(idx[tr], minlength=n).astype(float)  # offences per cell (training)
     y_test = np.bincount(idx[te], minlength=n).astype(float)
     hw = (crimes[harm].to_numpy(float) if harm and harm in crimes.columns else None)
-    if hw is not None and (np.isnan(hw[inside]).any() or (hw[inside] < 0).any()):
+    if cfg.outcome == "harm" and hw is not None and (np.isnan(hw[inside]).any() or (hw[inside] < 0).any()):
         raise ValueError(f"the {harm!r} column has missing or negative values")
     recent_n = np.bincount(idx[rc], minlength=n)
     recent_h = np.bincount(idx[rc], weights=hw[rc], minlength=n) if hw is not None else recent_n.astype(float)

@@ -258,3 +258,50 @@ def test_runs_persist_across_restart(tmp_path):
         assert cancelled["status"] == "failed" and cancelled["error"].startswith("cancelled")
         assert c.app.state.harmspot.store.scalar("SELECT count(*) FROM rtm_cells WHERE run_id = ?", [long_id]) == 0
         assert "rtm-risk" in [x["id"] for x in c.get("/collections").json()["collections"]]
+
+
+def test_harm_outcome_square_grid_in_block_lengths(client):
+    """A harm-weighted (Tweedie) run on a square grid of half-block cells, distances in block lengths."""
+    body = {**RUN, "outcome": "harm", "grid": "square", "block_length_m": 160, "distances_blocks": [0.5, 1, 2]}
+    r = client.post("/rtm/runs", json=body)
+    assert r.status_code == 202, r.text
+    run, _ = wait_for(client, r.json()["id"])
+    assert run["status"] == "done", run["error"]
+    res = run["result"]
+    assert res["grid"]["kind"] == "square" and res["grid"]["cell_size_m"] == 80.0
+    assert res["config"]["distances"] == [80.0, 160.0, 320.0] and res["config"]["outcome"] == "harm"
+    assert res["model"]["family"] == "tweedie" and 1 < res["model"]["dispersion"]["tweedie_power"] < 2
+    assert res["outcome"]["kind"] == "harm" and res["outcome"]["training_harm"] > 0
+    for f in res["factors"]:
+        assert f["spatial_influence_blocks"] == f["spatial_influence_m"] / 160
+    assert "harm_weighted" in res["validation"]
+    fc = client.get(f"/rtm/runs/{run['id']}/cells.geojson", params={"min_class": 0, "limit": 5}).json()
+    feat = fc["features"][0]
+    assert feat["id"].startswith("sq80_") and feat["properties"]["h3"] is None
+    ring = feat["geometry"]["coordinates"][0]
+    assert len(ring) == 5 and _ccw_closed(ring)
+    if res["factors"]:
+        assert "block" in feat["properties"]["narrative"] or "no selected" in feat["properties"]["narrative"]
+        assert "expected harm" in feat["properties"]["narrative"]
+    one = client.get(f"/rtm/runs/{run['id']}/cells.geojson", params={"min_class": 0}).json()["numberMatched"]
+    assert one == res["grid"]["cells"]
+    places = client.get(f"/rtm/runs/{run['id']}/priority-places", params={"format": "geojson"}).json()
+    for p in places["features"]:
+        assert p["id"].startswith("sq80_") and len(p["geometry"]["coordinates"][0]) == 5
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"grid": "square"}, "cell_size_m or block_length_m"),
+    ({"cell_size_m": 100}, "for grid=square"),
+    ({"distances_blocks": [1, 2]}, "needs block_length_m"),
+    ({"tweedie_power": 1.5}, "for outcome=harm"),
+])
+def test_harm_and_block_options_refused_clearly(client, extra, message):
+    r = client.post("/rtm/runs", json={**RUN, **extra})
+    assert r.status_code == 422 and message in r.text, r.text
+
+
+def test_harm_options_validated_by_the_model(client):
+    for extra in ({"outcome": "days"}, {"outcome": "harm", "tweedie_power": 2.0}, {"block_length_m": 5},
+                  {"block_length_m": 100, "distances_blocks": [0]}):
+        assert client.post("/rtm/runs", json={**RUN, **extra}).status_code == 422, extra

@@ -30,10 +30,11 @@ from app.errors import ApiError
 from app.render import to_csv
 from app.rtm_jobs import PlanError, RunManager, get_run, latest_done, list_runs, plan_run
 from geodata import layer_store
-from geodata.cells import cell_boundaries_lonlat, from_hex, to_hex
+from geodata.cells import cell_boundaries_lonlat, cell_centres, from_hex, to_hex
 from geodata.layers import DEFAULT_BUFFER_M, LayerError, load_layer
 from hotspots.query import _PERIOD
 from rtm.features import Variable
+from rtm.grid import square_geometry
 from rtm.run import CLASS_LABELS
 
 GEOJSON = "application/geo+json"
@@ -161,7 +162,27 @@ class RTMRunRequest(BaseModel):
     offences: list[str] | None = Field(None, max_length=100, description="Offence categories or groups; "
                                        "overrides the preset.")
     layers: list[str] | None = Field(None, max_length=60, description="Layer names (default: every stored layer).")
-    resolution: int = Field(10, ge=7, le=11, description="H3 resolution of the grid (10 ~ 15,000 m2 cells).")
+    resolution: int = Field(10, ge=7, le=11, description="H3 resolution of the grid (10 ~ 15,000 m2 cells); "
+                            "with grid=square, the resolution of the study-area cells the squares must fall in.")
+    grid: Literal["h3", "square"] = Field("h3", description="h3: H3 cells at `resolution`; square: square cells in "
+                                          "EPSG:27700 of `cell_size_m`, or half `block_length_m` (the RTMDx "
+                                          "rule), whose centres lie in the study area.")
+    cell_size_m: float | None = Field(None, ge=25, le=2000, description="Square grid cell side in metres "
+                                      "(default: half the median street-block length).")
+    block_length_m: float | None = Field(None, ge=20, le=1000, description="Median street-block length in "
+                                         "metres. When given, spatial influence is tested at multiples of it "
+                                         "(`distances_blocks`, default 0.5 to 3 blocks in half-block steps) "
+                                         "unless `distances` are given, and a square grid defaults to half a "
+                                         "block. harmspot cannot measure it (no street network in the bundled "
+                                         "data): take it from a street centreline layer such as OS Open Roads.")
+    distances_blocks: list[float] | None = Field(None, min_length=1, max_length=20, description="Multiples of "
+                                                 "block_length_m to test (default 0.5, 1, 1.5, 2, 2.5, 3).")
+    outcome: Literal["count", "harm"] = Field("count", description="count: offences per cell, Poisson or "
+                                              "negative binomial by BIC (RTMDx). harm: harm per cell (sum of the "
+                                              "offences' harm weights), Tweedie compound Poisson-gamma model; "
+                                              "RRVs are then ratios of expected harm.")
+    tweedie_power: float | None = Field(None, gt=1, lt=2, description="harm outcome: fix the Tweedie power "
+                                        "(default: estimated by profile likelihood).")
     area: str | None = Field(None, description="Area (layer:feature_id or a name), e.g. districts:E07000070; "
                              "default: the dataset's study area.")
     weights: str | None = Field(None, description="Harm weights table for priority places (default: service's).")
@@ -187,6 +208,13 @@ class RTMRunRequest(BaseModel):
     def _distances(cls, v: list[float] | None) -> list[float] | None:
         if v is not None and any(not (1 <= d <= 5000) for d in v):
             raise ValueError("distances are 1 to 5000 metres")
+        return v
+
+    @field_validator("distances_blocks")
+    @classmethod
+    def _blocks(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(not (0.1 <= d <= 20) for d in v):
+            raise ValueError("distances_blocks are 0.1 to 20 block lengths")
         return v
 
 
@@ -230,7 +258,7 @@ def get_run_cells(state: State, run_id: str,
     return Response(json.dumps(fc), media_type=GEOJSON)
 
 
-PLACE_FIELDS = ["rank", "h3", "lon", "lat", "relative_risk", "risk_class", "risk_label", "recent_offences",
+PLACE_FIELDS = ["rank", "cell", "h3", "lon", "lat", "relative_risk", "risk_class", "risk_label", "recent_offences",
                 "recent_harm", "factors", "narrative"]
 
 
@@ -247,7 +275,7 @@ def get_priority_places(state: State, run_id: str,
         return Response(to_csv(frame, PLACE_FIELDS), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="rtm-{run_id}-priority-places.csv"'})
     if format == "geojson":
-        fc = {"type": "FeatureCollection", "features": place_features(places),
+        fc = {"type": "FeatureCollection", "features": place_features(places, run["result"]),
               "metadata": _surface_meta(run, None)}
         return Response(json.dumps(fc), media_type=GEOJSON)
     return JSONResponse({"run": run_id, **_surface_meta(run, None), "priority_places": places})
@@ -298,20 +326,21 @@ def _factor_phrases(result: dict) -> list[tuple[str, float]]:
     keys = result["model"]["selected_by_family"][family]
     by_key = {f"{f['factor']}:{f['operationalisation']}:{f['spatial_influence_m']:g}": f for f in result["factors"]}
     plural = {lay["name"]: lay.get("plural", "") for lay in result.get("layers", [])}
+    block = result.get("config", {}).get("block_length_m")
     out = []
     for k in keys:
         f = by_key[k]
         v = Variable(f["factor"], f["operationalisation"], float(f["spatial_influence_m"]), f.get("type", ""),
-                     plural.get(f["factor"], ""))
+                     plural.get(f["factor"], ""), block)
         out.append((v.phrase(), float(f["rrv"])))
     return out
 
 
 def cell_narrative(phrases: list[tuple[str, float]], mask: int, rr: float, cls: int, train: int, test: int,
-                   label: str) -> str:
+                   label: str, harm_outcome: bool = False) -> str:
     here = sorted((phrases[k] for k in range(len(phrases)) if mask >> k & 1), key=lambda p: -p[1])
     text = " and ".join(f"{p} (RRV {r:.1f})" for p, r in here) or "no selected risk factor"
-    return (f"{text}: {rr:.1f}x the lowest-risk cell ({CLASS_LABELS[cls]}); {train} {label} in training, "
+    return (f"{text}: {'expected harm ' if harm_outcome else ''}{rr:.1f}x the lowest-risk cell ({CLASS_LABELS[cls]}); {train} {label} in training, "
             f"{test} in the test period")
 
 
@@ -319,49 +348,87 @@ def risk_features(state, run: dict, *, min_class: int = 1, limit: int = 50_000, 
                   bbox=None, cell: str | None = None) -> tuple[list[dict], int]:
     """Risk-surface features of a done run from ``rtm_cells``, highest relative risk first."""
     where, params = "run_id = ? AND risk_class >= ?", [run["id"], int(min_class)]
+    result = run["result"]
     if cell is not None:
         try:
-            where, params = where + " AND cell = ?", params + [int(from_hex([cell])[0])]
+            where, params = where + " AND cell = ?", params + [int(_cell_ids(result, [cell])[0])]
         except Exception:
             return [], 0
     frame = state.store.query_df(f"SELECT * FROM rtm_cells WHERE {where} ORDER BY relative_risk DESC, cell",
                                  params)
     if bbox and len(frame):
-        from geodata.cells import cell_centres
-
-        lat, lon = cell_centres(frame["cell"].to_numpy(np.uint64))
+        lon, lat = cell_centres_lonlat(result, frame["cell"].to_numpy(np.uint64))
         frame = frame[(lon >= bbox[0]) & (lon <= bbox[2]) & (lat >= bbox[1]) & (lat <= bbox[3])]
     matched = len(frame)
     page = frame.iloc[offset: offset + limit]
-    ids = page["cell"].to_numpy(np.uint64)
-    rings = cell_boundaries_lonlat(ids)
-    hexes = to_hex(ids)
-    result = run["result"]
+    hexes, rings = cell_geometry(result, page["cell"].to_numpy(np.uint64))
+    is_h3 = _grid(result).get("kind", "h3") == "h3"
+    harm_outcome = result.get("model", {}).get("outcome") == "harm"
     phrases = _factor_phrases(result)
     label = result.get("config", {}).get("offence_label", "offences")
     feats = []
     for h, ring, r in zip(hexes, rings, page.itertuples(index=False)):
         cls = int(r.risk_class)
         feats.append({"type": "Feature", "id": h, "geometry": {"type": "Polygon", "coordinates": [ring]},
-                      "properties": {"h3": h, "relative_risk": round(float(r.relative_risk), 4), "risk_class": cls,
+                      "properties": {"cell": h, "h3": h if is_h3 else None, "relative_risk": round(float(r.relative_risk), 4), "risk_class": cls,
                                      "risk_label": CLASS_LABELS[cls], "train_offences": int(r.train_offences),
                                      "test_offences": int(r.test_offences),
                                      "narrative": cell_narrative(phrases, int(r.factors), float(r.relative_risk), cls,
-                                                                 int(r.train_offences), int(r.test_offences), label)}})
+                                                                 int(r.train_offences), int(r.test_offences), label,
+                                                                 harm_outcome)}})
     return feats, matched
 
 
 def _places(run: dict) -> list[dict]:
-    """Priority places of a run as published: ``h3`` (the engine's ``cell``), ``risk_label`` added."""
-    return [{**{k: p.get(k) for k in PLACE_FIELDS}, "h3": p["cell"], "risk_label": CLASS_LABELS[int(p["risk_class"])]}
+    """Priority places of a run as published: ``cell`` (H3 hex or square id), ``h3`` (the hex, None for a
+    square grid), ``risk_label`` added."""
+    is_h3 = _grid(run["result"]).get("kind", "h3") == "h3"
+    return [{**{k: p.get(k) for k in PLACE_FIELDS}, "cell": p["cell"], "h3": p["cell"] if is_h3 else None,
+             "risk_label": CLASS_LABELS[int(p["risk_class"])]}
             for p in run["result"].get("priority_places", [])]
 
 
-def place_features(places: list[dict]) -> list[dict]:
+def _grid(result: dict) -> dict:
+    return result.get("grid") or {}
+
+
+def _cell_ids(result: dict, names: list[str]) -> np.ndarray:
+    """Stored cell numbers of published ids (H3 hex, or sq<size>_<row>_<col> for a square grid)."""
+    g = _grid(result)
+    if g.get("kind") == "square":
+        out = []
+        for s in names:
+            _, r, c = s.rsplit("_", 2)
+            out.append(int(r) * int(g["ncols"]) + int(c))
+        return np.asarray(out, dtype=np.uint64)
+    return from_hex(names)
+
+
+def cell_geometry(result: dict, ids: np.ndarray) -> tuple[list[str], list]:
+    """(published ids, lon/lat rings) of stored cells of a run, H3 or square."""
+    g = _grid(result)
+    if g.get("kind") == "square":
+        names, _, _, rings = square_geometry(np.asarray(ids).astype(np.int64), g["origin"], g["cell_size_m"],
+                                             int(g["ncols"]))
+        return names, rings
+    return to_hex(ids), cell_boundaries_lonlat(ids)
+
+
+def cell_centres_lonlat(result: dict, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    g = _grid(result)
+    if g.get("kind") == "square":
+        _, lon, lat, _ = square_geometry(np.asarray(ids).astype(np.int64), g["origin"], g["cell_size_m"],
+                                         int(g["ncols"]))
+        return lon, lat
+    lat, lon = cell_centres(np.asarray(ids, dtype=np.uint64))
+    return lon, lat
+
+
+def place_features(places: list[dict], result: dict) -> list[dict]:
     if not places:
         return []
-    rings = cell_boundaries_lonlat(from_hex([p["h3"] for p in places]))
-    return [{"type": "Feature", "id": p["h3"], "geometry": {"type": "Polygon", "coordinates": [ring]},
+    _, rings = cell_geometry(result, _cell_ids(result, [p["cell"] for p in places]))
+    return [{"type": "Feature", "id": p["cell"], "geometry": {"type": "Polygon", "coordinates": [ring]},
              "properties": {**p, "relative_risk": round(float(p["relative_risk"]), 4),
                             "recent_harm": round(float(p["recent_harm"]), 3)}}
             for p, ring in zip(places, rings)]
@@ -389,7 +456,7 @@ def rtm_risk_items(state, req):
     return Items(feats, matched, _surface_meta(run, 1), RISK_FIELDS)
 
 
-RISK_FIELDS = ["h3", "relative_risk", "risk_class", "risk_label", "train_offences", "test_offences", "narrative"]
+RISK_FIELDS = ["cell", "h3", "relative_risk", "risk_class", "risk_label", "train_offences", "test_offences", "narrative"]
 
 
 def priority_items(state, req):
@@ -401,14 +468,14 @@ def priority_items(state, req):
         return Items([], 0, {"note": "no finished RTM run for this dataset: POST /rtm/runs"}, PLACE_FIELDS)
     places = _places(run)
     if req.feature_id is not None:
-        places = [p for p in places if p["h3"] == req.feature_id]
+        places = [p for p in places if p["cell"] == req.feature_id]
     if req.bbox:
         b = req.bbox
         places = [p for p in places if b[0] <= p["lon"] <= b[2] and b[1] <= p["lat"] <= b[3]]
     matched = len(places)
     if req.feature_id is None:
         places = places[req.offset: req.offset + req.limit]
-    feats = place_features(places)
+    feats = place_features(places, run["result"])
     for ft in feats:
         ft["properties"]["factors"] = "; ".join(ft["properties"]["factors"] or [])
     return Items(feats, matched, _surface_meta(run, None), PLACE_FIELDS)
@@ -418,13 +485,11 @@ def rtm_extent(state) -> dict:
     run_id = latest_done(state.store)
     if run_id is None:
         return {}
-    from geodata.cells import cell_centres
-
     cells = state.store.query_df("SELECT cell FROM rtm_cells WHERE run_id = ? AND risk_class >= 1",
                                  [run_id])["cell"].to_numpy(np.uint64)
     if not len(cells):
         return {}
-    lat, lon = cell_centres(cells)
+    lon, lat = cell_centres_lonlat(get_run(state.store, run_id)["result"], cells)
     return {"spatial": {"bbox": [[round(float(v), 6) for v in (lon.min(), lat.min(), lon.max(), lat.max())]],
                         "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}}
 
