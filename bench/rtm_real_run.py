@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 from geodata.harm import load_open_default  # noqa: E402
 from geodata.ingest import StudyArea, parse_files  # noqa: E402
 from geodata.layers import load_layer  # noqa: E402
-from rtm import RTMConfig, h3_grid, run_rtm  # noqa: E402
+from rtm import RTMConfig, h3_grid, run_rtm, square_grid  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 CATEGORY = "Violence and sexual offences"
@@ -38,6 +38,14 @@ def main(argv=None) -> str:
     ap.add_argument("--resolution", type=int, default=10)
     ap.add_argument("--bootstrap", type=int, default=20)
     ap.add_argument("--district", default=None, help="LAD name to restrict the study area (default: all Essex)")
+    ap.add_argument("--categories", default=CATEGORY, help="police.uk categories, comma-separated")
+    ap.add_argument("--label", default="violent or sexual offences", help="offence noun for narratives")
+    ap.add_argument("--outcome", choices=("count", "harm"), default="count")
+    ap.add_argument("--compare-count", action="store_true", help="harm outcome: also fit the count model on the "
+                    "same offences and report both")
+    ap.add_argument("--block-length", type=float, default=None, help="median street-block length (m): distances "
+                    "0.5-3 blocks")
+    ap.add_argument("--grid", choices=("h3", "square"), default="h3", help="square: cells of half a block")
     ap.add_argument("--out", default=str(ROOT / "docs" / "rtm-real-run.md"))
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
@@ -54,33 +62,56 @@ def main(argv=None) -> str:
     shapely.prepare(poly)
     area = StudyArea(bbox=tuple(poly.bounds), polygon=poly, name=args.district or "Essex Police area (2011 LSOAs)")
     parsed = parse_files([(DATA / "crime" / "essex_street_2024-01_to_2024-04.csv.gz", None)], area)
-    rows = parsed.rows[parsed.rows["category"] == CATEGORY].copy()
+    categories = [c.strip() for c in args.categories.split(",")]
+    rows = parsed.rows[parsed.rows["category"].isin(categories)].copy()
     wt = load_open_default()
     rows["harm"], exact = wt.weigh(rows["ho_code"], rows["offence_group"], rows["category"])
     poi = DATA / "poi"
+    buf = max(RTMConfig(block_length_m=args.block_length).resolved_distances())  # edge effects: the largest distance
     layers = [
-        load_layer(poi / "essex_osm_pubs.csv", "osm_pubs", "pub", area=area, licence="ODbL"),
-        load_layer(poi / "essex_fhrs_pubs_restaurants.csv", "fhrs_pubs", "pub/bar/nightclub", area=area,
+        load_layer(poi / "essex_osm_pubs.csv", "osm_pubs", "pub", area=area, licence="ODbL", buffer_m=buf),
+        load_layer(poi / "essex_fhrs_pubs_restaurants.csv", "fhrs_pubs", "pub/bar/nightclub", area=area, buffer_m=buf,
                    where={"business_type": "Pub"}, plural="pubs/bars/nightclubs", licence="OGL v3.0"),
-        load_layer(poi / "essex_fhrs_pubs_restaurants.csv", "fhrs_restaurants", "restaurant/cafe", area=area,
+        load_layer(poi / "essex_fhrs_pubs_restaurants.csv", "fhrs_restaurants", "restaurant/cafe", area=area, buffer_m=buf,
                    where={"business_type": "Restaurant"}, plural="restaurants/cafes", licence="OGL v3.0"),
-        load_layer(poi / "uk_railway_stations.csv", "rail_stations", "railway station", area=area, licence="ODbL"),
+        load_layer(poi / "uk_railway_stations.csv", "rail_stations", "railway station", area=area, licence="ODbL", buffer_m=buf),
     ]
-    grid = h3_grid(area, args.resolution)
+    if args.grid == "square":
+        if not args.block_length:
+            sys.exit("--grid square needs --block-length")
+        grid = square_grid(area, median_block_length=args.block_length)
+    else:
+        grid = h3_grid(area, args.resolution)
     t_prep = time.perf_counter() - t0
-    cfg = RTMConfig(test_months=1, bootstrap=args.bootstrap, offence_label="violent or sexual offences")
+    cfg = RTMConfig(test_months=1, bootstrap=args.bootstrap, offence_label=args.label, outcome=args.outcome,
+                    block_length_m=args.block_length)
     res = run_rtm(rows, layers, grid, cfg, harm="harm")
-    L = ["# RTM real run: Essex violence and sexual offences", "",
+    cmp = None
+    if args.compare_count and args.outcome == "harm":
+        cmp = run_rtm(rows, layers, grid, RTMConfig(test_months=1, bootstrap=0, offence_label=args.label,
+                                                    block_length_m=args.block_length), harm="harm")
+    import shlex
+
+    cmd = shlex.join(sys.argv[1:] if argv is None else argv)
+    title = f"Essex {', '.join(categories)}" + (f" ({args.district})" if args.district else "")
+    grid_txt = (f"square {res.grid['cell_size_m']:g} m (half the assumed {args.block_length:g} m block)"
+                if res.grid["kind"] == "square" else f"h3 resolution {res.grid['resolution']}")
+    L = [f"# RTM real run: {title}, {'harm-weighted (Tweedie)' if args.outcome == 'harm' else 'offence counts'}", "",
          f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by "
-         "`.venv/bin/python -m bench.rtm_real_run`" + (f" --district '{args.district}'" if args.district else "")
+         f"`.venv/bin/python -m bench.rtm_real_run {cmd}`".replace(" `", "`").replace("by`", "by `")
          + ". Numbers are as printed by the script, unedited.", "",
          "## Inputs", "",
-         f"- Offences: data.police.uk street-level crime, Essex Police, category '{CATEGORY}', "
+         f"- Offences: data.police.uk street-level crime, Essex Police, categories {categories}, "
          f"{len(rows):,} located rows inside the study area (of {parsed.read:,} rows read; "
-         f"{len(parsed.rejects):,} rejected by ingest). Contains public sector information licensed under OGL v3.0.",
+         f"{len(parsed.rejects):,} rejected by ingest: bad rows or outside the study area). Contains public sector information licensed under OGL v3.0.",
          f"- Harm: weights table '{wt.name}' ({'exact HO code' if exact.all() else 'approximate, by police.uk category'}"
          f"; {int(exact.sum())} of {len(exact)} exact).",
-         f"- Study area: {area.name}; grid {res.grid['kind']} resolution {res.grid['resolution']}, "
+         f"- Outcome: {res.outcome['description']}; training harm {fmt(res.outcome['training_harm'], 1)} days.",
+         (f"- Distances: {', '.join(f'{d:g}' for d in res.config['distances'])} m = "
+          f"{', '.join(f'{b:g}' for b in res.config['distances_blocks'])} x an ASSUMED median block length of "
+          f"{args.block_length:g} m (not measured: no street network in the shared data)."
+          if args.block_length else f"- Distances: {', '.join(f'{d:g}' for d in res.config['distances'])} m."),
+         f"- Study area: {area.name}; grid {grid_txt}, "
          f"{res.grid['cells']:,} cells, {res.grid['area_km2']:.0f} km².",
          f"- Periods: train {res.periods['train_start']} to {res.periods['train_end']} (exclusive), "
          f"test {res.periods['test_start']} to {res.periods['test_end']}; recent harm window from "
@@ -88,7 +119,7 @@ def main(argv=None) -> str:
          f"- Offences used: {res.outcome['training_offences']:,} training, {res.outcome['test_offences']:,} test, "
          f"in {res.outcome['cells_with_training_offences']:,} distinct training cells (police.uk snaps locations "
          "to anonymous map points).", "",
-         "| layer | type | features kept | rejected rows | dropped (> 400 m outside) | licence |",
+         f"| layer | type | features kept | rejected rows | dropped (> {buf:g} m outside) | licence |",
          "|---|---|---:|---:|---:|---|"]
     for lay in res.layers:
         L.append(f"| {lay['name']} | {lay['type']} | {lay['features']} | {lay['rejected']} | "
@@ -99,8 +130,10 @@ def main(argv=None) -> str:
           f"({len(res.selection['variables_constant'])} constant ones dropped); elastic-net screening "
           f"(alpha {res.screening['alpha']}, {res.screening['folds']}-fold spatially blocked CV, lambda rule "
           f"'{res.screening['rule']}', lambda {res.screening['lambda']:.4g}) kept {res.screening['candidates_kept']}.",
-          f"- Family chosen by BIC: **{m['family']}** (BIC Poisson {m['bic_by_family'].get('poisson', float('nan')):.1f}, "
-          f"negative binomial {m['bic_by_family'].get('negbin', float('nan')):.1f}).",
+          (f"- Family chosen by BIC: **{m['family']}** (BIC Poisson {m['bic_by_family'].get('poisson', float('nan')):.1f}, "
+           f"negative binomial {m['bic_by_family'].get('negbin', float('nan')):.1f})." if m["family"] != "tweedie" else
+           f"- Family: **Tweedie** (harm outcome), power {m['dispersion']['tweedie_power']:.3f} "
+           f"({m['dispersion']['tweedie_power_estimation']}), phi {m['dispersion']['tweedie_phi']:.2f} (ML)."),
           f"- Selected by family: {m['selected_by_family']}.",
           f"- Intercept {m['intercept']:.4f} (SE {m['intercept_se']:.4f}); NB alpha "
           f"{fmt(m['dispersion']['negbin_alpha'])}; Pearson chi2/df {m['dispersion']['pearson_chi2_per_df']:.3f}; "
@@ -110,16 +143,18 @@ def main(argv=None) -> str:
           "bootstrap: factor selected | bootstrap: same op & distance |",
           "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in res.factors:
-        L.append(f"| {r.factor} ({r.type}) | {r.operationalisation} | {r.spatial_influence_m:g} | "
+        blocks = f" ({r.spatial_influence_blocks:g} blocks)" if r.spatial_influence_blocks else ""
+        L.append(f"| {r.factor} ({r.type}) | {r.operationalisation} | {r.spatial_influence_m:g}{blocks} | "
                  f"{r.coefficient:.4f} | {r.se:.4f} | {r.p:.3g} | {r.rrv:.3f} | {r.rrv_ci_low:.3f}-{r.rrv_ci_high:.3f} | "
                  f"{r.cells} | {fmt(r.bootstrap_selected, 2)} | {fmt(r.bootstrap_same, 2)} |")
     if not res.factors:
         L.append("| (no factor selected) | | | | | | | | | | |")
-    L += ["", "### Risk classes", "", "| class | cells | % area | % training offences | % test offences | min RR |",
-          "|---|---:|---:|---:|---:|---:|"]
+    L += ["", "### Risk classes", "", "| class | cells | % area | % training offences | % test offences | "
+          "% training harm | % test harm | min RR |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for c in res.risk_classes:
         L.append(f"| {c['label']} | {c['cells']:,} | {c['pct_area']:.2f} | {c['pct_train_offences']:.2f} | "
-                 f"{fmt(c['pct_test_offences'], 2)} | {fmt(c['min_relative_risk'], 3)} |")
+                 f"{fmt(c['pct_test_offences'], 2)} | {fmt(c.get('pct_train_harm'), 2)} | "
+                 f"{fmt(c.get('pct_test_harm'), 2)} | {fmt(c['min_relative_risk'], 3)} |")
     L += ["", "## Validation on the test period", "",
           f"{res.validation.get('test_offences', 0):,} test offences. Hit rate = share of test offences in the "
           "top x % of the area by score (ties shared pro rata); PAI = hit rate / area share; AUC = cell-level "
@@ -129,6 +164,26 @@ def main(argv=None) -> str:
     for name, v in res.validation.get("methods", {}).items():
         L.append(f"| {name} | {v['hit_rate_1pct']:.3f} | {v['hit_rate_2pct']:.3f} | {v['hit_rate_5pct']:.3f} | "
                  f"{v['pai_1pct']:.2f} | {v['pai_2pct']:.2f} | {v['pai_5pct']:.2f} | {fmt(v['auc'])} |")
+    hv = res.validation.get("harm_weighted")
+    if hv:
+        L += ["", f"Judged on test-period harm ({hv['test_harm']:,.0f} days): harm capture and harm-PAI; AUC = cells "
+              "with any test harm vs none.", "",
+              "| method | harm hit 1 % | harm hit 2 % | harm hit 5 % | harm-PAI 1 % | harm-PAI 2 % | harm-PAI 5 % | AUC |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, v in hv["methods"].items():
+            L.append(f"| {name} | {v['hit_rate_1pct']:.3f} | {v['hit_rate_2pct']:.3f} | {v['hit_rate_5pct']:.3f} | "
+                     f"{v['pai_1pct']:.2f} | {v['pai_2pct']:.2f} | {v['pai_5pct']:.2f} | {fmt(v['auc'])} |")
+    if cmp is not None:
+        cm = cmp.model
+        L += ["", "## The count model on the same offences", "",
+              f"Family by BIC: {cm['family']}; factors: "
+              + ("; ".join(f"{r.factor} {r.operationalisation} {r.spatial_influence_m:g} m RRV {r.rrv:.2f} "
+                           f"({r.rrv_ci_low:.2f}-{r.rrv_ci_high:.2f})" for r in cmp.factors) or "none") + ".", "",
+              "| model | PAI 1 % | PAI 5 % | AUC | harm-PAI 1 % | harm-PAI 5 % |", "|---|---:|---:|---:|---:|---:|"]
+        for lab, rr in (("harm outcome (Tweedie)", res), ("count outcome", cmp)):
+            v, h = rr.validation["methods"]["rtm"], rr.validation.get("harm_weighted", {}).get("methods", {}).get("rtm")
+            L.append(f"| {lab} | {v['pai_1pct']:.2f} | {v['pai_5pct']:.2f} | {fmt(v['auc'])} | "
+                     f"{fmt(h['pai_1pct'] if h else None, 2)} | {fmt(h['pai_5pct'] if h else None, 2)} |")
     st = res.stability
     L += ["", "## Stability", "", f"{st['resamples']} resamples: {st['method']}.", ""]
     if "factor_frequency" in st:

@@ -138,7 +138,7 @@ def load_point_layer(store: Store, name: str) -> PointLayer:
                       lat=pts["lat"].to_numpy(float), x=pts["x"].to_numpy(float), y=pts["y"].to_numpy(float),
                       source=meta["source"], labels=labels, outside=meta["outside_study_area"], read=meta["read"],
                       coordinate_columns=tuple(meta["coordinate_columns"] or ("", "")), crs=meta["crs"],
-                      licence=meta["licence"])
+                      licence=meta["licence"], buffer_m=meta["buffer_m"])
 
 
 def dataset_study_area(store: Store, dataset: str):

@@ -52,6 +52,7 @@ class PointLayer:
     labels: np.ndarray | None = None  # feature names where the file has them
     rejects: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["line", "reason", "raw"]))
     outside: int = 0  # valid rows dropped because they lie further than buffer_m from the study area
+    buffer_m: float | None = None  # features were kept up to this far outside the study area (None: not clipped)
     read: int = 0
     coordinate_columns: tuple[str, str] = ("", "")
     crs: str = "EPSG:4326"
@@ -69,7 +70,7 @@ class PointLayer:
             "name": self.name, "type": self.type, "plural": self.plural, "features": int(len(self)),
             "read": int(self.read), "rejected": int(len(self.rejects)), "outside_study_area": int(self.outside),
             "coordinate_columns": list(self.coordinate_columns), "crs": self.crs, "source": self.source,
-            "licence": self.licence,
+            "licence": self.licence, "buffer_m": self.buffer_m,
             "bbox": ([float(self.lon.min()), float(self.lat.min()), float(self.lon.max()), float(self.lat.max())]
                      if len(self) else None),
         }
@@ -244,6 +245,7 @@ def _finish(frame: pd.DataFrame, v1: np.ndarray, v2: np.ndarray, reason: np.ndar
     labels = frame[label_col].astype(str).to_numpy()[keep] if label_col else None
     return PointLayer(name=name, type=type, lon=lon[keep], lat=lat[keep], x=x[keep], y=y[keep], source=source,
                       labels=labels, rejects=rejects, outside=int(ok.sum() - keep.sum()), read=len(frame),
+                      buffer_m=float(buffer_m) if area is not None else None,
                       coordinate_columns=cols, crs="EPSG:4326" if kind == "lonlat" else "EPSG:27700", **kw)
 
 

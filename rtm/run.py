@@ -292,6 +292,13 @@ def _run(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig |
                                        cfg.density_sd, block_length=cfg.block_length_m)
     variables = fm.variables
     factors = [v.factor for v in variables]
+    dmax = max(cfg.resolved_distances())
+    for lay in layers:
+        buf = getattr(lay, "buffer_m", None)
+        if buf is not None and buf < dmax:
+            warnings.append(f"layer '{lay.name}' keeps features only {buf:g} m outside the study area, less than "
+                            f"the largest distance tested ({dmax:g} m): cells near the edge may miss features "
+                            "beyond it (reload the layer with a larger buffer_m)")
     t = mark("features", t)
     if not variables:
         raise ValueError("no layer yields a usable variable (every variable is constant over the grid)")

@@ -155,3 +155,30 @@ def test_distances_in_block_lengths():
     assert RTMConfig(block_length_m=100.0, distances=(50, 75)).resolved_distances() == (50.0, 75.0)
     assert RTMConfig(block_length_m=100.0, distances_blocks=(1, 2)).resolved_distances() == (100.0, 200.0)
     assert RTMConfig().resolved_distances()[-1] == 400.0
+
+
+@pytest.mark.parametrize("power", [1.0, 1.5])
+def test_enet_path_equals_glum(power):
+    """Our collapsed-row elastic-net path (Poisson, Tweedie) against glum's solver on the same rows."""
+    import warnings
+
+    from glum import GeneralizedLinearRegressor, TweedieDistribution
+
+    rng = np.random.default_rng(2)
+    X = (rng.random((3000, 5)) < 0.3).astype(np.uint8)
+    X[:, 1] = X[:, 0] | (rng.random(3000) < 0.05)
+    mu = 8.0 * np.exp(X @ [1.0, 0, 0.5, 0, 0])
+    y = rng.poisson(mu).astype(float) if power == 1.0 else simulate(rng, mu, phi=10.0, power=power)
+    first, inv = row_groups(X)
+    n, s = np.bincount(inv).astype(float), np.bincount(inv, weights=y)
+    path = enet_poisson_path(X[first], n, s, alpha=0.5, power=power)
+    family = "poisson" if power == 1.0 else TweedieDistribution(power)
+    for k in (3, 8, 14):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # glum's line-search notices near its optimum
+            ref = GeneralizedLinearRegressor(family=family, link="log", alpha=path.lambdas[k], l1_ratio=0.5,
+                                             scale_predictors=True, gradient_tol=1e-10).fit(
+                X[first].astype(float), s / n, sample_weight=n)
+        assert np.allclose(path.coefs[k], ref.coef_, atol=5e-5), (k, path.coefs[k], ref.coef_)
+        assert path.intercepts[k] == pytest.approx(ref.intercept_, abs=5e-5)
+        assert np.array_equal(path.coefs[k] == 0, np.abs(ref.coef_) < 1e-8)

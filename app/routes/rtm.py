@@ -222,7 +222,10 @@ class RTMRunRequest(BaseModel):
              description="Validates the request (422 for an unknown layer, dataset, area, preset or a bad period), "
              "queues the run and returns its id at once. Poll GET /rtm/runs/{id} for status, stage and fraction; "
              "the result (factor table, model, risk classes, priority places with narratives, validation, "
-             "bootstrap stability) is there when status is done. Needs the analyst role.")
+             "bootstrap stability) is there when status is done. Options: outcome=harm models harm per cell with a "
+             "Tweedie model (RRVs are ratios of expected harm); block_length_m sets distances in street-block "
+             "lengths (0.5-3 blocks); grid=square uses EPSG:27700 squares (half a block by default). "
+             "Needs the analyst role.")
 def post_run(request: Request, state: State, body: RTMRunRequest) -> JSONResponse:
     try:
         plan = plan_run(state.store, state.default_weights, body.model_dump(by_alias=True))

@@ -310,7 +310,7 @@
               var p = f.properties, narrative = p.narrative || p.risk_narrative;
               return "<strong>" + esc(c.title) + "</strong>" +
                 (narrative ? '<p class="narrative">' + esc(narrative) + "</p>" : "") +
-                "<table>" + Object.keys(p).filter(function (k) { return k !== "narrative" && k !== "risk_narrative"; }).map(function (k) {
+                "<table>" + Object.keys(p).filter(function (k) { return k !== "narrative" && k !== "risk_narrative" && p[k] !== null && p[k] !== undefined; }).map(function (k) {
                 var v = p[k];
                 return "<tr><td>" + esc(k) + "</td><td>" + esc(typeof v === "object" ? JSON.stringify(v) : v) + "</td></tr>";
               }).join("") + "</table>";
