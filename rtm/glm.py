@@ -265,13 +265,16 @@ def enet_poisson_path(X: np.ndarray, n: np.ndarray, s: np.ndarray, alpha: float 
         strong = (np.abs(grad) >= alpha * (2 * lam - lam_prev)) | (beta != 0)
         while True:
             S = np.flatnonzero(strong)
+            Zs = np.empty((len(n), len(S) + 1))  # [1, Xs[:, S]], built once per strong set
+            Zs[:, 0] = 1.0
+            Zs[:, 1:] = Xs[:, S]
+            XS = Zs[:, 1:]
             for _ in range(max_irls):
-                eta = b0 + Xs[:, S] @ beta[S]
+                eta = b0 + XS @ beta[S]
                 mu = np.clip(np.exp(eta), *MU_CLIP)
                 nm = n * mu
-                w = nm * mu ** (1 - pw) / N
+                w = nm * mu ** (1 - pw) / N if pw != 1.0 else nm / N
                 z = eta + (s - nm) / np.maximum(nm, 1e-300)
-                Zs = np.column_stack([np.ones(len(n)), Xs[:, S]])
                 Zw = Zs * w[:, None]
                 G = Zw.T @ Zs
                 c = Zw.T @ z
@@ -281,9 +284,9 @@ def enet_poisson_path(X: np.ndarray, n: np.ndarray, s: np.ndarray, alpha: float 
                 b0, beta[S] = new[0], new[1:]
                 if change < tol * 10:
                     break
-            eta = b0 + Xs[:, S] @ beta[S]
+            eta = b0 + XS @ beta[S]
             mu = np.clip(np.exp(eta), *MU_CLIP)
-            grad = Xs.T @ ((s - n * mu) * mu ** (1 - pw)) / N
+            grad = Xs.T @ ((s - n * mu) * (mu ** (1 - pw) if pw != 1.0 else 1.0)) / N
             viol = ~strong & (np.abs(grad) > lam * alpha * (1 + 1e-6))
             if not viol.any():
                 break

@@ -160,7 +160,9 @@ def _fit_family(agg: Agg, family: str, fixed: float | None = None, full: bool = 
     if family == "poisson":
         return fit_count(agg, 0.0)
     if family == "tweedie":
-        return fit_tweedie(agg, pos, power, phi=None if (full or fixed is None) else fixed)
+        if full or fixed is None:
+            return fit_tweedie(agg, pos, power, phi_near=fixed)
+        return fit_tweedie(agg, pos, power, phi=fixed)
     if full or fixed is None:
         return fit_negbin(agg, start=fit_count(agg, 0.0))
     return fit_count(agg, fixed)
@@ -223,7 +225,7 @@ def stepwise(X: np.ndarray, y: np.ndarray, candidates: np.ndarray, factors: list
         best = None
         for bic, newS, label, f in moves[: (1 if family == "poisson" else top_moves)]:
             if family != "poisson":
-                f = _fit(data.agg(newS), family)
+                f = _fit(data.agg(newS), family, fixed_alpha)  # full refit (a nearby dispersion speeds tweedie)
                 if not admissible(f):
                     continue
             if best is None or f.bic < best[3].bic:

@@ -16,10 +16,11 @@ from rtm.features import (DEFAULT_BLOCK_MULTIPLES, DEFAULT_DISTANCES, DENSITY_SD
 from rtm.glm import aggregate
 from rtm.grid import Grid
 from rtm.model import block_ids, row_aggregate, screen, spatial_folds, stepwise
-from rtm.tweedie import Positive, fit_beta, profile_power
+from rtm.tweedie import Positive, fit_beta, fit_tweedie, profile_power
 from rtm.validate import validate
 
 OUTCOMES = ("count", "harm")
+PROVISIONAL_POWER = 1.5  # Tweedie power for screening and the first selection when it is not fixed
 COUNT_FAMILIES = ("poisson", "negbin")
 
 Progress = Callable[[str, float], None]
@@ -316,14 +317,12 @@ def _run(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig |
             power = float(cfg.tweedie_power)
             power_info = {"initial": power, "method": "fixed by the request"}
         else:
-            # the power is profiled on the means of a quasi-Poisson (p = 1) screen: a log-linear mean model that
-            # does not depend on p, so the profile likelihood compares the powers on an equal footing
-            pre = screen(fm.X, y_model, folds, **screen_args, power=1.0)
-            mu_pre = np.exp(np.clip(pre.intercept + fm.X @ pre.coef, -30, 30))
-            ones = np.ones(n)
-            power, _ = profile_power(pos, ones, y_model, lambda p: mu_pre)
-            power_info = {"initial": round(power, 4), "method": "profile likelihood (Dunn & Smyth density) on "
-                          "the fitted means of a quasi-Poisson elastic-net screen"}
+            # screen and select at the midpoint p = 1.5 (screening is inclusive and barely moves with p), then
+            # estimate p by profile likelihood on the selected model and, if it moved, select again at it
+            power = PROVISIONAL_POWER
+            power_info = {"initial": power, "method": "profile likelihood (Dunn & Smyth density) over p in "
+                          "[1.05, 1.95] on the model selected at p = 1.5; selection rerun at the estimate if it "
+                          "differs by more than 0.05"}
     scr = screen(fm.X, y_model, folds, **screen_args, power=power)
     t = mark("screening", t)
 
@@ -342,15 +341,18 @@ def _run(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig |
         # re-profile the power on the selected model; if it moved, select once more at the new power
         agg_sel = row_aggregate(fm.X[:, sel], y_model)
         p_final, _ = profile_power(pos, agg_sel.w, agg_sel.w * agg_sel.y, lambda p: fit_beta(agg_sel, p)[1])
-        power_info["selected_model"] = round(p_final, 4)
-        if abs(p_final - power) > 0.05:
-            power = p_final
+        power_info["estimate_on_selected_model"] = round(p_final, 4)
+        moved = abs(p_final - power) > 0.05
+        power = round(p_final, 4)
+        if moved:
             steps = {"tweedie": stepwise(fm.X, y_model, scr.selected, factors, family="tweedie",
                                          allow_protective=cfg.allow_protective, power=power)}
             best = steps["tweedie"]
             sel = best.selected
-            power_info["reselected_at"] = round(power, 4)
-        power_info["final"] = round(power, 4)
+            power_info["reselected_at"] = power
+        else:  # same variables: refit them at the estimated power (phi and BIC at that power)
+            best.fit = fit_tweedie(row_aggregate(fm.X[:, sel], y_model), pos, power, phi_near=best.fit.phi)
+        power_info["final"] = power
     t = mark("selection", t)
 
     # ---------------------------------------------------------------- final fit (statsmodels) and factor table

@@ -17,7 +17,7 @@ compared through the group sums alone; phi is then profiled by maximum likelihoo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import special
@@ -30,27 +30,40 @@ POWER_BOUNDS = (1.05, 1.95)
 
 @dataclass
 class Positive:
-    """The cells with a positive outcome (value and frequency weight): all the density's series term needs."""
+    """The positive outcome values with their summed frequency weights: all the density's series term needs.
+
+    Equal values are merged (harm per cell is a sum of a few category weights, so values repeat), and the
+    series term is cached per (phi, p): stepwise selection evaluates many models at one phi."""
 
     y: np.ndarray
     w: np.ndarray
+    _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, y: np.ndarray, w: np.ndarray | None = None) -> "Positive":
         y = np.asarray(y, float)
         w = np.ones(len(y)) if w is None else np.asarray(w, float)
         m = (y > 0) & (w > 0)
-        return cls(y=y[m], w=w[m])
+        vals, inv = np.unique(y[m], return_inverse=True)
+        return cls(y=vals, w=np.bincount(inv.ravel(), weights=w[m], minlength=len(vals)))
 
 
 def series_term(pos: Positive, phi: float, power: float) -> float:
     """sum over positive cells of w * [-log y + log W(y; phi, p)] (Dunn & Smyth 2005, via log_wright_bessel)."""
     if len(pos.y) == 0:
         return 0.0
+    key = (float(phi), float(power))
+    hit = pos._cache.get(key)
+    if hit is not None:
+        return hit
     p = power
     a = (2 - p) / (1 - p)
     x = ((p - 1) * phi / pos.y) ** a / ((2 - p) * phi)
-    return float(np.sum(pos.w * (-np.log(pos.y) + special.log_wright_bessel(-a, 0, x))))
+    out = float(np.sum(pos.w * (-np.log(pos.y) + special.log_wright_bessel(-a, 0, x))))
+    if len(pos._cache) > 256:
+        pos._cache.clear()
+    pos._cache[key] = out
+    return out
 
 
 def mean_term(n: np.ndarray, s: np.ndarray, mu: np.ndarray, power: float) -> float:
@@ -63,12 +76,21 @@ def loglik(pos: Positive, n: np.ndarray, s: np.ndarray, mu: np.ndarray, phi: flo
     return series_term(pos, phi, power) + mean_term(n, s, mu, power) / phi
 
 
-def profile_phi(pos: Positive, mt: float, power: float, bounds=(-12.0, 16.0)) -> tuple[float, float]:
-    """(phi, loglik) maximising series_term(phi) + mt/phi over log(phi) (bounded Brent)."""
+def profile_phi(pos: Positive, mt: float, power: float, bounds=(-12.0, 16.0),
+                near: float | None = None) -> tuple[float, float]:
+    """(phi, loglik) maximising series_term(phi) + mt/phi over log(phi) (bounded Brent, to 1e-5 in log phi).
+
+    ``near``: a phi close to the answer (the current model's); the search then starts in log(near) +- 1 and
+    widens to ``bounds`` only if the optimum sits on that bracket's edge."""
     def neg(t: float) -> float:
         return -(series_term(pos, float(np.exp(t)), power) + mt / float(np.exp(t)))
 
-    res = minimize_scalar(neg, bounds=bounds, method="bounded", options={"xatol": 1e-6})
+    if near is not None and near > 0:
+        lo, hi = np.log(near) - 1.0, np.log(near) + 1.0
+        res = minimize_scalar(neg, bounds=(lo, hi), method="bounded", options={"xatol": 1e-5})
+        if lo + 1e-3 < res.x < hi - 1e-3:
+            return float(np.exp(res.x)), float(-res.fun)
+    res = minimize_scalar(neg, bounds=bounds, method="bounded", options={"xatol": 1e-5})
     return float(np.exp(res.x)), float(-res.fun)
 
 
@@ -117,13 +139,13 @@ def fit_beta(agg: Agg, power: float, start: np.ndarray | None = None, max_iter: 
 
 
 def fit_tweedie(agg: Agg, pos: Positive, power: float, phi: float | None = None,
-                start: np.ndarray | None = None) -> TweedieFit:
+                start: np.ndarray | None = None, phi_near: float | None = None) -> TweedieFit:
     """Tweedie fit: coefficients by scoring; phi by profile likelihood (or held at ``phi``)."""
     beta, mu, converged = fit_beta(agg, power, start)
     n, s = agg.w, agg.w * agg.y
     mt = mean_term(n, s, mu, power)
     if phi is None:
-        phi, ll = profile_phi(pos, mt, power)
+        phi, ll = profile_phi(pos, mt, power, near=phi_near)
     else:
         ll = series_term(pos, phi, power) + mt / phi
     Z = np.column_stack([np.ones(len(agg.y)), agg.Z])

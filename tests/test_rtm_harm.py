@@ -94,7 +94,8 @@ def test_harm_outcome_recovers_frequency_and_severity_factors(severity):
     disp = res.model["dispersion"]
     assert 1.0 < disp["tweedie_power"] < 2.0 and disp["tweedie_phi"] > 0
     assert disp["tweedie_power_estimation"]["method"].startswith("profile likelihood")
-    assert res.screening["power"] == pytest.approx(disp["tweedie_power_estimation"]["initial"], abs=1e-3)
+    assert res.screening["power"] == disp["tweedie_power_estimation"]["initial"] == 1.5
+    assert disp["tweedie_power"] == disp["tweedie_power_estimation"]["final"]
     assert res.model["statsmodels_check"]["max_abs_coef_diff"] < 1e-6
     assert not ({"school", "church", "takeaway"} & {r.factor for r in res.factors})
     assert res.stability["factor_frequency"]["station"] >= 0.75
