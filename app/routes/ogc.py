@@ -276,7 +276,8 @@ REGISTRY: tuple[Collection, ...] = (
         "`dataset` when given), highest first, with risk class and a narrative of the risk factors present. "
         "Same cells as GET /rtm/runs/{id}/cells.geojson (docs/rtm.md).",
         items=_rtm.rtm_risk_items, extent=_rtm.rtm_extent, available=_rtm.rtm_available, kind="cells",
-        style={"property": "risk_class", "type": "sequential"}, keywords=("RTM", "risk terrain", "H3")),
+        style={"property": "risk_class", "type": "sequential",
+               "labels": "1 above mean, 2 mean + 1 SD, 3 mean + 2 SD"}, keywords=("RTM", "risk terrain", "H3")),
     Collection(
         id="priority-places", title="RTM priority places",
         description="Priority places of the latest finished RTM run: high risk (above mean + 1 SD) and recent "

@@ -289,11 +289,15 @@
         }
       } else {
         var prop = style.property, values = res.features.map(function (f) { return f.properties[prop]; });
-        var cats = [], breaks = [];
+        var cats = [], breaks = [], distinct = [], discrete = false;
         if (style.type === "categorical") {
           values.forEach(function (v) { if (v != null && cats.indexOf(v) < 0) cats.push(v); });
         } else {
-          breaks = quantileBreaks(values, COLOURS.length);
+          distinct = values.filter(function (v) { return v != null; })
+            .filter(function (v, i, a) { return a.indexOf(v) === i; }).sort(function (a, b) { return a - b; });
+          // a few whole-number values (e.g. RTM risk classes 1-3): one class per value; else quantile classes
+          discrete = distinct.length <= COLOURS.length && distinct.every(function (v) { return v === Math.round(v); });
+          breaks = discrete ? distinct.slice(1) : quantileBreaks(values, COLOURS.length);
         }
         var colour = function (v) {
           return style.type === "categorical" ? CATEGORICAL[cats.indexOf(v) % CATEGORICAL.length] : colourOf(v, breaks);
@@ -323,6 +327,21 @@
             cats.map(function (v) {
               return '<div class="row"><span class="swatch" style="background:' + colour(v) + '"></span>' + esc(v) + "</div>";
             }).join("") + "</div>";
+          legend(state.meta, hexes.getLayers().length);
+        } else if (style.type !== "categorical" && values.length) {
+          // sequential overlays (RTM risk class, priority places' recent harm): the classes as drawn
+          var rows = [], lo = null;
+          for (var i = 0; i <= breaks.length; i++) {
+            var hi = i < breaks.length ? breaks[i] : null;
+            var text = discrete ? fmt(distinct[i]) : breaks.length === 0 ? "all" : lo == null ? "under " + fmt(hi) :
+              (hi == null ? fmt(lo) + " and over" : fmt(lo) + " – " + fmt(hi));
+            rows.push('<div class="row"><span class="swatch" style="background:' + classColour(i, breaks.length + 1) +
+              '"></span>' + text + "</div>");
+            lo = hi;
+          }
+          state.extraLegends[c.id] = "<div class=\"extra-legend\"><strong>" + esc(c.title) + "</strong> <small>(" +
+            esc(prop.replace(/_/g, " ")) + (style.labels ? ": " + esc(style.labels) : "") + ")</small>" +
+            rows.join("") + "</div>";
           legend(state.meta, hexes.getLayers().length);
         }
       }
