@@ -13,7 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
 from geodata.cells import AREA_RESOLUTION, RESOLUTIONS, cell_centres, polygon_cells
@@ -80,6 +83,30 @@ def utc_now() -> datetime:
     """Naive UTC timestamp, the form every store table keeps."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
+
+
+def _offence_keys(cur, table: pa.Table) -> np.ndarray:
+    """The offence_keys key of every row's (category, offence_group, ho_code), matched in Arrow over the few
+    distinct combinations (nulls match nulls, as IS NOT DISTINCT FROM)."""
+    n = table.num_rows
+    known = {(c, g, h): k for k, c, g, h in cur.execute(
+        "SELECT offence_key, category, offence_group, ho_code FROM offence_keys").fetchall()}
+    code = np.zeros(n, dtype=np.int64)
+    dicts = []
+    for name in ("category", "offence_group", "ho_code"):
+        enc = pc.dictionary_encode(table.column(name), null_encoding="encode").combine_chunks()
+        values = enc.dictionary.to_pylist()
+        code = code * (len(values) + 1) + enc.indices.to_numpy(zero_copy_only=False)
+        dicts.append(values)
+    inverse, combos = pd.factorize(code)
+    out = np.empty(len(combos), dtype=np.int32)
+    for i, c in enumerate(combos.tolist()):
+        parts = []
+        for values in reversed(dicts):
+            c, j = divmod(c, len(values) + 1)
+            parts.append(values[j])
+        out[i] = known[tuple(reversed(parts))]
+    return out[inverse] if n else np.empty(0, dtype=np.int32)
 
 
 class Store:
@@ -175,15 +202,25 @@ class Store:
                        category, offence_group, ho_code
                 FROM (SELECT DISTINCT category, offence_group, ho_code FROM staged
                       EXCEPT SELECT category, offence_group, ho_code FROM offence_keys)""")
-            select = {"dataset": "?", "batch_id": "?", "offence_key": "k.offence_key"}
+            cur.unregister("staged")
+            keyed = parsed.table.append_column(
+                "offence_key", pa.array(_offence_keys(cur, parsed.table), pa.int32()))
+            cur.register("staged", keyed)
+            select = {"dataset": "?", "batch_id": "?"}
             exprs = ", ".join(select.get(c, f"s.{c}") for c in cols)
             before = cur.execute("SELECT count(*) FROM offences WHERE dataset = ?", [dataset]).fetchall()[0][0]
-            cur.execute(f"""INSERT INTO offences SELECT {exprs}
-                FROM (SELECT * FROM staged QUALIFY row_number() OVER (PARTITION BY record_id ORDER BY _file, _line) = 1) s
-                JOIN offence_keys k ON k.category IS NOT DISTINCT FROM s.category
-                     AND k.offence_group IS NOT DISTINCT FROM s.offence_group AND k.ho_code IS NOT DISTINCT FROM s.ho_code
-                ANTI JOIN (SELECT record_id FROM offences WHERE dataset = ?) o ON o.record_id = s.record_id""",
-                        [dataset, batch_id, dataset])
+            # de-duplicate within the batch (first by file and line) only when some record id repeats, and
+            # against the stored rows only when the dataset already holds some: the common first load of
+            # distinct ids is a plain insert
+            rows, distinct = cur.execute("SELECT count(*), count(DISTINCT record_id) FROM staged").fetchall()[0]
+            source = ("staged" if rows == distinct else
+                      "(SELECT * FROM staged QUALIFY row_number() OVER (PARTITION BY record_id ORDER BY _file, _line) = 1)")
+            if before:
+                cur.execute(f"""INSERT INTO offences SELECT {exprs} FROM {source} s
+                    ANTI JOIN (SELECT record_id FROM offences WHERE dataset = ?) o ON o.record_id = s.record_id""",
+                            [dataset, batch_id, dataset])
+            else:
+                cur.execute(f"INSERT INTO offences SELECT {exprs} FROM {source} s", [dataset, batch_id])
             after = cur.execute("SELECT count(*) FROM offences WHERE dataset = ?", [dataset]).fetchall()[0][0]
             precisions = [r[0] for r in cur.execute("SELECT DISTINCT precision FROM staged ORDER BY 1").fetchall() if r[0]]
             cur.unregister("staged")
