@@ -246,6 +246,97 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_layer(args: argparse.Namespace, settings: Settings) -> int:
+    from geodata import layer_store
+    from geodata.layers import DEFAULT_BUFFER_M, load_layer
+    from geodata.store import Store
+
+    store = Store(settings.store_path)
+    try:
+        if args.action == "list":
+            print(json.dumps(layer_store.list_layers(store), indent=1, default=str))
+            return 0
+        if not (args.file and args.name and args.type):
+            raise ValueError("layer add needs FILE, --name and --type")
+        if layer_store.has_layer(store, args.name) and not args.replace:
+            raise ValueError(f"layer '{args.name}' exists: add --replace to replace it")
+        area = layer_store.dataset_study_area(store, args.dataset) if args.dataset else None
+        buffer_m = args.buffer_m if args.buffer_m is not None else DEFAULT_BUFFER_M
+        layer = load_layer(args.file, args.name, args.type, area=area, buffer_m=buffer_m, plural=args.plural or "",
+                           licence=args.licence or "")
+        summary = layer_store.save_layer(store, layer, attribution=args.attribution or "",
+                                         study_area=area.name if area else None, buffer_m=buffer_m if area else None)
+        summary["rejects"] = layer_store.layer_rejects(store, args.name, limit=20)
+    finally:
+        store.close()
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def cmd_rtm(args: argparse.Namespace, settings: Settings) -> int:
+    """A Risk Terrain Model run through the same planner and executor as POST /rtm/runs, in the foreground;
+    the run is stored (GET /rtm/runs/{id} and the map show it) and summarised on stdout."""
+    from tqdm import tqdm
+
+    from app.rtm_jobs import create_run, ensure_tables, get_run, plan_run, run_plan
+    from app.state import load_weights
+    from geodata.store import Store
+
+    body = {k: v for k, v in {
+        "dataset": args.dataset, "from": args.date_from, "to": args.date_to, "test_months": args.test_months,
+        "preset": args.preset, "offences": args.offences.split(",") if args.offences else None,
+        "layers": args.layers.split(",") if args.layers else None, "resolution": args.resolution,
+        "area": args.area, "weights": args.weights, "outcome": args.outcome, "tweedie_power": args.tweedie_power,
+        "grid": args.grid, "cell_size_m": args.cell_size, "block_length_m": args.block_length,
+        "distances": [float(v) for v in args.distances.split(",")] if args.distances else None,
+        "distances_blocks": [float(v) for v in args.distances_blocks.split(",")] if args.distances_blocks else None,
+        "bootstrap": args.bootstrap, "seed": args.seed}.items() if v is not None}
+    from app.routes.rtm import RTMRunRequest
+
+    body = RTMRunRequest.model_validate(body).model_dump(by_alias=True)  # the API's validation, same messages
+    store = Store(settings.store_path)
+    try:
+        weights = load_weights(settings, store)
+        ensure_tables(store)
+        plan = plan_run(store, weights, body)
+        run_id = create_run(store, plan)
+        bar = tqdm(total=100, desc="rtm", unit="%", file=sys.stderr, disable=args.quiet)
+
+        def report(stage: str, fraction: float) -> None:
+            bar.set_postfix_str(stage)
+            bar.n = round(100 * fraction)
+            bar.refresh()
+
+        ok = run_plan(store, weights, run_id, plan, report=report)
+        bar.close()
+        run = get_run(store, run_id)
+    finally:
+        store.close()
+    if not ok:
+        raise ValueError(f"RTM run {run_id} failed: {run['error']}")
+    res = run["result"]
+    if args.format == "json":
+        print(json.dumps({"id": run_id, **res}, indent=1))
+        return 0
+    m = res["model"]
+    lines = [f"RTM run {run_id}: {res['outcome']['description']}; {res['grid']['kind']} grid, "
+             f"{res['grid']['cells']:,} cells; family {m['family']}, BIC {m['bic']:.1f}", "",
+             "factor | operationalisation | spatial influence | RRV (95% CI) | p", "---|---|---|---|---"]
+    for f in res["factors"]:
+        blocks = f" ({f['spatial_influence_blocks']:g} blocks)" if f.get("spatial_influence_blocks") else ""
+        lines.append(f"{f['factor']} | {f['operationalisation']} | {f['spatial_influence_m']:g} m{blocks} | "
+                     f"{f['rrv']:.2f} ({f['rrv_ci_low']:.2f}-{f['rrv_ci_high']:.2f}) | {f['p']:.3g}")
+    v = (res.get("validation") or {}).get("methods", {})
+    if v:
+        lines += ["", "validation (test period): " + "; ".join(
+            f"{k} PAI@5% {x['pai_5pct']:.2f}" for k, x in v.items())]
+    lines += ["", "priority places:"] + [f"{p['rank']}. {p['cell']}: {p['narrative']}"
+                                          for p in res["priority_places"][:args.places]]
+    lines += [f"warning: {w}" for w in res.get("warnings", [])]
+    print("\n".join(lines))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harmspot", description="Harm-weighted hotspots for patrol planning")
     sub = p.add_subparsers(dest="command", required=True)
@@ -324,6 +415,42 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--png", help="write the harm-capture curve to this PNG")
     bt.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    ly = sub.add_parser("layer", help="environmental point layers for RTM: add a file, or list the stored ones")
+    ly.add_argument("action", choices=["add", "list"])
+    ly.add_argument("file", nargs="?", help="CSV (lon/lat or easting/northing), GeoJSON or GeoPackage")
+    ly.add_argument("--name", help="layer id: letters, digits, _ or -")
+    ly.add_argument("--type", help="singular noun for narratives, e.g. 'bus stop'")
+    ly.add_argument("--plural")
+    ly.add_argument("--licence")
+    ly.add_argument("--attribution")
+    ly.add_argument("--dataset", help="keep features within --buffer-m of this dataset's study area")
+    ly.add_argument("--buffer-m", type=float, help="edge buffer in metres (default 400)")
+    ly.add_argument("--replace", action="store_true")
+
+    rt = sub.add_parser("rtm", help="Risk Terrain Model run (as POST /rtm/runs, in the foreground; docs/rtm.md)")
+    rt.add_argument("--dataset")
+    rt.add_argument("--area", help="layer:feature_id or a name, e.g. districts:Chelmsford")
+    rt.add_argument("--preset", help="offence preset (default op-ark)")
+    rt.add_argument("--offences", help="comma-separated categories or offence groups")
+    rt.add_argument("--layers", help="comma-separated layer names (default: every stored layer)")
+    rt.add_argument("--from", dest="date_from", help="training start")
+    rt.add_argument("--to", dest="date_to", help="training end (inclusive)")
+    rt.add_argument("--test-months", type=int, default=3)
+    rt.add_argument("--resolution", type=int, default=10)
+    rt.add_argument("--weights")
+    rt.add_argument("--outcome", choices=["count", "harm"], default="count")
+    rt.add_argument("--tweedie-power", type=float)
+    rt.add_argument("--grid", choices=["h3", "square"], default="h3")
+    rt.add_argument("--cell-size", type=float, help="square grid cell side, metres")
+    rt.add_argument("--block-length", type=float, help="median street-block length, metres")
+    rt.add_argument("--distances", help="comma-separated metres")
+    rt.add_argument("--distances-blocks", help="comma-separated multiples of --block-length")
+    rt.add_argument("--bootstrap", type=int, default=5)
+    rt.add_argument("--seed", type=int, default=0)
+    rt.add_argument("--places", type=int, default=10, help="priority places to print")
+    rt.add_argument("--format", choices=["text", "json"], default="text")
+    rt.add_argument("--quiet", action="store_true", help="no progress bar")
+
     sv = sub.add_parser("serve", help="run the web service (map at /, API docs at /docs)")
     sv.add_argument("--host", default=None)
     sv.add_argument("--port", type=int, default=None)
@@ -347,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         args.port = args.port or settings.port
     handlers = {"ingest": cmd_ingest, "hotspots": cmd_hotspots, "serve": cmd_serve, "keys": cmd_keys,
                 "export-parquet": cmd_export_parquet, "tasking": cmd_tasking, "keydates": cmd_keydates,
-                "backtest": cmd_backtest}
+                "backtest": cmd_backtest, "layer": cmd_layer, "rtm": cmd_rtm}
     try:
         return handlers[args.command](args, settings)
     except (ValueError, OSError) as exc:  # IngestError, StoreError, WeightsError, ValidationError are ValueErrors

@@ -319,6 +319,40 @@ def _update_where_open(store: Store, message: str) -> None:
             cur.close()
 
 
+def run_plan(store: Store, default_weights, run_id: str, plan: RunPlan, check=None, report=None) -> bool:
+    """Execute a created run and record its outcome: done with its result, or failed with the message (never
+    raises).  ``check()`` may raise RunCancelled at any progress report; ``report(stage, fraction)`` sees every
+    report (the CLI's progress bar); the store row is updated throttled (new stage, +2 %, or 1 s)."""
+    last = {"stage": None, "fraction": -1.0, "t": 0.0}
+
+    def progress(stage: str, fraction: float) -> None:
+        if check is not None:
+            check()
+        if report is not None:
+            report(stage, fraction)
+        now = time.monotonic()
+        if stage != last["stage"] or fraction - last["fraction"] >= 0.02 or now - last["t"] >= 1.0:
+            _update(store, run_id, stage=stage, fraction=float(min(fraction, 0.99)))
+            last.update(stage=stage, fraction=fraction, t=now)
+
+    try:
+        _update(store, run_id, status="running", stage="starting", started_at=utc_now())
+        result, cells = execute(store, default_weights, plan, progress)
+        store_result(store, run_id, result, cells)
+        log.info("RTM run %s done in %.1f s", run_id, result.get("timings", {}).get("total") or -1)
+        return True
+    except Exception as exc:  # noqa: BLE001 -- every failure becomes a failed run with its message
+        message = str(exc) or type(exc).__name__
+        if not isinstance(exc, (ValueError, StoreError, RunCancelled)):
+            log.error("RTM run %s failed:\n%s", run_id, traceback.format_exc())
+            message = f"{type(exc).__name__}: {message}"
+        try:
+            _update(store, run_id, status="failed", error=message[:2000], finished_at=utc_now())
+        except Exception:  # the store is gone (shutdown): recovered as interrupted at the next start
+            log.exception("could not record the failure of RTM run %s", run_id)
+        return False
+
+
 # ---------------------------------------------------------------------------------------------- manager
 class RunManager:
     """One worker thread for RTM runs (a run uses the whole machine for seconds to a minute)."""
@@ -339,31 +373,11 @@ class RunManager:
         return run_id
 
     def _execute(self, run_id: str, plan: RunPlan) -> None:
-        last = {"stage": None, "fraction": -1.0, "t": 0.0}
-
-        def progress(stage: str, fraction: float) -> None:
+        def cancelled() -> None:
             if self.stop.is_set():
                 raise RunCancelled("cancelled: the service is shutting down")
-            now = time.monotonic()
-            # throttled: a new stage, or 2 % more, or a second since the last write
-            if stage != last["stage"] or fraction - last["fraction"] >= 0.02 or now - last["t"] >= 1.0:
-                _update(self.store, run_id, stage=stage, fraction=float(min(fraction, 0.99)))
-                last.update(stage=stage, fraction=fraction, t=now)
 
-        try:
-            _update(self.store, run_id, status="running", stage="starting", started_at=utc_now())
-            result, cells = execute(self.store, self.default_weights, plan, progress)
-            store_result(self.store, run_id, result, cells)
-            log.info("RTM run %s done in %.1f s", run_id, result.get("timings", {}).get("total") or -1)
-        except Exception as exc:  # noqa: BLE001 -- every failure becomes a failed run with its message
-            message = str(exc) or type(exc).__name__
-            if not isinstance(exc, (ValueError, StoreError, RunCancelled)):
-                log.error("RTM run %s failed:\n%s", run_id, traceback.format_exc())
-                message = f"{type(exc).__name__}: {message}"
-            try:
-                _update(self.store, run_id, status="failed", error=message[:2000], finished_at=utc_now())
-            except Exception:  # the store is gone (shutdown): recovered as interrupted at the next start
-                log.exception("could not record the failure of RTM run %s", run_id)
+        run_plan(self.store, self.default_weights, run_id, plan, cancelled)
 
     def shutdown(self) -> None:
         self.stop.set()

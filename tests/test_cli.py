@@ -34,3 +34,33 @@ def test_ingest_then_hotspots(tmp_path):
 
     r = run(["hotspots", "--dataset", "nope"], tmp_path)
     assert r.returncode == 2 and "unknown dataset" in r.stderr
+
+
+def test_layer_add_and_rtm_run(tmp_path):
+    """`harmspot layer add` stores a layer with its rejects; `harmspot rtm` runs the API's planner and executor in
+    the foreground, stores the run and prints the factor table, validation and narratives."""
+    assert run(["ingest", str(SAMPLE), "--dataset", "essex"], tmp_path).returncode == 0
+    poi = SAMPLE.parent / "poi"
+    r = run(["layer", "add", str(poi / "essex_osm_pubs.csv"), "--name", "pubs", "--type", "pub",
+             "--dataset", "essex", "--licence", "ODbL 1.0"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["features"] > 100
+    r = run(["layer", "add", str(poi / "essex_railway_stations.csv"), "--name", "stations",
+             "--type", "railway station", "--dataset", "essex"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert run(["layer", "add", str(poi / "essex_osm_pubs.csv"), "--name", "pubs", "--type", "pub"],
+               tmp_path).returncode == 2  # exists: --replace needed
+    r = run(["rtm", "--dataset", "essex", "--resolution", "8", "--outcome", "harm", "--block-length", "150",
+             "--test-months", "1", "--bootstrap", "0", "--quiet", "--format", "json"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["model"]["family"] == "tweedie" and res["config"]["block_length_m"] == 150.0
+    assert res["grid"]["resolution"] == 8 and res["query"]["layers"] == ["pubs", "stations"]
+    r = run(["rtm", "--dataset", "essex", "--resolution", "8", "--test-months", "1", "--bootstrap", "0",
+             "--quiet"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "factor | operationalisation" in r.stdout and "validation (test period)" in r.stdout
+    r = run(["rtm", "--dataset", "essex", "--grid", "square"], tmp_path)
+    assert r.returncode == 2 and "cell_size_m or block_length_m" in r.stderr
+    r = run(["rtm", "--dataset", "essex", "--outcome", "days"], tmp_path)
+    assert r.returncode == 2
