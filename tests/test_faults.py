@@ -143,3 +143,57 @@ def test_kill_9_while_reading_changes_nothing(seeded):
         proc.wait(10)
     counts = check_consistent(data_dir)
     assert counts["essex"] == essex and counts.get("essex-again", 0) in (0, essex)
+
+
+def test_kill_9_during_an_rtm_run(tmp_path):
+    """SIGKILL a real `harmspot rtm` in its bootstrap stage: an earlier finished run and its cells are intact,
+    the killed run has no cells and is left 'running' until the next start marks it failed ('interrupted'),
+    and the store takes a new run."""
+    env = env_for(tmp_path)
+    poi = ROOT / "sample" / "poi"
+
+    def cli(*args, **kw):
+        return subprocess.run([str(HARMSPOT), *args], env=env, capture_output=True, text=True, timeout=300, **kw)
+
+    assert cli("ingest", str(SAMPLE), "--dataset", "essex").returncode == 0
+    for name, file, kind in (("pubs", "essex_osm_pubs.csv", "pub"), ("stations", "essex_railway_stations.csv",
+                                                                     "railway station")):
+        assert cli("layer", "add", str(poi / file), "--name", name, "--type", kind, "--dataset", "essex").returncode == 0
+    base = ["rtm", "--dataset", "essex", "--resolution", "8", "--test-months", "1", "--format", "json"]
+    first = cli(*base, "--bootstrap", "0", "--quiet")
+    assert first.returncode == 0, first.stderr
+    done_id = json.loads(first.stdout)["id"]
+
+    proc = subprocess.Popen([str(HARMSPOT), *base, "--bootstrap", "100"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    seen = b""
+    deadline = time.monotonic() + 120
+    os.set_blocking(proc.stderr.fileno(), False)
+    while time.monotonic() < deadline and b"bootstrap" not in seen and proc.poll() is None:
+        seen += proc.stderr.read() or b""
+        time.sleep(0.02)
+    assert b"bootstrap" in seen and proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+    from app.rtm_jobs import get_run, list_runs, recover_interrupted
+    from geodata.store import Store
+
+    store = Store(tmp_path / "harmspot.duckdb")
+    try:
+        runs = {r["id"]: r for r in list_runs(store)}
+        killed = [r for r in runs.values() if r["id"] != done_id]
+        assert len(killed) == 1 and killed[0]["status"] == "running" and killed[0]["stage"] == "bootstrap"
+        kid = killed[0]["id"]
+        assert store.scalar("SELECT count(*) FROM rtm_cells WHERE run_id = ?", [kid]) == 0
+        done = get_run(store, done_id)
+        assert done["status"] == "done" and done["result"]["factors"] is not None
+        cells = store.scalar("SELECT count(*) FROM rtm_cells WHERE run_id = ?", [done_id])
+        assert cells == done["result"]["grid"]["cells"]
+        assert recover_interrupted(store) == 1  # what the service does at start-up
+        after = get_run(store, kid)
+        assert after["status"] == "failed" and after["error"].startswith("interrupted")
+    finally:
+        store.close()
+    again = cli(*base, "--bootstrap", "0", "--quiet")
+    assert again.returncode == 0, again.stderr
