@@ -58,8 +58,7 @@ class PatrolUpload:
 
 
 def ensure_schema(store: Store) -> None:
-    with store.transaction() as cur:
-        cur.execute(SCHEMA)
+    store.ensure_schema(SCHEMA)  # once per store handle
 
 
 def _parse_time(value) -> datetime:

@@ -145,8 +145,7 @@ def cell_of_spot(sid: str) -> int:
 
 
 def ensure_schema(store: Store) -> None:
-    with store.transaction() as cur:
-        cur.execute(PACK_SCHEMA)
+    store.ensure_schema(PACK_SCHEMA)  # once per store handle
 
 
 def assign_areas(store: Store, layer: str, cells: np.ndarray, res: int) -> pd.DataFrame:
