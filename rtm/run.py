@@ -208,6 +208,24 @@ def _noop(stage: str, fraction: float) -> None:
     return None
 
 
+def _estimate_power(X: np.ndarray, y: np.ndarray, pos: Positive, best, power: float, info: dict, reselect):
+    """Profile the Tweedie power on the model ``best`` selected at ``power``; if the estimate differs by more
+    than 0.05, ``reselect(p)`` runs the selection again at it, else the same variables are refitted at it (phi
+    and BIC at the estimated power).  Returns (selection result, power) and records the steps in ``info``."""
+    sel = best.selected
+    agg = row_aggregate(X[:, sel], y)
+    p_hat, _ = profile_power(pos, agg.w, agg.w * agg.y, lambda p: fit_beta(agg, p)[1])
+    p_hat = round(p_hat, 4)
+    info["estimate_on_selected_model"] = p_hat
+    if abs(p_hat - power) > 0.05:
+        best = reselect(p_hat)
+        info["reselected_at"] = p_hat
+    else:
+        best.fit = fit_tweedie(agg, pos, p_hat, phi_near=best.fit.phi)
+    info["final"] = p_hat
+    return best, p_hat
+
+
 def run_rtm(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig | None = None, *,
             harm: str | None = "harm", date: str = "occurred_from", progress: Progress | None = None,
             extra_scores: dict[str, np.ndarray] | None = None, blas_threads: int | None = 1) -> RTMResult:
@@ -338,21 +356,10 @@ def _run(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig |
     best = steps[family]
     sel = best.selected
     if harm_outcome and cfg.tweedie_power is None:
-        # re-profile the power on the selected model; if it moved, select once more at the new power
-        agg_sel = row_aggregate(fm.X[:, sel], y_model)
-        p_final, _ = profile_power(pos, agg_sel.w, agg_sel.w * agg_sel.y, lambda p: fit_beta(agg_sel, p)[1])
-        power_info["estimate_on_selected_model"] = round(p_final, 4)
-        moved = abs(p_final - power) > 0.05
-        power = round(p_final, 4)
-        if moved:
-            steps = {"tweedie": stepwise(fm.X, y_model, scr.selected, factors, family="tweedie",
-                                         allow_protective=cfg.allow_protective, power=power)}
-            best = steps["tweedie"]
-            sel = best.selected
-            power_info["reselected_at"] = power
-        else:  # same variables: refit them at the estimated power (phi and BIC at that power)
-            best.fit = fit_tweedie(row_aggregate(fm.X[:, sel], y_model), pos, power, phi_near=best.fit.phi)
-        power_info["final"] = power
+        best, power = _estimate_power(fm.X, y_model, pos, best, power, power_info,
+                                      lambda p: stepwise(fm.X, y_model, scr.selected, factors, family="tweedie",
+                                                         allow_protective=cfg.allow_protective, power=p))
+        steps, sel = {"tweedie": best}, best.selected
     t = mark("selection", t)
 
     # ---------------------------------------------------------------- final fit (statsmodels) and factor table
