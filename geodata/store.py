@@ -123,6 +123,11 @@ class Store:
                              "upload through the API instead, or stop the service)") from exc
         self._lock = threading.RLock()
         self._schemas: set[str] = set()
+        # small per-state memo (dataset names, period bounds, key weights, domain sizes): every write goes
+        # through transaction(), which bumps the version after it commits, so an entry is only reused while
+        # the store is unchanged
+        self._version = 0
+        self._memo: dict = {}
         if not read_only:
             self._con.execute(SCHEMA)
 
@@ -131,6 +136,23 @@ class Store:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self._con.cursor()
+
+    def cached(self, key, compute):
+        """``compute()`` once per store state: the value is reused until the next write transaction ends.
+        The version is read before computing, so a value computed across a commit is never reused."""
+        version = self._version
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        value = compute()
+        if len(self._memo) > 512:
+            self._memo.clear()
+        self._memo[key] = (version, value)
+        return value
+
+    def _changed(self) -> None:
+        self._version += 1
+        self._memo.clear()
 
     def ensure_schema(self, sql: str) -> None:
         """Run another module's ``CREATE ... IF NOT EXISTS`` statements once per store handle."""
@@ -176,7 +198,15 @@ class Store:
             FROM datasets d ORDER BY d.name""")
 
     def has_dataset(self, name: str) -> bool:
-        return bool(self.scalar("SELECT count(*) FROM datasets WHERE name = ?", [name]))
+        return name in self.cached("dataset_names", lambda: frozenset(
+            r[0] for r in self._fetch("SELECT name FROM datasets")))
+
+    def _fetch(self, sql: str, params: list | tuple = ()) -> list[tuple]:
+        cur = self._con.cursor()
+        try:
+            return cur.execute(sql, params).fetchall()
+        finally:
+            cur.close()
 
     def require_dataset(self, name: str) -> None:
         if not self.has_dataset(name):
@@ -301,6 +331,9 @@ class Store:
         return self.query_df("SELECT * FROM weights_meta ORDER BY loaded_at")
 
     def weights_table(self, name: str) -> WeightsTable:
+        return self.cached(("weights_table", name), lambda: self._weights_table(name))
+
+    def _weights_table(self, name: str) -> WeightsTable:
         meta = self.query_df("SELECT * FROM weights_meta WHERE weights_table = ?", [name])
         if meta.empty:
             known = self.weights_tables()["weights_table"].tolist()
@@ -312,7 +345,14 @@ class Store:
                             by_group=part("group"), by_category=part("category"), category_method=m.category_method)
 
     def key_weights(self, table: WeightsTable) -> pd.DataFrame:
-        """Weight (days) and exactness for every offence key, under ``table``."""
+        """Weight (days) and exactness for every offence key, under ``table`` (memoised per store state and
+        table object; the memo holds the table, so its id cannot be reused while cached)."""
+        held, frame = self.cached(("key_weights", id(table)), lambda: (table, self._key_weights(table)))
+        if held is not table:  # pragma: no cover - the memo keeps ``table`` alive, so ids cannot collide
+            frame = self._key_weights(table)
+        return frame.copy()
+
+    def _key_weights(self, table: WeightsTable) -> pd.DataFrame:
         keys = self.query_df("SELECT * FROM offence_keys ORDER BY offence_key")
         if keys.empty:
             return keys.assign(days=pd.Series(dtype=float), exact=pd.Series(dtype=bool))
@@ -394,4 +434,5 @@ class _Tx:
                 self.cur.execute("ROLLBACK")
         finally:
             self.cur.close()
+            self.store._changed()
 

@@ -73,9 +73,14 @@ class HotspotResult:
 
 
 def _resolve_period(store: Store, q: HotspotQuery) -> tuple[datetime, datetime, str]:
+    last, month_only = store.cached(("period_info", q.dataset), lambda: _period_info(store, q.dataset))
+    return resolve_period(q, last, month_only)
+
+
+def _period_info(store: Store, dataset: str) -> tuple:
     info = store.query_df("""SELECT max(occurred_to) AS last, min(occurred_from) AS first,
-                             bool_and(precision = 'month') AS month_only FROM offences WHERE dataset = ?""", [q.dataset])
-    return resolve_period(q, info["last"].iloc[0], bool(info["month_only"].iloc[0]))
+                             bool_and(precision = 'month') AS month_only FROM offences WHERE dataset = ?""", [dataset])
+    return info["last"].iloc[0], bool(info["month_only"].iloc[0])
 
 
 def resolve_period(q: HotspotQuery, last, month_only: bool) -> tuple[datetime, datetime, str]:
@@ -125,7 +130,7 @@ def _domain_cells(store: Store, layer: str, ids: list, q: HotspotQuery) -> int:
     if q.bbox:
         sql += " AND lon BETWEEN ? AND ? AND lat BETWEEN ? AND ?"
         params += [q.bbox[0], q.bbox[2], q.bbox[1], q.bbox[3]]
-    n = int(store.scalar(sql, params) or 0)
+    n = int(store.cached(("domain_cells", sql, tuple(params)), lambda: store.scalar(sql, params)) or 0)
     return n * 7 ** (q.resolution - AREA_RESOLUTION) if q.resolution > AREA_RESOLUTION else n
 
 
@@ -223,18 +228,24 @@ def harm_spots(store: Store, q: HotspotQuery, default_weights: WeightsTable) -> 
                                      count(*) FILTER (WHERE o.victim_age IS NULL) AS no_age,
                                      count(*) FILTER (WHERE o.knife IS NULL) AS no_knife,
                                      count(*) FILTER (WHERE o.nte IS NULL AND o.hour IS NULL) AS no_nte
-                              {base} GROUP BY 1, 2, 3""", params).df()
+                              {base} GROUP BY 1, 2, 3""", params).fetchnumpy()
     finally:
         cur.close()
-    agg = rank_cells(per.groupby("cell", as_index=False, sort=False)[["harm", "count", "exact_harm"]].sum(), q.rank_by)
-    flags = (per.drop(columns=["cell", "offence_key", "harm", "exact_harm"]).rename(columns={"count": "n"})
-             .groupby("precision", as_index=False).sum())
+    # plain numpy columns (fetchnumpy masks a column only where it holds NULLs); no per-row Python below
+    per = {k: (np.ma.filled(v, None) if v.dtype == object else np.ma.getdata(v)) if np.ma.isMaskedArray(v) else v
+           for k, v in per.items()}
+    cell, harm, count = per["cell"], per["harm"], per["count"]
+    agg = rank_cells(pd.DataFrame({"cell": cell, "harm": harm, "count": count, "exact_harm": per["exact_harm"]})
+                     .groupby("cell", as_index=False, sort=False).sum(), q.rank_by)
+    flags = _flags_by_precision(per)
     top_n = len(agg) if q.top is None else min(q.top, len(agg))
-    in_top = per["cell"].isin(agg["cell"].to_numpy()[:top_n])
-    label_of = chosen.set_index("offence_key")["offence_group"].astype("string").fillna(
-        chosen.set_index("offence_key")["category"].astype("string"))
-    labels = (per.loc[in_top, ["cell", "offence_key", "harm", "count"]]
-              .assign(offence=lambda f: f["offence_key"].map(label_of))
+    in_top = np.isin(cell, agg["cell"].to_numpy()[:top_n])
+    label_of = {int(k): (g if isinstance(g, str) else c if isinstance(c, str) else None)
+                for k, g, c in zip(chosen["offence_key"].tolist(), chosen["offence_group"].tolist(),
+                                   chosen["category"].tolist())}
+    labels = (pd.DataFrame({"cell": cell[in_top],
+                            "offence": [label_of.get(k) for k in per["offence_key"][in_top].tolist()],
+                            "harm": harm[in_top], "count": count[in_top]})
               .groupby(["cell", "offence"], as_index=False)[["harm", "count"]].sum())
     return assemble_result(store, q, table, start, end, rule, preset, chosen, agg, flags, labels,
                            (domain_layer, domain_ids, domain_label))
@@ -243,10 +254,24 @@ def harm_spots(store: Store, q: HotspotQuery, default_weights: WeightsTable) -> 
 def rank_cells(agg: pd.DataFrame, rank_by: str) -> pd.DataFrame:
     """Order cells highest first; ties by the other measure, then cell id. Harm is compared at 6 decimals
     (what the renderers publish), so executors that sum in a different order rank identically."""
-    key = agg.assign(_harm=agg["harm"].round(6))
-    cols = ["_harm", "count"] if rank_by == "harm" else ["count", "_harm"]
-    return (key.sort_values([*cols, "cell"], ascending=[False, False, True], kind="mergesort")
-            .drop(columns=["_harm"]).reset_index(drop=True))
+    harm = np.round(agg["harm"].to_numpy(dtype=float), 6)
+    count = agg["count"].to_numpy()
+    keys = (-count, -harm) if rank_by == "harm" else (-harm, -count)  # np.lexsort: last key is the primary one
+    order = np.lexsort((agg["cell"].to_numpy(), *keys))
+    return agg.take(order).reset_index(drop=True)
+
+
+_FLAG_COLUMNS = ("no_public", "no_domestic", "no_age", "no_knife", "no_nte")
+
+
+def _flags_by_precision(per: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Records (n) and records lacking each preset field, per time precision (rows without one left out)."""
+    codes, values = pd.factorize(per["precision"], sort=True)
+    keep = codes >= 0
+    out = {"precision": np.asarray(values, dtype=object)}
+    for name, col in (("n", "count"), *((c, c) for c in _FLAG_COLUMNS)):
+        out[name] = np.bincount(codes[keep], weights=per[col][keep], minlength=len(values)).astype(np.int64)
+    return pd.DataFrame(out)
 
 
 def assemble_result(store: Store, q: HotspotQuery, table: WeightsTable, start: datetime, end: datetime, rule: str,
@@ -261,23 +286,23 @@ def assemble_result(store: Store, q: HotspotQuery, table: WeightsTable, start: d
     total_harm = float(agg["harm"].sum()) if len(agg) else 0.0
     total_count = int(agg["count"].sum()) if len(agg) else 0
     exact_share = float(agg["exact_harm"].sum() / total_harm) if total_harm > 0 else 0.0
-    cells = agg.drop(columns=["exact_harm"])
-    cells.insert(0, "rank", np.arange(1, len(cells) + 1))
-    cells["harm_share"] = cells["harm"] / total_harm if total_harm > 0 else 0.0
-    cells["count_share"] = cells["count"] / total_count if total_count else 0.0
-    cell_ids = cells["cell"].to_numpy(dtype=np.uint64)
-    area = np.full(len(cells), np.nan)  # exact cell areas for the returned (top-N) cells only: it is the
+    n_cells = len(agg)
+    cell_ids = agg["cell"].to_numpy(dtype=np.uint64)
+    area = np.full(n_cells, np.nan)  # exact cell areas for the returned (top-N) cells only: it is the
     area[:top_n] = cell_area_km2(cell_ids[:top_n])  # costliest step, and only returned cells are shown
-    cells["area_km2"] = area
-    cells["harm_per_km2"] = cells["harm"].to_numpy(float) / area
     lat, lon = cell_centres(cell_ids)
-    cells["lat"], cells["lon"] = lat, lon
-    cells["h3"] = to_hex(cell_ids)
+    columns: dict = {"rank": np.arange(1, n_cells + 1)}  # built in one go (column inserts cost more than the maths)
+    columns.update({c: agg[c] for c in agg.columns if c != "exact_harm"})
+    columns["harm_share"] = agg["harm"] / total_harm if total_harm > 0 else 0.0
+    columns["count_share"] = agg["count"] / total_count if total_count else 0.0
+    columns.update(area_km2=area, harm_per_km2=agg["harm"].to_numpy(float) / area, lat=lat, lon=lon,
+                   h3=to_hex(cell_ids))
+    cells = pd.DataFrame(columns, index=agg.index)
     cells["top_offences"] = _top_offences(labels, cell_ids, top_n)
 
     domain = _domain_cells(store, domain_layer, domain_ids, q)
-    domain_rule = domain_label or store.scalar("SELECT name FROM areas WHERE layer = ? AND feature_id = ?",
-                                               [DATASET_LAYER, q.dataset]) or "cells with offences"
+    domain_rule = domain_label or store.cached(("dataset_area_name", q.dataset), lambda: store.scalar(
+        "SELECT name FROM areas WHERE layer = ? AND feature_id = ?", [DATASET_LAYER, q.dataset])) or "cells with offences"
     if q.bbox:
         domain_rule += " within the bbox"
     concentration = concentration_curve(cells["harm"].to_numpy(float), domain)
@@ -318,19 +343,20 @@ def assemble_result(store: Store, q: HotspotQuery, table: WeightsTable, start: d
 
 
 def _top_offences(labels: pd.DataFrame, cells: np.ndarray, top_n: int) -> list[list[dict]]:
-    """The TOP_OFFENCES largest offence groups of each top cell (vectorised: sort once, keep the first k)."""
-    out: list[list[dict]] = [[] for _ in range(len(cells))]
+    """The TOP_OFFENCES largest offence groups of each top cell (highest harm at 6 decimals, then count, then
+    name, so output is deterministic); the few rows of the top cells are sorted in plain Python."""
+    none: list[dict] = []  # cells outside the top N share one empty list (thousands of cells, never filled)
+    out: list[list[dict]] = [[] for _ in range(top_n)] + [none] * (len(cells) - top_n)
     if labels.empty or top_n == 0:
         return out
-    position = pd.Series(np.arange(top_n), index=pd.Index(cells[:top_n].astype(np.uint64)))
-    lab = labels.assign(_h=labels["harm"].round(6)).sort_values(  # ties: by name, so output is deterministic
-        ["cell", "_h", "count", "offence"], ascending=[True, False, False, True], kind="mergesort")
-    lab = lab[lab.groupby("cell", sort=False).cumcount().to_numpy() < TOP_OFFENCES]
-    pos = position.reindex(lab["cell"].to_numpy(np.uint64)).to_numpy()
-    for i, offence, harm, count in zip(pos.tolist(), lab["offence"].tolist(), lab["harm"].tolist(),
-                                       lab["count"].tolist()):
-        if i == i:  # not NaN: a top cell
-            out[int(i)].append({"offence": offence, "harm": round(float(harm), 3), "count": int(count)})
+    position = {c: i for i, c in enumerate(cells[:top_n].astype(np.uint64).tolist())}
+    rows = sorted(zip(labels["cell"].to_numpy(np.uint64).tolist(), labels["harm"].round(6).tolist(),
+                      labels["count"].tolist(), labels["offence"].tolist(), labels["harm"].tolist()),
+                  key=lambda r: (r[0], -r[1], -r[2], r[3]))
+    for c, _, count, offence, harm in rows:
+        i = position.get(c)
+        if i is not None and len(out[i]) < TOP_OFFENCES:
+            out[i].append({"offence": offence, "harm": round(float(harm), 3), "count": int(count)})
     return out
 
 
