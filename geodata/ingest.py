@@ -397,9 +397,7 @@ def _dictionary_map(col: pa.ChunkedArray, fn) -> tuple[np.ndarray, pa.Array]:
     """Apply ``fn`` (pandas Series -> Series) to the distinct values only; return (indices, mapped values)."""
     enc = pc.dictionary_encode(col).combine_chunks()
     mapped = fn(pd.Series(enc.dictionary.to_pandas(), dtype="string"))
-    idx = enc.indices.to_numpy(zero_copy_only=False)
-    valid = pc.is_valid(enc.indices).to_numpy(zero_copy_only=False)
-    idx = np.where(valid, idx, -1)
+    idx = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)  # integer even when nulls are present
     return idx, mapped
 
 
@@ -415,11 +413,11 @@ def normalise_policeuk(table: pa.Table, file: str, area: StudyArea) -> tuple[pa.
     alive &= _reject_rows(rejects, table, alive & missing, "missing coordinates", file)
     alive &= _reject_rows(rejects, table, alive & invalid, "invalid coordinates", file)
 
+    # months are few: bounds per distinct value, gathered to the rows (index -1, a null Month, is NaT)
     m_idx, m_start = _dictionary_map(table.column("Month"), lambda v: _month_bounds(v)[0])
-    month_start = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
-    ok = m_idx >= 0
-    month_start[ok] = m_start.to_numpy(dtype="datetime64[us]")[m_idx[ok]]
-    alive &= _reject_rows(rejects, table, alive & np.isnat(month_start), "bad date: Month is not YYYY-MM", file)
+    starts = np.append(m_start.to_numpy(dtype="datetime64[us]"), np.datetime64("NaT", "us"))
+    ends = (starts.astype("datetime64[M]") + np.timedelta64(1, "M")).astype("datetime64[us]")
+    alive &= _reject_rows(rejects, table, alive & np.isnat(starts)[m_idx], "bad date: Month is not YYYY-MM", file)
 
     c_enc = pc.dictionary_encode(table.column("Crime type")).combine_chunks()
     c_dict = normalise_category(pd.Series(c_enc.dictionary.to_pandas(), dtype="string"))
@@ -433,17 +431,17 @@ def normalise_policeuk(table: pa.Table, file: str, area: StudyArea) -> tuple[pa.
 
     every = bool(alive.all())
     keep_mask = None if every else pa.array(alive)
-    kept = lambda name: (table.column(name) if every  # noqa: E731
-                         else pc.filter(table.column(name), keep_mask)).combine_chunks()
+    # text columns stay chunked as read (combining 1 M strings is a copy DuckDB does not need)
+    kept = lambda name: table.column(name) if every else pc.filter(table.column(name), keep_mask)  # noqa: E731
     m = int(alive.sum())
     ids = table.column("Crime ID")
     no_id_all = pc.fill_null(pc.equal(pc.utf8_length(ids), 0), True).to_numpy(zero_copy_only=False)
     ids = kept("Crime ID")
     if (no_id_all & alive).any():
         hashed = _hash_ids(table.filter(pa.array(no_id_all & alive)), POLICEUK_COLUMNS[1:])
-        ids = pc.replace_with_mask(ids, pa.array(no_id_all[alive]), pa.array(hashed, pa.string()))
-    start = month_start[alive]
-    end = (start.astype("datetime64[M]") + np.timedelta64(1, "M")).astype("datetime64[us]")
+        ids = pc.replace_with_mask(ids.combine_chunks(), pa.array(no_id_all[alive]), pa.array(hashed, pa.string()))
+    kept_m = m_idx[alive]
+    start, end = starts[kept_m], ends[kept_m]
     kept_idx = pa.array(c_idx[alive].astype(np.int32))
     cat_dict = pa.array(c_dict.astype(object).where(c_dict.notna(), None).tolist(), pa.string())
     category = pc.cast(pa.DictionaryArray.from_arrays(kept_idx, cat_dict), pa.string())

@@ -100,3 +100,28 @@ def test_query_validation():
         HotspotQuery(dataset="x", bbox=(179, 50, -179, 51))
     with pytest.raises(ValueError, match="unknown preset"):
         HotspotQuery(dataset="x", preset="nope")
+
+
+def test_memoised_lookups_follow_every_write(store, essex_parsed):
+    """Period bounds, key weights and the domain are memoised per store state: a later ingest must show."""
+    parsed, area = essex_parsed
+    table = parsed.table
+    months = table.column("occurred_from").to_numpy()
+    early = table.filter(months < np.datetime64("2024-03-01"))
+    store.ingest("essex", type(parsed)(early, parsed.rejects.iloc[:0], early.num_rows, parsed.kind, parsed.files))
+    q = HotspotQuery(dataset="essex", preset="all-crime", top=5)
+    before = harm_spots(store, q, load_open_default())
+    assert before.meta()["from"] == "2024-02-01" and before.meta()["to"] == "2024-02-29"
+    before_whole = harm_spots(store, HotspotQuery(dataset="essex", date_from="2024-01", date_to="2024-04",
+                                                  preset="all-crime", top=5), load_open_default())
+    store.ingest("essex", parsed, area)
+    after = harm_spots(store, q, load_open_default())
+    assert after.meta()["from"] == "2024-04-01" and after.meta()["to"] == "2024-04-30"
+    whole = HotspotQuery(dataset="essex", date_from="2024-01", date_to="2024-04", preset="all-crime", top=5)
+    assert harm_spots(store, whole, load_open_default()).total_count > before_whole.total_count
+    with pytest.raises(Exception, match="unknown dataset"):
+        harm_spots(store, HotspotQuery(dataset="later", top=5), load_open_default())
+    store.ingest("later", parsed, area)
+    assert harm_spots(store, HotspotQuery(dataset="later", preset="all-crime", top=5),
+                      load_open_default()).total_count == after.total_count
+    assert store.scalar("SELECT count(*) FROM datasets") == 2

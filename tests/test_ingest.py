@@ -171,3 +171,50 @@ def test_study_area_polygon_rejects_outside(essex_parsed):
     outside = parsed.rejects[parsed.rejects["reason"].str.startswith("outside")]
     assert 0 < len(outside) < 100  # a few stray points (the shared README: 99.92% inside the force area)
     assert np.all(area.contains(parsed.rows["lon"].to_numpy(), parsed.rows["lat"].to_numpy()))
+
+
+POLICEUK_HEADER = ("Crime ID,Month,Reported by,Falls within,Longitude,Latitude,Location,LSOA code,LSOA name,Crime type,"
+                   "Last outcome category,Context\n")
+
+
+def test_empty_month_is_a_row_reject_not_a_crash():
+    csv = (POLICEUK_HEADER + "a1,2024-01,E,E,0.5,51.7,On or near X,E01,L,Robbery,,\n"
+           "a2,,E,E,0.5,51.7,On or near X,E01,L,Robbery,,\n").encode()
+    parsed = parse_files([("m.csv", csv)])
+    assert {int(r.line): r.reason for r in parsed.rejects.itertuples()} == {3: "bad date: Month is not YYYY-MM"}
+    assert parsed.rows["record_id"].tolist() == ["a1"]
+
+
+def test_memory_mapped_csv_with_bom_and_cp1252(tmp_path):
+    body = POLICEUK_HEADER + "a1,2024-01,E,E,0.5,51.7,On or near Caf\u00e9,E01,L,Robbery,,\n"
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    (tmp_path / "cp.csv").write_bytes(body.encode("cp1252"))
+    for name in ("bom.csv", "cp.csv"):
+        rows = parse_files([(str(tmp_path / name), None)]).rows
+        assert rows["record_id"].tolist() == ["a1"] and rows["location"].tolist() == ["On or near Caf\u00e9"]
+
+
+def test_repeated_ids_in_one_batch_keep_the_first_by_file_and_line(store):
+    first = POLICEUK_HEADER + "d1,2024-01,E,E,0.5,51.7,First,E01,L,Robbery,,\nd2,2024-01,E,E,0.5,51.7,X,E01,L,Drugs,,\n"
+    second = POLICEUK_HEADER + "d1,2024-02,E,E,0.6,51.7,Second,E01,L,Robbery,,\n"
+    parsed = parse_files([("b.csv", second.encode()), ("a.csv", first.encode())])
+    report = store.ingest("dup", parsed)
+    assert (report.stored, report.duplicates) == (2, 1)
+    assert store.scalar("SELECT location FROM offences WHERE record_id = 'd1'") == "First"  # a.csv sorts first
+    again = store.ingest("dup", parsed)
+    assert (again.stored, again.duplicates) == (0, 3)
+
+
+def test_distinct_point_projection_matches_the_direct_one():
+    from geodata.cells import cells_at_all_resolutions, lonlat_to_bng
+    from geodata.ingest import _geo_columns
+
+    rng = np.random.default_rng(3)
+    points = rng.uniform([-1.5, 52.4], [-0.8, 52.8], (2_000, 2)).round(6)
+    idx = rng.integers(0, len(points), 30_000)
+    lon, lat = points[idx, 0].copy(), points[idx, 1].copy()
+    got = _geo_columns(lon, lat)
+    x, y = lonlat_to_bng(lon, lat)
+    assert np.array_equal(got["x"].to_numpy(), x) and np.array_equal(got["y"].to_numpy(), y)
+    for res, cells in cells_at_all_resolutions(lat, lon).items():
+        assert np.array_equal(got[f"h3_{res}"].to_numpy(), cells)
