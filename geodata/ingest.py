@@ -431,15 +431,16 @@ def normalise_policeuk(table: pa.Table, file: str, area: StudyArea) -> tuple[pa.
 
     every = bool(alive.all())
     keep_mask = None if every else pa.array(alive)
-    # text columns stay chunked as read (combining 1 M strings is a copy DuckDB does not need)
-    kept = lambda name: table.column(name) if every else pc.filter(table.column(name), keep_mask)  # noqa: E731
+    # one chunk per column: DuckDB inserts a single-chunk table markedly faster than the reader's 16 MB chunks
+    kept = lambda name: (table.column(name) if every  # noqa: E731
+                         else pc.filter(table.column(name), keep_mask)).combine_chunks()
     m = int(alive.sum())
     ids = table.column("Crime ID")
     no_id_all = pc.fill_null(pc.equal(pc.utf8_length(ids), 0), True).to_numpy(zero_copy_only=False)
     ids = kept("Crime ID")
     if (no_id_all & alive).any():
         hashed = _hash_ids(table.filter(pa.array(no_id_all & alive)), POLICEUK_COLUMNS[1:])
-        ids = pc.replace_with_mask(ids.combine_chunks(), pa.array(no_id_all[alive]), pa.array(hashed, pa.string()))
+        ids = pc.replace_with_mask(ids, pa.array(no_id_all[alive]), pa.array(hashed, pa.string()))
     kept_m = m_idx[alive]
     start, end = starts[kept_m], ends[kept_m]
     kept_idx = pa.array(c_idx[alive].astype(np.int32))
