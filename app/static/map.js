@@ -186,6 +186,7 @@
       lo = hi;
     }
     if (!n) html = "<strong>No harm spots for this selection</strong>";
+    if (!map.hasLayer(hexes)) html = "<div><small>Harm spots hidden (layer control)</small></div>";
     Object.keys(state.extraLegends).forEach(function (k) { html += state.extraLegends[k]; });
     el("legend").innerHTML = html;
   }
@@ -355,6 +356,9 @@
     Object.keys(state.overlays).forEach(function (id) {
       if (state.overlays[id].group === ev.layer) loadOverlay(state.overlays[id]);
     });
+  });
+  map.on("overlayadd overlayremove", function (ev) {
+    if (ev.layer === hexes) legend(state.meta, hexes.getLayers().length);
   });
   map.on("overlayremove", function (ev) {
     Object.keys(state.overlays).forEach(function (id) {
