@@ -219,21 +219,22 @@ def harm_spots(store: Store, q: HotspotQuery, default_weights: WeightsTable) -> 
     cur = store.cursor()
     try:
         cur.register("kw", chosen[["offence_key", "days", "exact"]])
-        # one scan: per cell, precision and offence key: harm, counts, and records lacking each preset field
+        # one scan: per cell, precision and offence key: harm, count, and how many records carry each field a
+        # preset condition needs (only the preset's own conditions: the others are never reported)
+        present = _present_counts(preset)
         per = cur.execute(f"""SELECT o.h3_{res} AS cell, o.precision, o.offence_key, sum(kw.days) AS harm,
-                                     count(*) AS count,
-                                     sum(CASE WHEN kw.exact THEN kw.days ELSE 0 END) AS exact_harm,
-                                     count(*) FILTER (WHERE o.public_place IS NULL) AS no_public,
-                                     count(*) FILTER (WHERE o.domestic IS NULL) AS no_domestic,
-                                     count(*) FILTER (WHERE o.victim_age IS NULL) AS no_age,
-                                     count(*) FILTER (WHERE o.knife IS NULL) AS no_knife,
-                                     count(*) FILTER (WHERE o.nte IS NULL AND o.hour IS NULL) AS no_nte
+                                     count(*) AS count{"".join(f", count({e}) AS {c}" for c, e in present)}
                               {base} GROUP BY 1, 2, 3""", params).fetchnumpy()
     finally:
         cur.close()
     # plain numpy columns (fetchnumpy masks a column only where it holds NULLs); no per-row Python below
     per = {k: (np.ma.filled(v, None) if v.dtype == object else np.ma.getdata(v)) if np.ma.isMaskedArray(v) else v
            for k, v in per.items()}
+    for c in _FLAG_COLUMNS:
+        per[c] = per["count"] - per.pop(c) if c in per else np.zeros(len(per["count"]), dtype=np.int64)
+    # a group holds one offence key, so its exact harm is all of its harm or none of it
+    exact_keys = chosen.loc[chosen["exact"].to_numpy(dtype=bool), "offence_key"].to_numpy()
+    per["exact_harm"] = np.where(np.isin(per["offence_key"], exact_keys), per["harm"], 0.0)
     cell, harm, count = per["cell"], per["harm"], per["count"]
     agg = rank_cells(pd.DataFrame({"cell": cell, "harm": harm, "count": count, "exact_harm": per["exact_harm"]})
                      .groupby("cell", as_index=False, sort=False).sum(), q.rank_by)
@@ -262,6 +263,17 @@ def rank_cells(agg: pd.DataFrame, rank_by: str) -> pd.DataFrame:
 
 
 _FLAG_COLUMNS = ("no_public", "no_domestic", "no_age", "no_knife", "no_nte")
+# per flag column: the preset condition that reports it and the SQL value that is NULL when the field is missing
+_FLAG_FIELDS = (("no_public", "require_public_place", "o.public_place"), ("no_domestic", "exclude_domestic", "o.domestic"),
+                ("no_age", "victim_age_range", "o.victim_age"), ("no_knife", "robbery_needs_weapon", "o.knife"),
+                ("no_nte", "nte", "coalesce(o.nte::SMALLINT, o.hour)"))
+
+
+def _present_counts(preset: Preset | None) -> list[tuple[str, str]]:
+    """(flag column, SQL expression) for the fields ``preset``'s active conditions need."""
+    if preset is None:
+        return []
+    return [(col, expr) for col, attr, expr in _FLAG_FIELDS if getattr(preset, attr)]
 
 
 def _flags_by_precision(per: dict[str, np.ndarray]) -> pd.DataFrame:
