@@ -7,7 +7,6 @@ transaction: a batch lands whole or not at all.
 from __future__ import annotations
 
 import json
-import math
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -108,27 +107,6 @@ def _offence_keys(cur, table: pa.Table) -> np.ndarray:
             parts.append(values[j])
         out[i] = known[tuple(reversed(parts))]
     return out[inverse] if n else np.empty(0, dtype=np.int32)
-
-
-def _quantile_cont(values: np.ndarray, q: float) -> float:
-    """DuckDB's ``quantile_cont``: linear between the two closest ranks, lo + (rn - floor(rn)) * (hi - lo)."""
-    rn = (len(values) - 1) * q
-    lo_i, hi_i = math.floor(rn), math.ceil(rn)
-    part = np.partition(values, (lo_i, hi_i))
-    lo, hi = part[lo_i], part[hi_i]
-    return float(lo) if lo_i == hi_i else float(lo + (rn - lo_i) * (hi - lo))
-
-
-def _band_points(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """The distinct (lon, lat) inside the central 99.8 % by lon and by lat, as the SQL in
-    ``_refresh_dataset_cells`` selects them from the store."""
-    if not len(lon):
-        return np.empty((0, 2))
-    x0, x1 = _quantile_cont(lon, 0.001), _quantile_cont(lon, 0.999)
-    y0, y1 = _quantile_cont(lat, 0.001), _quantile_cont(lat, 0.999)
-    inside = (lon >= x0) & (lon <= x1) & (lat >= y0) & (lat <= y1)
-    both = pd.unique(lon[inside] + 1j * lat[inside])  # exact: a complex holds both doubles unchanged
-    return np.column_stack([both.real, both.imag])
 
 
 class Store:
@@ -287,20 +265,14 @@ class Store:
             cur.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [batch_id, dataset, utc_now(), json.dumps(parsed.files), parsed.kind, parsed.read, stored,
                          len(parsed.rejects), duplicates])
-            # a first load stored every staged row: its hull comes from the staged coordinates, not a re-read
-            points = None
-            if not before and source == "staged":
-                points = tuple(parsed.table.column(c).to_numpy() for c in ("lon", "lat"))
-            self._refresh_dataset_cells(cur, dataset, study_area, points)
+            self._refresh_dataset_cells(cur, dataset, study_area)
         by_reason = parsed.rejects["reason"].value_counts().to_dict() if len(parsed.rejects) else {}
         return IngestReport(dataset, int(batch_id), parsed.files, parsed.kind, parsed.read, stored,
                             len(parsed.rejects), duplicates, {str(k): int(v) for k, v in by_reason.items()},
                             precisions)
 
-    def _refresh_dataset_cells(self, cur, dataset: str, study_area: StudyArea | None,
-                               points: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        """Store the dataset's study area as res-10 cells: the area polygon if given, else the data's hull
-        (``points``: every (lon, lat) of the dataset when the caller has them, else read from the store)."""
+    def _refresh_dataset_cells(self, cur, dataset: str, study_area: StudyArea | None) -> None:
+        """Store the dataset's study area as res-10 cells: the area polygon if given, else the data's hull."""
         if study_area is not None and study_area.polygon is not None:
             if cur.execute("SELECT count(*) FROM area_cells WHERE layer = ? AND feature_id = ?",
                            [DATASET_LAYER, dataset]).fetchall()[0][0]:
@@ -308,19 +280,15 @@ class Store:
             geom, label = study_area.polygon, f"study area polygon ({study_area.name})"
         else:
             # convex hull of the data, trimmed of stray points: only the central 99.8 % by lon and by lat
-            if points is not None:
-                pts = _band_points(*points)
-            else:
-                pts = cur.execute("""
-                    WITH b AS (SELECT quantile_cont(lon, 0.001) AS x0, quantile_cont(lon, 0.999) AS x1,
-                                      quantile_cont(lat, 0.001) AS y0, quantile_cont(lat, 0.999) AS y1
-                               FROM offences WHERE dataset = ?)
-                    SELECT DISTINCT lon, lat FROM offences, b WHERE dataset = ?
-                      AND lon BETWEEN b.x0 AND b.x1 AND lat BETWEEN b.y0 AND b.y1""", [dataset, dataset]).df()
-                pts = pts[["lon", "lat"]].to_numpy()
-            if not len(pts):
+            pts = cur.execute("""
+                WITH b AS (SELECT quantile_cont(lon, 0.001) AS x0, quantile_cont(lon, 0.999) AS x1,
+                                  quantile_cont(lat, 0.001) AS y0, quantile_cont(lat, 0.999) AS y1
+                           FROM offences WHERE dataset = ?)
+                SELECT DISTINCT lon, lat FROM offences, b WHERE dataset = ?
+                  AND lon BETWEEN b.x0 AND b.x1 AND lat BETWEEN b.y0 AND b.y1""", [dataset, dataset]).df()
+            if pts.empty:
                 return
-            hull = shapely.MultiPoint(pts).convex_hull
+            hull = shapely.MultiPoint(pts[["lon", "lat"]].to_numpy()).convex_hull
             geom = hull.buffer(0.002) if hull.geom_type != "Polygon" else hull
             label = "convex hull of the data (central 99.8% by longitude and latitude, stray points left out)"
         cells = polygon_cells([shapely.to_wkb(geom)], AREA_RESOLUTION)[0]
