@@ -295,9 +295,8 @@ class Store:
         lat, lon = cell_centres(cells)
         cur.execute("DELETE FROM area_cells WHERE layer = ? AND feature_id = ?", [DATASET_LAYER, dataset])
         cur.execute("DELETE FROM areas WHERE layer = ? AND feature_id = ?", [DATASET_LAYER, dataset])
-        frame = pd.DataFrame({"layer": DATASET_LAYER, "feature_id": dataset, "h3_10": cells, "lat": lat, "lon": lon})
-        cur.register("cells_df", frame)
-        cur.execute("INSERT INTO area_cells SELECT * FROM cells_df")
+        cur.register("cells_df", pa.table({"h3_10": pa.array(cells, pa.uint64()), "lat": lat, "lon": lon}))
+        cur.execute("INSERT INTO area_cells SELECT ?, ?, h3_10, lat, lon FROM cells_df", [DATASET_LAYER, dataset])
         cur.unregister("cells_df")
         cur.execute("INSERT INTO areas VALUES (?, ?, ?, ?, ?)", [DATASET_LAYER, dataset, label, None, shapely.to_wkb(geom)])
 
