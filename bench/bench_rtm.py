@@ -80,7 +80,8 @@ def main(argv=None) -> str:
         "resamples; BLAS limited to 1 thread inside run_rtm.",
         "",
         "Two runs on the same problem: the count outcome (RTMDx: Poisson and NB by BIC; the target) and the "
-        "harm outcome option (Tweedie, power by profile likelihood; two screens, one to set the power).",
+        "harm outcome option (Tweedie: screening and selection at p = 1.5, then p by profile likelihood on the "
+        "selected model and a second selection if it moved; phi profiled in every full refit).",
         "",
         "| stage | count outcome, s | harm outcome (Tweedie), s |",
         "|---|---:|---:|",
