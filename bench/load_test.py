@@ -178,8 +178,9 @@ Measured {date} by `bench/load_test.py` (`.venv/bin/python -m bench.load_test`).
 | {res['requests']:,} | {res['errors']} | {res['rps']:.1f} req/s | {res['p50']:.0f} ms | {res['p90']:.0f} ms | {res['p99']:.0f} ms | {res['max']:.0f} ms |
 
 Latency is measured at the client and includes queueing: with {args.clients} clients and a few CPUs, most of a
-request's time is waiting for a free core, so p50 ~ clients / throughput. One query on an idle service takes 70-120 ms at this size (the
-"embedded" column of docs/benchmarks-dask.md). To serve more clients, run more uvicorn workers
+request's time is waiting for a free core, so p50 ~ clients / throughput (here {args.clients} / {res['rps']:.1f} = {args.clients / res['rps']:.1f} s). One query on
+an idle service is far quicker: see the foundation section of docs/benchmarks.md for the op-ark top-50 query
+at this size; the mix here also has heavier ones (all-crime, resolution 8, CSV). To serve more clients, run more uvicorn workers
 over a read-only copy of the store, or put the query behind a cache keyed by the query parameters (results only
 change when a batch is ingested).
 """)
