@@ -11,7 +11,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,10 +40,8 @@ def main(argv=None) -> str:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
 
-    t = time.perf_counter()
     syn = synthetic.make(cells=args.cells, layers=LAYERS, planted=PLANTED, base_rate=0.15, months=24, seed=7,
                          severity=SEVERITY, harm_shape=2.0)
-    t_make = time.perf_counter() - t
     # grid construction timed on its own (the synthetic maker built one already)
     t = time.perf_counter()
     grid = h3_grid(synthetic.box_area(args.cells), 10)

@@ -11,7 +11,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from geodata.cells import AREA_RESOLUTION, cell_area_km2, cell_centres, parents, to_hex
+from geodata.cells import AREA_RESOLUTION, cell_area_km2, cell_centres, to_hex
 from geodata.harm import WeightsTable
 from geodata.store import DATASET_LAYER, Store, StoreError
 from hotspots.presets import PRESETS, Preset, resolve_offences, select_keys

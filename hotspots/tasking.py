@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from geodata.cells import AREA_RESOLUTION, parents, to_hex
+from geodata.cells import AREA_RESOLUTION, parents
 from geodata.harm import WeightsTable
 from geodata.store import Store, StoreError, utc_now
 from hotspots.harmspots import HotspotResult, _offence_selection, harm_spots

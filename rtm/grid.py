@@ -53,7 +53,7 @@ class Grid:
         if self.kind == "h3":
             if lon is None or lat is None:
                 lon, lat = bng_to_lonlat(np.asarray(x, float), np.asarray(y, float))
-            from geodata.cells import cells_at_all_resolutions, parents
+            from geodata.cells import cells_at_all_resolutions
 
             if self.resolution in (7, 8, 9, 10, 11):
                 cells = cells_at_all_resolutions(np.asarray(lat, float), np.asarray(lon, float))[self.resolution]

@@ -1,7 +1,6 @@
 """The Dask executor (partitioned Parquet, local cluster) returns exactly what the embedded engine returns."""
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pandas as pd
