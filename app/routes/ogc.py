@@ -170,19 +170,16 @@ def _harm_spot_items(state: ServiceState, req: ItemsRequest) -> Items:
     totals come from the full ranking, so they are the same on every page and in ``/hotspots``.
     """
     q = _hotspot_query(state, req)
-    if not req.bbox and req.feature_id is None:
-        # a plain page holds ranks offset+1 .. offset+limit: one ranking labelled down to its last rank
-        depth = req.offset + req.limit if q.top is None else min(q.top, req.offset + req.limit)
-        result = harm_spots(state.store, q.model_copy(update={"top": max(depth, 1)}), state.default_weights)
-        ranked = result.cells if q.top is None else result.cells.head(q.top)
-        ranked, page = cells_page(ranked, req, q.resolution)
-    else:  # a bbox or one feature: rank everything, then label down to the deepest rank on the page
-        ranked_all = harm_spots(state.store, q.model_copy(update={"top": 1}), state.default_weights)
-        ranked = ranked_all.cells if q.top is None else ranked_all.cells.head(q.top)
-        ranked, page = cells_page(ranked, req, q.resolution)
-        deepest = int(page["rank"].max()) if len(page) else 1
-        result = (harm_spots(state.store, q.model_copy(update={"top": deepest}), state.default_weights)
-                  if deepest > 1 else ranked_all)
+    # a plain page holds ranks offset+1 .. offset+limit, so one ranking labelled that deep serves it; with a bbox
+    # or one feature the deepest rank is known only after filtering, and a second call labels down to it
+    plain = not req.bbox and req.feature_id is None
+    labelled = max(min(q.top or req.offset + req.limit, req.offset + req.limit), 1) if plain else 1
+    result = harm_spots(state.store, q.model_copy(update={"top": labelled}), state.default_weights)
+    ranked = result.cells if q.top is None else result.cells.head(q.top)
+    ranked, page = cells_page(ranked, req, q.resolution)
+    deepest = int(page["rank"].max()) if len(page) else 1
+    if deepest > labelled:
+        result = harm_spots(state.store, q.model_copy(update={"top": deepest}), state.default_weights)
     cells = result.cells.set_index("h3", drop=False).loc[page["h3"].tolist()].reset_index(drop=True)
     meta = {**result.meta(), "top": q.top}
     fc = to_geojson(meta, cells, HOTSPOT_FIELDS)
