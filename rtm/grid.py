@@ -99,17 +99,30 @@ def square_id_strings(ids: np.ndarray, cell_size: float, ncols: int) -> list[str
     return [f"sq{cell_size:g}_{int(i) // ncols}_{int(i) % ncols}" for i in np.asarray(ids)]
 
 
+def square_ids(names: list[str], ncols: int) -> np.ndarray:
+    """Square-grid ids (row * ncols + col) of ``sq<size>_<row>_<col>`` strings (the inverse of square_id_strings)."""
+    out = np.empty(len(names), dtype=np.int64)
+    for i, name in enumerate(names):
+        _, row, col = name.rsplit("_", 2)
+        out[i] = int(row) * ncols + int(col)
+    return out
+
+
+def square_centres_lonlat(ids: np.ndarray, origin, cell_size: float, ncols: int) -> tuple[np.ndarray, np.ndarray]:
+    """WGS84 centres (lon, lat) of square-grid ids."""
+    return bng_to_lonlat(*square_centres(ids, origin, cell_size, ncols))
+
+
 def square_centres(ids: np.ndarray, origin, cell_size: float, ncols: int) -> tuple[np.ndarray, np.ndarray]:
     """BNG centres (x, y) of square-grid ids."""
     ids = np.asarray(ids, dtype=np.int64)
     return (origin[0] + (ids % ncols + 0.5) * cell_size, origin[1] + (ids // ncols + 0.5) * cell_size)
 
 
-def square_geometry(ids: np.ndarray, origin, cell_size: float, ncols: int):
-    """(id strings, centre lon, centre lat, lon/lat rings) of square-grid ids, from a grid's describe()."""
+def square_geometry(ids: np.ndarray, origin, cell_size: float, ncols: int) -> tuple[list[str], list]:
+    """(id strings, lon/lat rings) of square-grid ids, from a grid's describe()."""
     x, y = square_centres(ids, origin, cell_size, ncols)
-    lon, lat = bng_to_lonlat(x, y)
-    return square_id_strings(ids, cell_size, ncols), lon, lat, _square_rings(x, y, cell_size)
+    return square_id_strings(ids, cell_size, ncols), _square_rings(x, y, cell_size)
 
 
 def _square_rings(cx: np.ndarray, cy: np.ndarray, cell_size: float) -> list[list[list[float]]]:

@@ -14,7 +14,7 @@ from scipy import stats
 from rtm.features import (DEFAULT_BLOCK_MULTIPLES, DEFAULT_DISTANCES, DENSITY_SD, OPERATIONALISATIONS, FeatureMatrix,
                           Variable, build_features)
 from rtm.glm import aggregate
-from rtm.grid import Grid
+from rtm.grid import Grid, square_ids
 from rtm.model import block_ids, row_aggregate, screen, spatial_folds, stepwise
 from rtm.tweedie import Positive, fit_beta, fit_tweedie, profile_power
 from rtm.validate import validate
@@ -569,8 +569,4 @@ def _ids_back(grid: Grid, ids: list[str]) -> np.ndarray:
         from geodata.cells import from_hex
 
         return from_hex(ids)
-    out = []
-    for s in ids:
-        _, r, c = s.rsplit("_", 2)
-        out.append(int(r) * grid.ncols + int(c))
-    return np.asarray(out, dtype=np.int64)
+    return square_ids(ids, grid.ncols)

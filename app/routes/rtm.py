@@ -34,7 +34,7 @@ from geodata.cells import cell_boundaries_lonlat, cell_centres, from_hex, to_hex
 from geodata.layers import DEFAULT_BUFFER_M, LayerError, load_layer
 from hotspots.query import _PERIOD
 from rtm.features import Variable
-from rtm.grid import square_geometry
+from rtm.grid import square_centres_lonlat, square_geometry, square_ids
 from rtm.run import CLASS_LABELS
 
 GEOJSON = "application/geo+json"
@@ -343,8 +343,8 @@ def cell_narrative(phrases: list[tuple[str, float]], mask: int, rr: float, cls: 
                    label: str, harm_outcome: bool = False) -> str:
     here = sorted((phrases[k] for k in range(len(phrases)) if mask >> k & 1), key=lambda p: -p[1])
     text = " and ".join(f"{p} (RRV {r:.1f})" for p, r in here) or "no selected risk factor"
-    return (f"{text}: {'expected harm ' if harm_outcome else ''}{rr:.1f}x the lowest-risk cell ({CLASS_LABELS[cls]}); {train} {label} in training, "
-            f"{test} in the test period")
+    return (f"{text}: {'expected harm ' if harm_outcome else ''}{rr:.1f}x the lowest-risk cell "
+            f"({CLASS_LABELS[cls]}); {train} {label} in training, {test} in the test period")
 
 
 def risk_features(state, run: dict, *, min_class: int = 1, limit: int = 50_000, offset: int = 0,
@@ -373,7 +373,8 @@ def risk_features(state, run: dict, *, min_class: int = 1, limit: int = 50_000, 
     for h, ring, r in zip(hexes, rings, page.itertuples(index=False)):
         cls = int(r.risk_class)
         feats.append({"type": "Feature", "id": h, "geometry": {"type": "Polygon", "coordinates": [ring]},
-                      "properties": {"cell": h, "h3": h if is_h3 else None, "relative_risk": round(float(r.relative_risk), 4), "risk_class": cls,
+                      "properties": {"cell": h, "h3": h if is_h3 else None,
+                                     "relative_risk": round(float(r.relative_risk), 4), "risk_class": cls,
                                      "risk_label": CLASS_LABELS[cls], "train_offences": int(r.train_offences),
                                      "test_offences": int(r.test_offences),
                                      "narrative": cell_narrative(phrases, int(r.factors), float(r.relative_risk), cls,
@@ -399,11 +400,7 @@ def _cell_ids(result: dict, names: list[str]) -> np.ndarray:
     """Stored cell numbers of published ids (H3 hex, or sq<size>_<row>_<col> for a square grid)."""
     g = _grid(result)
     if g.get("kind") == "square":
-        out = []
-        for s in names:
-            _, r, c = s.rsplit("_", 2)
-            out.append(int(r) * int(g["ncols"]) + int(c))
-        return np.asarray(out, dtype=np.uint64)
+        return square_ids(names, int(g["ncols"])).astype(np.uint64)
     return from_hex(names)
 
 
@@ -411,18 +408,16 @@ def cell_geometry(result: dict, ids: np.ndarray) -> tuple[list[str], list]:
     """(published ids, lon/lat rings) of stored cells of a run, H3 or square."""
     g = _grid(result)
     if g.get("kind") == "square":
-        names, _, _, rings = square_geometry(np.asarray(ids).astype(np.int64), g["origin"], g["cell_size_m"],
-                                             int(g["ncols"]))
-        return names, rings
+        return square_geometry(np.asarray(ids).astype(np.int64), g["origin"], g["cell_size_m"], int(g["ncols"]))
     return to_hex(ids), cell_boundaries_lonlat(ids)
 
 
 def cell_centres_lonlat(result: dict, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lon, lat) centres of stored cells of a run (no rings: the bbox filter and the extent need only these)."""
     g = _grid(result)
     if g.get("kind") == "square":
-        _, lon, lat, _ = square_geometry(np.asarray(ids).astype(np.int64), g["origin"], g["cell_size_m"],
-                                         int(g["ncols"]))
-        return lon, lat
+        return square_centres_lonlat(np.asarray(ids).astype(np.int64), g["origin"], g["cell_size_m"],
+                                     int(g["ncols"]))
     lat, lon = cell_centres(np.asarray(ids, dtype=np.uint64))
     return lon, lat
 
@@ -459,7 +454,8 @@ def rtm_risk_items(state, req):
     return Items(feats, matched, _surface_meta(run, 1), RISK_FIELDS)
 
 
-RISK_FIELDS = ["cell", "h3", "relative_risk", "risk_class", "risk_label", "train_offences", "test_offences", "narrative"]
+RISK_FIELDS = ["cell", "h3", "relative_risk", "risk_class", "risk_label", "train_offences", "test_offences",
+               "narrative"]
 
 
 def priority_items(state, req):
