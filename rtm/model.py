@@ -124,29 +124,27 @@ class _Data:
         first, inv = row_groups(self.X[:, S]) if self.by_row else row_groups(self.X[:, S], self.y)
         return first, inv
 
-    def _collapse(self, first, inv, Z, minlength: int) -> Agg:
-        wg = np.bincount(inv, weights=self.w, minlength=minlength)
-        keep = np.flatnonzero(wg > 0)
+    def _collapse(self, group: np.ndarray, groups: int, rows, design) -> Agg:
+        """Weights (and, by row, mean outcome) per non-empty group; ``rows(k)`` gives a cell of each group k
+        (its count, for count data) and ``design(k)`` its design row."""
+        wg = np.bincount(group, weights=self.w, minlength=groups)
+        k = np.flatnonzero(wg)
         if self.by_row:
-            sg = np.bincount(inv, weights=self.wy, minlength=minlength)
-            return Agg(Z=Z(keep), y=sg[keep] / wg[keep], w=wg[keep], n=self.n)
-        return Agg(Z=Z(keep), y=self.y[first[keep]], w=wg[keep], n=self.n)
+            y = np.bincount(group, weights=self.wy, minlength=groups)[k] / wg[k]
+        else:
+            y = self.y[rows(k)]
+        return Agg(Z=design(k), y=y, w=wg[k], n=self.n)
 
     def agg(self, S: list[int]) -> Agg:
         first, inv = self.base(S)
-        return self._collapse(first, inv, lambda k: self.X[first[k]][:, S].astype(float), len(first))
+        return self._collapse(inv, len(first), lambda k: first[k], lambda k: self.X[first[k]][:, S].astype(float))
 
     def extend(self, S: list[int], base, j: int) -> Agg:
+        """The collapsed data of S + [j], from S's grouping: each group splits by the value of variable j."""
         first, inv = base
-        key = inv * 2 + self.X[:, j]
-        wg = np.bincount(key, weights=self.w, minlength=2 * len(first))
-        nz = np.flatnonzero(wg)
-        g = nz // 2
-        Z = np.column_stack([self.X[first[g]][:, S].astype(float), (nz % 2).astype(float)])
-        if self.by_row:
-            sg = np.bincount(key, weights=self.wy, minlength=2 * len(first))
-            return Agg(Z=Z, y=sg[nz] / wg[nz], w=wg[nz], n=self.n)
-        return Agg(Z=Z, y=self.y[first[g]], w=wg[nz], n=self.n)
+        return self._collapse(inv * 2 + self.X[:, j], 2 * len(first), lambda k: first[k // 2],
+                              lambda k: np.column_stack([self.X[first[k // 2]][:, S].astype(float),
+                                                         (k % 2).astype(float)]))
 
 
 def row_aggregate(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> Agg:
@@ -154,8 +152,8 @@ def row_aggregate(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> 
     return _Data(X, y, w, by_row=True).agg(list(range(X.shape[1])))
 
 
-def _fit_family(agg: Agg, family: str, fixed: float | None = None, full: bool = True, *, pos: Positive | None = None,
-         power: float = 1.5) -> CountFit:
+def _fit_family(agg: Agg, family: str, fixed: float | None = None, full: bool = True, *,
+                pos: Positive | None = None, power: float = 1.5) -> CountFit:
     """Fit one family; ``fixed`` holds the dispersion (NB alpha, Tweedie phi) unless ``full``."""
     if family == "poisson":
         return fit_count(agg, 0.0)
