@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import h3
 import numpy as np
 import pandas as pd
 
@@ -109,7 +110,7 @@ def plan_run(store: Store, default_weights, body: dict) -> RunPlan:
         if not size:
             raise PlanError("grid=square needs cell_size_m or block_length_m (cells are half a block)")
         grid["cell_size_m"] = float(size)
-        cells = n10 * 15_047.0 / size ** 2  # H3 res-10 mean cell area, m2
+        cells = n10 * h3.average_hexagon_area(10, unit="m^2") / size ** 2
     elif body.get("cell_size_m"):
         raise PlanError("cell_size_m is for grid=square")
     if cells > MAX_GRID_CELLS:
