@@ -248,7 +248,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_layer(args: argparse.Namespace, settings: Settings) -> int:
     from geodata import layer_store
-    from geodata.layers import DEFAULT_BUFFER_M, load_layer
+    from geodata.layers import DEFAULT_BUFFER_M
     from geodata.store import Store
 
     store = Store(settings.store_path)
@@ -258,15 +258,10 @@ def cmd_layer(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         if not (args.file and args.name and args.type):
             raise ValueError("layer add needs FILE, --name and --type")
-        if layer_store.has_layer(store, args.name) and not args.replace:
-            raise ValueError(f"layer '{args.name}' exists: add --replace to replace it")
-        area = layer_store.dataset_study_area(store, args.dataset) if args.dataset else None
-        buffer_m = args.buffer_m if args.buffer_m is not None else DEFAULT_BUFFER_M
-        layer = load_layer(args.file, args.name, args.type, area=area, buffer_m=buffer_m, plural=args.plural or "",
-                           licence=args.licence or "")
-        summary = layer_store.save_layer(store, layer, attribution=args.attribution or "",
-                                         study_area=area.name if area else None, buffer_m=buffer_m if area else None)
-        summary["rejects"] = layer_store.layer_rejects(store, args.name, limit=20)
+        summary = layer_store.add_layer(
+            store, args.file, args.name, args.type, plural=args.plural or "", licence=args.licence or "",
+            attribution=args.attribution or "", dataset=args.dataset,
+            buffer_m=args.buffer_m if args.buffer_m is not None else DEFAULT_BUFFER_M, replace=args.replace)
     finally:
         store.close()
     print(json.dumps(summary, indent=1, default=str))

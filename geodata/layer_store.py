@@ -8,12 +8,14 @@ it back as a ``PointLayer`` for ``rtm.run_rtm``.  The tables live in their own m
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from geodata.layers import DEFAULT_BUFFER_M, PointLayer, load_layer
+from geodata.layers import DEFAULT_BUFFER_M, LayerError, PointLayer, load_layer
 from geodata.settings import SAMPLE_DIR
 from geodata.store import DATASET_LAYER, Store, StoreError, utc_now
 
@@ -29,6 +31,17 @@ CREATE TABLE IF NOT EXISTS poi_rejects (
 """
 
 
+LAYER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class InvalidLayerRequest(LayerError):
+    """A bad layer name or type (the file was not read)."""
+
+
+class LayerExists(LayerError):
+    """A layer of that name is stored and replacing it was not asked for."""
+
+
 class UnknownLayer(StoreError):
     pass
 
@@ -36,6 +49,29 @@ class UnknownLayer(StoreError):
 def ensure_tables(store: Store) -> None:
     """Create this module's tables once per store handle."""
     store.ensure_schema(SCHEMA)
+
+
+def add_layer(store: Store, source: str | Path, name: str, type: str, *, data: bytes | None = None,
+              plural: str = "", licence: str = "", attribution: str = "", dataset: str | None = None,
+              buffer_m: float = DEFAULT_BUFFER_M, replace: bool = False) -> dict:
+    """Check, read and store a layer file (the one path of ``POST /layers`` and ``harmspot layer add``): name
+    and type checked (InvalidLayerRequest), an existing layer kept unless ``replace`` (LayerExists), the file
+    read with per-row rejects (LayerError when unreadable), features kept within ``buffer_m`` of ``dataset``'s
+    study area when given, stored in one transaction.  Returns the summary with the first 20 rejects."""
+    if not LAYER_NAME.match(name):
+        raise InvalidLayerRequest("name: 1-64 letters, digits, '_' or '-'")
+    type = type.strip()
+    if not type or len(type) > 60:
+        raise InvalidLayerRequest("type: a noun of 1-60 characters, e.g. 'bus stop'")
+    if has_layer(store, name) and not replace:
+        raise LayerExists(f"layer '{name}' exists: ask to replace it (replace=true, or --replace)")
+    area = dataset_study_area(store, dataset) if dataset else None
+    layer = load_layer(source, name, type, data=data, area=area, buffer_m=buffer_m, plural=plural.strip(),
+                       licence=licence.strip())
+    summary = save_layer(store, layer, attribution=attribution.strip(), study_area=area.name if area else None,
+                         buffer_m=buffer_m if area else None)
+    summary["rejects"] = layer_rejects(store, name, limit=20, raw=True)
+    return summary
 
 
 def save_layer(store: Store, layer: PointLayer, *, attribution: str = "", study_area: str | None = None,

@@ -50,6 +50,8 @@ def test_layer_add_and_rtm_run(tmp_path):
     assert r.returncode == 0, r.stderr
     assert run(["layer", "add", str(poi / "essex_osm_pubs.csv"), "--name", "pubs", "--type", "pub"],
                tmp_path).returncode == 2  # exists: --replace needed
+    r = run(["layer", "add", str(poi / "essex_osm_pubs.csv"), "--name", "bad name", "--type", "pub"], tmp_path)
+    assert r.returncode == 2 and "letters, digits" in r.stderr  # the API's name rule, from the same add_layer
     r = run(["rtm", "--dataset", "essex", "--resolution", "8", "--outcome", "harm", "--block-length", "150",
              "--test-months", "1", "--bootstrap", "0", "--quiet", "--format", "json"], tmp_path)
     assert r.returncode == 0, r.stderr

@@ -15,7 +15,6 @@ Roles (app/security.py): POST /layers and POST /rtm/runs need analyst; reads nee
 from __future__ import annotations
 
 import json
-import re
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
@@ -31,14 +30,13 @@ from app.render import to_csv
 from app.rtm_jobs import PlanError, RunManager, get_run, latest_done, list_runs, plan_run
 from geodata import layer_store
 from geodata.cells import cell_boundaries_lonlat, cell_centres, from_hex, to_hex
-from geodata.layers import DEFAULT_BUFFER_M, LayerError, load_layer
+from geodata.layers import DEFAULT_BUFFER_M, LayerError
 from hotspots.query import _PERIOD
 from rtm.features import Variable
 from rtm.grid import square_centres_lonlat, square_geometry, square_ids
 from rtm.run import CLASS_LABELS
 
 GEOJSON = "application/geo+json"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MAX_CELLS = 100_000
 
 
@@ -81,23 +79,17 @@ def post_layer(
     buffer_m: Annotated[float, Form(ge=0, le=10_000, description="Edge buffer, metres")] = DEFAULT_BUFFER_M,
     replace: Annotated[bool, Form(description="Replace a layer of the same name")] = False,
 ) -> JSONResponse:
-    if not _NAME.match(name):
-        raise ApiError(422, "invalid_parameter", "name: 1-64 letters, digits, '_' or '-'")
-    type = type.strip()
-    if not type or len(type) > 60:
-        raise ApiError(422, "invalid_parameter", "type: a noun of 1-60 characters, e.g. 'bus stop'")
-    if layer_store.has_layer(state.store, name) and not replace:
-        raise ApiError(409, "conflict", f"layer '{name}' exists: send replace=true to replace it")
-    area = layer_store.dataset_study_area(state.store, dataset) if dataset else None
-    data = file.file.read()
     try:
-        layer = load_layer(file.filename or "upload.csv", name, type, data=data, area=area, buffer_m=buffer_m,
-                           plural=(plural or "").strip(), licence=(licence or "").strip())
+        summary = layer_store.add_layer(state.store, file.filename or "upload.csv", name, type,
+                                        data=file.file.read(), plural=plural or "", licence=licence or "",
+                                        attribution=attribution or "", dataset=dataset, buffer_m=buffer_m,
+                                        replace=replace)
+    except layer_store.LayerExists as exc:
+        raise ApiError(409, "conflict", str(exc)) from exc
+    except layer_store.InvalidLayerRequest as exc:
+        raise ApiError(422, "invalid_parameter", str(exc)) from exc
     except LayerError as exc:
         raise ApiError(422, "unreadable_file", str(exc)) from exc
-    summary = layer_store.save_layer(state.store, layer, attribution=(attribution or "").strip(),
-                                     study_area=area.name if area else None, buffer_m=buffer_m if area else None)
-    summary["rejects"] = layer_store.layer_rejects(state.store, name, limit=20, raw=True)
     return JSONResponse(summary, status_code=201)
 
 
