@@ -6,6 +6,7 @@ Train on 2024-01..03, validate on 2024-04.  Needs ../shared/data beside the repo
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from datetime import datetime, timezone
@@ -89,15 +90,14 @@ def main(argv=None) -> str:
     if args.compare_count and args.outcome == "harm":
         cmp = run_rtm(rows, layers, grid, RTMConfig(test_months=1, bootstrap=0, offence_label=args.label,
                                                     block_length_m=args.block_length), harm="harm")
-    import shlex
-
-    cmd = shlex.join(sys.argv[1:] if argv is None else argv)
+    invocation = " ".join([".venv/bin/python -m bench.rtm_real_run",
+                           shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
     title = f"Essex {', '.join(categories)}" + (f" ({args.district})" if args.district else "")
     grid_txt = (f"square {res.grid['cell_size_m']:g} m (half the assumed {args.block_length:g} m block)"
                 if res.grid["kind"] == "square" else f"h3 resolution {res.grid['resolution']}")
     L = [f"# RTM real run: {title}, {'harm-weighted (Tweedie)' if args.outcome == 'harm' else 'offence counts'}", "",
          f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by "
-         f"`.venv/bin/python -m bench.rtm_real_run {cmd}`".replace(" `", "`").replace("by`", "by `")
+         f"`{invocation}`"
          + ". Numbers are as printed by the script, unedited.", "",
          "## Inputs", "",
          f"- Offences: data.police.uk street-level crime, Essex Police, categories {categories}, "
