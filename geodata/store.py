@@ -199,14 +199,7 @@ class Store:
 
     def has_dataset(self, name: str) -> bool:
         return name in self.cached("dataset_names", lambda: frozenset(
-            r[0] for r in self._fetch("SELECT name FROM datasets")))
-
-    def _fetch(self, sql: str, params: list | tuple = ()) -> list[tuple]:
-        cur = self._con.cursor()
-        try:
-            return cur.execute(sql, params).fetchall()
-        finally:
-            cur.close()
+            self.query_df("SELECT name FROM datasets")["name"].tolist()))
 
     def require_dataset(self, name: str) -> None:
         if not self.has_dataset(name):
@@ -346,9 +339,7 @@ class Store:
     def key_weights(self, table: WeightsTable) -> pd.DataFrame:
         """Weight (days) and exactness for every offence key, under ``table`` (memoised per store state and
         table object; the memo holds the table, so its id cannot be reused while cached)."""
-        held, frame = self.cached(("key_weights", id(table)), lambda: (table, self._key_weights(table)))
-        if held is not table:  # pragma: no cover - the memo keeps ``table`` alive, so ids cannot collide
-            frame = self._key_weights(table)
+        _, frame = self.cached(("key_weights", id(table)), lambda: (table, self._key_weights(table)))
         return frame.copy()
 
     def _key_weights(self, table: WeightsTable) -> pd.DataFrame:

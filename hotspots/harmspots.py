@@ -262,11 +262,11 @@ def rank_cells(agg: pd.DataFrame, rank_by: str) -> pd.DataFrame:
     return agg.take(order).reset_index(drop=True)
 
 
-_FLAG_COLUMNS = ("no_public", "no_domestic", "no_age", "no_knife", "no_nte")
 # per flag column: the preset condition that reports it and the SQL value that is NULL when the field is missing
 _FLAG_FIELDS = (("no_public", "require_public_place", "o.public_place"), ("no_domestic", "exclude_domestic", "o.domestic"),
                 ("no_age", "victim_age_range", "o.victim_age"), ("no_knife", "robbery_needs_weapon", "o.knife"),
                 ("no_nte", "nte", "coalesce(o.nte::SMALLINT, o.hour)"))
+_FLAG_COLUMNS = tuple(col for col, _, _ in _FLAG_FIELDS)
 
 
 def _present_counts(preset: Preset | None) -> list[tuple[str, str]]:
