@@ -41,8 +41,8 @@ def cmd_hotspots(args: argparse.Namespace, settings: Settings) -> int:
     from app.routes.hotspots import FIELDS
     from app.state import load_weights
     from geodata.store import Store
-    from hotspots.harmspots import harm_spots
-    from hotspots.query import HotspotQuery, parse_bbox
+    from hotspots.ranking.harmspots import harm_spots
+    from hotspots.ranking.query import HotspotQuery, parse_bbox
 
     store = Store(settings.store_path)
     try:
@@ -114,7 +114,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _dask_run(store, q, weights, args: argparse.Namespace):
-    from hotspots.dask_backend import dask_harm_spots
+    from hotspots.executors.dask_backend import dask_harm_spots
 
     if not args.parquet:
         raise ValueError("--engine dask needs --parquet DIR (make one with: harmspot export-parquet DIR)")
@@ -134,7 +134,7 @@ def _dask_run(store, q, weights, args: argparse.Namespace):
 
 def cmd_export_parquet(args: argparse.Namespace, settings: Settings) -> int:
     from geodata.store import Store
-    from hotspots.dask_backend import export_parquet
+    from hotspots.executors.dask_backend import export_parquet
 
     store = Store(settings.store_path)
     try:
@@ -149,8 +149,8 @@ def cmd_tasking(args: argparse.Namespace, settings: Settings) -> int:
     from app.routes.patrol import patrol_sheet_html, tasking_csv
     from app.state import load_weights
     from geodata.store import Store
-    from hotspots import tasking
-    from hotspots.query import HotspotQuery
+    from hotspots.patrol import tasking as tasking
+    from hotspots.ranking.query import HotspotQuery
 
     store = Store(settings.store_path)
     try:
@@ -180,8 +180,8 @@ def cmd_keydates(args: argparse.Namespace, settings: Settings) -> int:
     from app.routes.patrol import KEYDATE_FIELDS
     from app.state import load_weights
     from geodata.store import Store
-    from hotspots import keydates
-    from hotspots.query import HotspotQuery
+    from hotspots.patrol import keydates as keydates
+    from hotspots.ranking.query import HotspotQuery
 
     store = Store(settings.store_path)
     try:
@@ -210,9 +210,9 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
 
     from app.state import load_weights
     from geodata.store import Store
-    from hotspots.backtest import METHODS, BacktestConfig
-    from hotspots.query import HotspotQuery
-    from hotspots.statistics_query import backtest_for_query
+    from hotspots.stats.backtest import METHODS, BacktestConfig
+    from hotspots.ranking.query import HotspotQuery
+    from hotspots.stats.for_query import backtest_for_query
 
     store = Store(settings.store_path)
     bar = tqdm(total=1, desc="backtest", unit="origin", file=sys.stderr, disable=args.quiet)

@@ -7,9 +7,9 @@ from fastapi import Depends, Query, Request
 
 from app.errors import ApiError
 from app.state import ServiceState
-from hotspots.disclosure import DisclosurePolicy
-from hotspots.presets import PRESETS
-from hotspots.query import HotspotQuery, parse_bbox
+from hotspots.publish.disclosure import DisclosurePolicy
+from hotspots.ranking.presets import PRESETS
+from hotspots.ranking.query import HotspotQuery, parse_bbox
 
 
 def get_state(request: Request) -> ServiceState:

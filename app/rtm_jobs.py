@@ -5,8 +5,8 @@
   preset or offence list, area, resolution, weights), periods and layer names are checked, so a bad request is a
   422 and never becomes a run.
 * It is **executed** by a :class:`RunManager` (``ThreadPoolExecutor(max_workers=1)``): the selected offences
-  are fetched with :func:`hotspots.harmspots.offence_rows`, the grid is the query's study-area domain
-  (:func:`hotspots.statistics_query.study_domain`: every H3 cell of the area or the dataset's study area at the
+  are fetched with :func:`hotspots.ranking.harmspots.offence_rows`, the grid is the query's study-area domain
+  (:func:`hotspots.stats.for_query.study_domain`: every H3 cell of the area or the dataset's study area at the
   run's resolution), layers are read back from the store and :func:`rtm.run_rtm` reports its progress into the
   ``rtm_runs`` row (stage, fraction).
 * It is **persisted** in one transaction: the per-cell surface (every grid cell: relative risk, class, training
@@ -33,7 +33,7 @@ import pandas as pd
 
 from geodata import layer_store
 from geodata.store import DATASET_LAYER, Store, StoreError, utc_now
-from hotspots.query import HotspotQuery, period_end_exclusive, period_start
+from hotspots.ranking.query import HotspotQuery, period_end_exclusive, period_start
 
 log = logging.getLogger("harmspot.rtm")
 
@@ -95,7 +95,7 @@ def plan_run(store: Store, default_weights, body: dict) -> RunPlan:
     if q.offences is None and q.preset is None:
         q = q.model_copy(update={"preset": "op-ark"})
     if q.offences:  # unknown offence names are a 422 now, not a failed run later
-        from hotspots.presets import resolve_offences
+        from hotspots.ranking.presets import resolve_offences
 
         resolve_offences(q.offences)
     if q.weights:
@@ -184,8 +184,8 @@ def plan_run(store: Store, default_weights, body: dict) -> RunPlan:
 def execute(store: Store, default_weights, plan: RunPlan, progress) -> tuple[dict, pd.DataFrame]:
     """Run the plan; returns (result dict, per-cell frame). Raises on failure (nothing is written here)."""
     import rtm
-    from hotspots.harmspots import offence_rows
-    from hotspots.statistics_query import study_domain
+    from hotspots.ranking.harmspots import offence_rows
+    from hotspots.stats.for_query import study_domain
 
     q = plan.query
     progress("offences", 0.0)
@@ -230,7 +230,7 @@ def execute(store: Store, default_weights, plan: RunPlan, progress) -> tuple[dic
 def create_run(store: Store, plan: RunPlan) -> str:
     ensure_tables(store)
     run_id = uuid.uuid4().hex[:12]
-    with store._lock, store.transaction() as cur:
+    with store.write_lock, store.transaction() as cur:
         cur.execute("INSERT INTO rtm_runs VALUES (?, 'queued', 'queued', 0.0, NULL, ?, NULL, NULL, ?, ?, NULL)",
                     [run_id, utc_now(), plan.query.dataset, json.dumps(plan.request, default=str)])
     return run_id
@@ -238,7 +238,7 @@ def create_run(store: Store, plan: RunPlan) -> str:
 
 def _update(store: Store, run_id: str, **cols) -> None:
     sets = ", ".join(f"{k} = ?" for k in cols)
-    with store._lock:
+    with store.write_lock:
         cur = store.cursor()
         try:
             cur.execute(f"UPDATE rtm_runs SET {sets} WHERE id = ?", [*cols.values(), run_id])
@@ -248,7 +248,7 @@ def _update(store: Store, run_id: str, **cols) -> None:
 
 def store_result(store: Store, run_id: str, result: dict, cells: pd.DataFrame) -> None:
     """The cells and the result in ONE transaction, with status done."""
-    with store._lock, store.transaction() as cur:
+    with store.write_lock, store.transaction() as cur:
         cur.execute("DELETE FROM rtm_cells WHERE run_id = ?", [run_id])
         cur.register("rtm_cells_df", cells.assign(run_id=run_id)[
             ["run_id", "cell", "relative_risk", "risk_class", "train_offences", "test_offences", "factors"]])
@@ -311,7 +311,7 @@ def recover_interrupted(store: Store) -> int:
 
 
 def _update_where_open(store: Store, message: str) -> None:
-    with store._lock:
+    with store.write_lock:
         cur = store.cursor()
         try:
             cur.execute("UPDATE rtm_runs SET status = 'failed', error = ?, finished_at = ? "

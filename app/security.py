@@ -101,7 +101,7 @@ def create_key(store: Store, role: str, name: str) -> tuple[str, str]:
     key_id = secrets.token_hex(4)
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_bytes(16)
-    with store._lock, store.transaction() as cur:
+    with store.write_lock, store.transaction() as cur:
         cur.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
                     [key_id, name, role, salt.hex(), _hash(salt, secret), utc_now()])
     return key_id, f"hs_{key_id}_{secret}"
@@ -109,7 +109,7 @@ def create_key(store: Store, role: str, name: str) -> tuple[str, str]:
 
 def revoke_key(store: Store, key_id: str) -> bool:
     ensure_tables(store)
-    with store._lock, store.transaction() as cur:
+    with store.write_lock, store.transaction() as cur:
         n = cur.execute("SELECT count(*) FROM api_keys WHERE key_id = ? AND revoked_at IS NULL", [key_id]).fetchall()[0][0]
         if n:
             cur.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", [utc_now(), key_id])
@@ -181,7 +181,7 @@ class KeyRing:
 
 # ---------------------------------------------------------------------------------------------- middleware
 
-def _keyring(app) -> KeyRing | None:
+def keyring_of(app) -> KeyRing | None:
     ring = getattr(app.state, "harmspot_keys", None)
     if ring is None:
         state = getattr(app.state, "harmspot", None)
@@ -194,7 +194,7 @@ def _keyring(app) -> KeyRing | None:
 
 def access_status(app) -> dict:
     """For /health: which access mode the service is in."""
-    ring = _keyring(app)
+    ring = keyring_of(app)
     settings: Settings = app.state.harmspot.settings
     demo = settings.keys_mode == "auto" and (ring is None or ring.empty)
     if demo:
@@ -234,7 +234,7 @@ class AccessMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         fastapi_app = scope.get("app")
-        ring = _keyring(fastapi_app) if fastapi_app is not None else None
+        ring = keyring_of(fastapi_app) if fastapi_app is not None else None
         if ring is None:  # lifespan not started (should not happen)
             return await self.app(scope, receive, send)
         method, path = scope["method"], scope["path"]
@@ -313,7 +313,7 @@ class AccessMiddleware:
 
         def write() -> None:
             try:
-                with store._lock:
+                with store.write_lock:
                     cur = store.cursor()
                     try:
                         cur.execute("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
@@ -345,7 +345,7 @@ def get_keys(request: Request) -> dict:
 def post_key(request: Request, body: KeyRequest) -> JSONResponse:
     store = request.app.state.harmspot.store
     key_id, key = create_key(store, body.role, body.name)
-    _keyring(request.app).reload()  # type: ignore[union-attr]
+    keyring_of(request.app).reload()  # type: ignore[union-attr]
     return JSONResponse({"key_id": key_id, "name": body.name, "role": body.role, "key": key,
                          "note": "store this key now: only its salted hash is kept"}, status_code=201)
 
@@ -356,7 +356,7 @@ def delete_key(request: Request, key_id: str) -> dict:
 
     if not revoke_key(request.app.state.harmspot.store, key_id):
         raise ApiError(404, "not_found", f"no active key '{key_id}'")
-    _keyring(request.app).reload()  # type: ignore[union-attr]
+    keyring_of(request.app).reload()  # type: ignore[union-attr]
     return {"key_id": key_id, "revoked": True}
 
 

@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from geodata.harm import load_open_default, load_weights_file  # noqa: E402
 from geodata.ingest import parse_files  # noqa: E402
-from hotspots.backtest import BacktestConfig, run_backtest  # noqa: E402
-from hotspots.gistar import domain_from_polygon  # noqa: E402
+from hotspots.stats.backtest import BacktestConfig, run_backtest  # noqa: E402
+from hotspots.stats.gistar import domain_from_polygon  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 CRIME = DATA / "crime" / "leicestershire_street_2019-12_to_2022-10.csv.gz"

@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     from app.state import load_weights
     from geodata.settings import Settings
     from geodata.store import Store
-    from hotspots.dask_backend import dask_harm_spots, export_parquet
-    from hotspots.harmspots import harm_spots
-    from hotspots.query import HotspotQuery
+    from hotspots.executors.dask_backend import dask_harm_spots, export_parquet
+    from hotspots.ranking.harmspots import harm_spots
+    from hotspots.ranking.query import HotspotQuery
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--offences", type=int, default=1_000_000)

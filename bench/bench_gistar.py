@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hotspots.gistar import domain_from_cells, gistar, neighbour_matrix  # noqa: E402
+from hotspots.stats.gistar import domain_from_cells, gistar, neighbour_matrix  # noqa: E402
 from bench.machine import machine
 
 CENTRE = h3.latlng_to_cell(52.6369, -1.1398, 10)

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from geodata.settings import DEFAULTS_DIR
 from geodata.taxonomy import ASB, GROUP_CATEGORY, POLICEUK_CATEGORIES, groups_from_ho, normalise_ho_code
 
-DEFAULTS = Path(__file__).resolve().parent / "defaults"
+DEFAULTS = DEFAULTS_DIR  # shipped open tables
 OPEN_TABLE_NAME = "harmspot-open-2026"
 
 

@@ -331,7 +331,7 @@ def _finish(out: pd.DataFrame, lon: np.ndarray, lat: np.ndarray, x: np.ndarray |
             y: np.ndarray | None = None) -> pa.Table:
     """Add projected coordinates and H3 cells at every resolution; return a table in ROW_SCHEMA."""
     table = _to_row_table(out)
-    for name, values in _geo_columns(lon, lat, x, y).items():
+    for name, values in geo_columns(lon, lat, x, y).items():
         table = table.set_column(table.schema.get_field_index(name), name, values)
     return table
 
@@ -459,11 +459,11 @@ def normalise_policeuk(table: pa.Table, file: str, area: StudyArea) -> tuple[pa.
         "nte": nulls(pa.bool_()), "victim_age": nulls(pa.int16()),
         "_line": kept("_line"), "_file": _constant(file, m),
     }
-    columns.update(_geo_columns(lon[alive], lat[alive]))
+    columns.update(geo_columns(lon[alive], lat[alive]))
     return pa.Table.from_pydict({f.name: columns[f.name] for f in ROW_SCHEMA}, schema=ROW_SCHEMA), rejects
 
 
-def _geo_columns(lon: np.ndarray, lat: np.ndarray, x: np.ndarray | None = None,
+def geo_columns(lon: np.ndarray, lat: np.ndarray, x: np.ndarray | None = None,
                  y: np.ndarray | None = None) -> dict[str, pa.Array]:
     """Projected coordinates (BNG via pyproj) and H3 cells at every resolution (h3ronpy).
 

@@ -87,7 +87,7 @@ def save_layer(store: Store, layer: PointLayer, *, attribution: str = "", study_
         "x": np.asarray(layer.x, float), "y": np.asarray(layer.y, float)})
     rejects = layer.rejects.assign(layer=layer.name)[["layer", "line", "reason", "raw"]]
     rejects = rejects.astype({"line": "int64", "reason": "string", "raw": "string"})
-    with store._lock, store.transaction() as cur:
+    with store.write_lock, store.transaction() as cur:
         for table, col in (("poi_layers", "name"), ("poi_points", "layer"), ("poi_rejects", "layer")):
             cur.execute(f"DELETE FROM {table} WHERE {col} = ?", [layer.name])
         cur.execute("INSERT INTO poi_layers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

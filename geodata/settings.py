@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = PACKAGE_ROOT / "sample"
+DEFAULTS_DIR = PACKAGE_ROOT / "geodata" / "defaults"  # shipped tables (open harm weights, key-date sets)
 
 
 class Settings(BaseSettings):

@@ -121,7 +121,7 @@ class Store:
         except duckdb.IOException as exc:
             raise StoreError(f"cannot open the store at {path}: {exc} (is `harmspot serve` running on it? "
                              "upload through the API instead, or stop the service)") from exc
-        self._lock = threading.RLock()
+        self.write_lock = threading.RLock()  # writers in this process take it around their transaction
         self._schemas: set[str] = set()
         # small per-state memo (dataset names, period bounds, key weights, domain sizes): every write goes
         # through transaction(), which bumps the version after it commits, so an entry is only reused while
@@ -156,7 +156,7 @@ class Store:
 
     def ensure_schema(self, sql: str) -> None:
         """Run another module's ``CREATE ... IF NOT EXISTS`` statements once per store handle."""
-        with self._lock:
+        with self.write_lock:
             if sql in self._schemas:
                 return
             cur = self._con.cursor()
@@ -213,7 +213,7 @@ class Store:
         cols = ["dataset", "batch_id", "record_id", "offence_key", "occurred_from", "occurred_to", "precision",
                 "dow", "hour", "lon", "lat", "x", "y", *[f"h3_{r}" for r in RESOLUTIONS], "offence_title",
                 "location", "lsoa_code", "domestic", "public_place", "knife", "nte", "victim_age"]
-        with self._lock, self.transaction() as cur:
+        with self.write_lock, self.transaction() as cur:
             if not cur.execute("SELECT count(*) FROM datasets WHERE name = ?", [dataset]).fetchall()[0][0]:
                 cur.execute("INSERT INTO datasets VALUES (?, ?, ?, ?)",
                             [dataset, utc_now(), study_area.name if study_area else None, description])
@@ -310,7 +310,7 @@ class Store:
                 + [("group", k, v) for k, v in table.by_group.items()]
                 + [("category", k, v) for k, v in table.by_category.items()])
         frame = pd.DataFrame(rows, columns=["key_type", "key", "days"]).assign(weights_table=table.name)
-        with self._lock, self.transaction() as cur:
+        with self.write_lock, self.transaction() as cur:
             cur.execute("DELETE FROM weights WHERE weights_table = ?", [table.name])
             cur.execute("DELETE FROM weights_meta WHERE weights_table = ?", [table.name])
             cur.register("w", frame[["weights_table", "key_type", "key", "days"]])
@@ -363,7 +363,7 @@ class Store:
         for fid, cs in zip(ids, cells):
             lat, lon = cell_centres(cs)
             parts.append(pd.DataFrame({"layer": layer, "feature_id": fid, "h3_10": cs, "lat": lat, "lon": lon}))
-        with self._lock, self.transaction() as cur:
+        with self.write_lock, self.transaction() as cur:
             cur.execute("DELETE FROM areas WHERE layer = ?", [layer])
             cur.execute("DELETE FROM area_cells WHERE layer = ?", [layer])
             cur.register("a", pd.DataFrame({"layer": layer, "feature_id": ids, "name": names, "district": districts,

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from geodata.cells import cell_centres, lonlat_to_bng
-from hotspots.backtest import (BacktestConfig, bowers_matrix, quartic_matrix, run_backtest, select_and_score)
-from hotspots.gistar import domain_from_cells
+from hotspots.stats.backtest import (BacktestConfig, bowers_matrix, quartic_matrix, run_backtest, select_and_score)
+from hotspots.stats.gistar import domain_from_cells
 
 CENTRE = h3.latlng_to_cell(52.6369, -1.1398, 9)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hotspots.harmspots import harm_spots
-from hotspots.query import HotspotQuery
+from hotspots.ranking.harmspots import harm_spots
+from hotspots.ranking.query import HotspotQuery
 
 dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
@@ -45,7 +45,7 @@ def env(tmp_path_factory):
     from geodata.ingest import parse_files
     from geodata.settings import Settings
     from geodata.store import Store
-    from hotspots.dask_backend import export_parquet
+    from hotspots.executors.dask_backend import export_parquet
 
     tmp = tmp_path_factory.mktemp("dask")
     settings = Settings(data_dir=tmp)
@@ -87,7 +87,7 @@ QUERIES = [
 
 @pytest.mark.parametrize("spec", QUERIES, ids=[str(i) for i in range(len(QUERIES))])
 def test_identical_to_embedded_engine(env, spec):
-    from hotspots.dask_backend import dask_harm_spots
+    from hotspots.executors.dask_backend import dask_harm_spots
 
     store, weights, path, _ = env
     q = HotspotQuery.model_validate(spec)
@@ -105,7 +105,7 @@ def test_identical_to_embedded_engine(env, spec):
 
 def test_unknown_dataset_in_export(env):
     from geodata.store import StoreError
-    from hotspots.dask_backend import dask_harm_spots
+    from hotspots.executors.dask_backend import dask_harm_spots
 
     store, weights, path, _ = env
     with pytest.raises(StoreError):

@@ -7,9 +7,9 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from geodata.settings import Settings
-from hotspots.disclosure import DisclosureError, DisclosurePolicy, public_harm_spots
-from hotspots.harmspots import harm_spots
-from hotspots.query import HotspotQuery
+from hotspots.publish.disclosure import DisclosureError, DisclosurePolicy, public_harm_spots
+from hotspots.ranking.harmspots import harm_spots
+from hotspots.ranking.query import HotspotQuery
 
 Q = {"dataset": "essex-sample", "from": "2024-03", "to": "2024-04", "preset": "all-crime"}
 

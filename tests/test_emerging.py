@@ -3,9 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hotspots.emerging import PATTERNS, classify_emerging, emerging_hotspots, mann_kendall
-from hotspots.gistar import domain_from_cells
-from hotspots.timeslices import make_slices
+from hotspots.stats.emerging import PATTERNS, classify_emerging, emerging_hotspots, mann_kendall
+from hotspots.stats.gistar import domain_from_cells
+from hotspots.stats.timeslices import make_slices
 
 T = 12
 

@@ -10,8 +10,8 @@ import shapely
 from geodata.cells import AREA_RESOLUTION, cell_centres, polygon_cells
 from geodata.harm import load_open_default
 from geodata.store import Store
-from hotspots import evaluation, patrols
-from hotspots.query import HotspotQuery
+from hotspots.patrol import evaluation, patrols
+from hotspots.ranking.query import HotspotQuery
 from patrol_data import ingest_rows, leics_store, two_districts
 
 DS = "synthetic-timed"

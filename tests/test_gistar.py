@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import shapely
 
-from hotspots.gistar import (apply_transform, bh_qvalues, domain_from_cells, domain_from_hull, domain_from_polygon,
-                             gistar, neighbour_matrix, permutation_counts, _distinct_rows)
+from hotspots.stats.gistar import (apply_transform, bh_qvalues, domain_from_cells, domain_from_hull, domain_from_polygon,
+                             gistar, neighbour_matrix, permutation_counts, distinct_sample_rows)
 
 CENTRE = h3.latlng_to_cell(52.6369, -1.1398, 9)  # Leicester clock tower
 
@@ -90,7 +90,7 @@ def test_permutation_counts_equal_brute_force():
     rng = np.random.default_rng(0)
     y = rng.poisson(0.7, len(dom)) * np.round(rng.gamma(1, 10, len(dom)), 1)
     ge, le = permutation_counts(y, w, 199, seed=5)
-    rids = _distinct_rows(np.random.default_rng(5), len(dom) - 1, 199, 6)
+    rids = distinct_sample_rows(np.random.default_rng(5), len(dom) - 1, 199, 6)
     n = len(y)
     card = np.diff(w.indptr) - 1
     lag_other = w @ y - y
@@ -103,7 +103,7 @@ def test_permutation_counts_equal_brute_force():
 
 def test_distinct_rows_are_without_replacement():
     for pool in (10, 5000):
-        r = _distinct_rows(np.random.default_rng(1), pool, 300, 6)
+        r = distinct_sample_rows(np.random.default_rng(1), pool, 300, 6)
         s = np.sort(r, axis=1)
         assert not (s[:, 1:] == s[:, :-1]).any() and r.max() < pool
 

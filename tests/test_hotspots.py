@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from geodata.harm import load_open_default
-from hotspots.harmspots import concentration_curve, harm_spots
-from hotspots.query import HotspotQuery
+from hotspots.ranking.harmspots import concentration_curve, harm_spots
+from hotspots.ranking.query import HotspotQuery
 from tests.conftest import SAMPLE
 
 

@@ -207,13 +207,13 @@ def test_repeated_ids_in_one_batch_keep_the_first_by_file_and_line(store):
 
 def test_distinct_point_projection_matches_the_direct_one():
     from geodata.cells import cells_at_all_resolutions, lonlat_to_bng
-    from geodata.ingest import _geo_columns
+    from geodata.ingest import geo_columns
 
     rng = np.random.default_rng(3)
     points = rng.uniform([-1.5, 52.4], [-0.8, 52.8], (2_000, 2)).round(6)
     idx = rng.integers(0, len(points), 30_000)
     lon, lat = points[idx, 0].copy(), points[idx, 1].copy()
-    got = _geo_columns(lon, lat)
+    got = geo_columns(lon, lat)
     x, y = lonlat_to_bng(lon, lat)
     assert np.array_equal(got["x"].to_numpy(), x) and np.array_equal(got["y"].to_numpy(), y)
     for res, cells in cells_at_all_resolutions(lat, lon).items():

@@ -10,8 +10,8 @@ import pytest
 from geodata.cells import cell_centres
 from geodata.harm import load_open_default
 from geodata.store import Store
-from hotspots import keydates as kd
-from hotspots.query import HotspotQuery
+from hotspots.patrol import keydates as kd
+from hotspots.ranking.query import HotspotQuery
 from patrol_data import CENTRE, LEICS, ingest_rows, leics_store
 
 import h3

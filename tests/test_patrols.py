@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from geodata.store import Store
-from hotspots import patrols
+from hotspots.patrol import patrols as patrols
 
 A = "HS-8a195cb62cc7fff"
 B = "HS-8a195cb75a27fff"

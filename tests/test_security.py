@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.security import _keyring, create_key, required_role, revoke_key
+from app.security import keyring_of, create_key, required_role, revoke_key
 from geodata.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ def keyed(tmp_path_factory):
         keys = {role: create_key(store, role, f"test {role}")[1] for role in ("viewer", "analyst", "admin")}
         revoked_id, revoked = create_key(store, "admin", "gone")
         revoke_key(store, revoked_id)
-        _keyring(app).reload()
+        keyring_of(app).reload()
         keys["revoked"] = revoked
         yield client, keys, app
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hotspots.spikes import find_spikes
+from hotspots.stats.spikes import find_spikes
 
 
 def monthly(counts: np.ndarray, start="2021-01-01") -> pd.DataFrame:

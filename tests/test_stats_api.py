@@ -37,9 +37,9 @@ def test_hotspots_gistar_z_equals_the_engine(api, gi_body):
     """The top cell's z is exactly what gistar() gives on the same offences and study-area domain."""
     from geodata.cells import from_hex, parents
     from geodata.store import DATASET_LAYER
-    from hotspots.gistar import Domain, gistar
-    from hotspots.harmspots import offence_rows
-    from hotspots.query import HotspotQuery
+    from hotspots.stats.gistar import Domain, gistar
+    from hotspots.ranking.harmspots import offence_rows
+    from hotspots.ranking.query import HotspotQuery
 
     state = api.app.state.harmspot
     q = HotspotQuery.model_validate({"dataset": gi_body["dataset"], "resolution": 9})

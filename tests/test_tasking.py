@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from geodata.harm import load_open_default
-from hotspots import tasking
-from hotspots.query import HotspotQuery
+from hotspots.patrol import tasking as tasking
+from hotspots.ranking.query import HotspotQuery
 from patrol_data import LEICS, leics_store
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "patrol-planning.md"

@@ -9,9 +9,9 @@ from fastapi.responses import Response
 from app.deps import Disclosure, Format, GiStar, Query_, State
 from app.errors import ApiError
 from app.render import CELL_FIELDS, GEOJSON_MEDIA, cells_response
-from hotspots.disclosure import public_harm_spots
-from hotspots.harmspots import HotspotResult, harm_spots
-from hotspots.statistics_query import GI_FIELDS, add_gistar, gistar_for_query
+from hotspots.publish.disclosure import public_harm_spots
+from hotspots.ranking.harmspots import HotspotResult, harm_spots
+from hotspots.stats.for_query import GI_FIELDS, add_gistar, gistar_for_query
 
 router = APIRouter(tags=["hotspots"])
 FIELDS = [*CELL_FIELDS, "top_offences"]

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from app.deps import State
 from geodata.harm import load_weights_file
-from hotspots.presets import PRESETS
+from hotspots.ranking.presets import PRESETS
 
 router = APIRouter(tags=["reference"])
 

@@ -3,7 +3,7 @@
 QGIS ("WFS / OGC API - Features") and GDAL (``OAPIF:http://host/``) load harm spots and boundaries straight
 from the service, with no download step.  Every collection is one entry in :data:`REGISTRY`; the harm-spots
 collection runs exactly the query ``GET /hotspots`` runs (``app.deps.hotspot_query`` ->
-``hotspots.harmspots.harm_spots`` -> ``app.render``), so the map, the tasking script and the GIS client
+``hotspots.ranking.harmspots.harm_spots`` -> ``app.render``), so the map, the tasking script and the GIS client
 always see the same cells.
 
 Adding a collection (Gi* classes, emerging classes, RTM risk, priority places, POI layers...) means adding a
@@ -38,9 +38,9 @@ from app.render import CELL_FIELDS, to_csv, to_geojson
 from app.routes import stats as _stats
 from app.routes import rtm as _rtm
 from app.state import ServiceState
-from hotspots.harmspots import harm_spots
-from hotspots.presets import PRESETS
-from hotspots.query import HotspotQuery
+from hotspots.ranking.harmspots import harm_spots
+from hotspots.ranking.presets import PRESETS
+from hotspots.ranking.query import HotspotQuery
 
 router = APIRouter(tags=["ogc-features"])
 
@@ -99,7 +99,7 @@ class Collection:
 
 
 # ------------------------------------------------------------------------------------------ harm spots
-def _hotspot_query(state: ServiceState, req: ItemsRequest) -> HotspotQuery:
+def hotspot_query_for_items(state: ServiceState, req: ItemsRequest) -> HotspotQuery:
     """The same HotspotQuery GET /hotspots builds (app.deps.hotspot_query), with OGC datetime as the period."""
     p = dict(req.query)
     if req.has_datetime:
@@ -169,7 +169,7 @@ def _harm_spot_items(state: ServiceState, req: ItemsRequest) -> Items:
     ranking costs what ``/hotspots?top=limit`` costs, not what labelling every cell would.  Ranks, shares and
     totals come from the full ranking, so they are the same on every page and in ``/hotspots``.
     """
-    q = _hotspot_query(state, req)
+    q = hotspot_query_for_items(state, req)
     # a plain page holds ranks offset+1 .. offset+limit, so one ranking labelled that deep serves it; with a bbox
     # or one feature the deepest rank is known only after filtering, and a second call labels down to it
     plain = not req.bbox and req.feature_id is None

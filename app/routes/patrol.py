@@ -1,6 +1,6 @@
 """Patrol planning doors: tasking packs, key dates, the patrol log, compliance and patrol evaluation.
 
-Thin layer over hotspots.tasking / keydates / patrols / evaluation: requests become typed queries, results
+Thin layer over hotspots.patrol.tasking / keydates / patrols / evaluation: requests become typed queries, results
 go through the shared renderers (app.render) or the printable HTML below (inline SVG maps, no JS, no tiles).
 """
 from __future__ import annotations
@@ -22,11 +22,11 @@ from app.errors import ApiError
 from app.render import GEOJSON_MEDIA, to_csv, to_geojson, to_json
 from geodata.cells import cell_boundaries_lonlat
 from geodata.store import DATASET_LAYER, Store, StoreError
-from hotspots import evaluation as ev
-from hotspots import keydates as kd
-from hotspots import patrols as pl
-from hotspots import tasking as tk
-from hotspots.query import HotspotQuery
+from hotspots.patrol import evaluation as ev
+from hotspots.patrol import keydates as kd
+from hotspots.patrol import patrols as pl
+from hotspots.patrol import tasking as tk
+from hotspots.ranking.query import HotspotQuery
 
 router = APIRouter(tags=["patrol planning"])
 TaskFormat = Literal["json", "csv", "geojson", "html"]
@@ -293,7 +293,7 @@ def get_patrol_evaluation(
         q = HotspotQuery.model_validate({"dataset": dataset, "from": after_from, "to": after_to, "preset": preset,
                                          "weights": weights})
         state.store.require_dataset(dataset)
-        a_start, a_end = ev._bounds(after_from, after_to)
+        a_start, a_end = ev.window_bounds(after_from, after_to)
         log = pl.patrols(state.store)
         spot_ids = spots.split(",") if spots else ev.spots_patrolled(log, a_start, a_end, min_visits)
         if not spot_ids:

@@ -31,7 +31,7 @@ from app.rtm_jobs import PlanError, RunManager, get_run, latest_done, list_runs,
 from geodata import layer_store
 from geodata.cells import cell_boundaries_lonlat, cell_centres, from_hex, to_hex
 from geodata.layers import DEFAULT_BUFFER_M, LayerError
-from hotspots.query import _PERIOD
+from hotspots.ranking.query import PERIOD_PATTERN
 from rtm.features import Variable
 from rtm.grid import square_centres_lonlat, square_geometry, square_ids
 from rtm.run import CLASS_LABELS
@@ -191,7 +191,7 @@ class RTMRunRequest(BaseModel):
     @field_validator("date_from", "date_to", "test_from", "test_to")
     @classmethod
     def _period(cls, v: str | None) -> str | None:
-        if v is not None and not _PERIOD.match(v.strip()):
+        if v is not None and not PERIOD_PATTERN.match(v.strip()):
             raise ValueError("use YYYY-MM or YYYY-MM-DD")
         return v.strip() if v else v
 

@@ -1,7 +1,7 @@
 """Hot spot statistics doors: GET /hotspots/emerging, GET /spikes, GET /evaluation.
 
 All three take the /hotspots query parameters (``app.deps.hotspot_query``: dataset, preset, offences, area,
-bbox, resolution, weights...) and run the engines through ``hotspots.statistics_query``. Unlike /hotspots,
+bbox, resolution, weights...) and run the engines through ``hotspots.stats.for_query``. Unlike /hotspots,
 their default period is every record of the dataset (``from``/``to`` narrow it): they need a history.
 Methods, defaults and sources: docs/statistics.md.
 """
@@ -19,8 +19,8 @@ from fastapi.responses import JSONResponse, Response
 from app.deps import Query_, State
 from app.errors import ApiError
 from app.render import GEOJSON_MEDIA, cells_response, records, to_csv, to_geojson
-from hotspots.backtest import METHODS, BacktestConfig
-from hotspots.statistics_query import (backtest_for_query, emerging_cells, emerging_for_query, spike_units,
+from hotspots.stats.backtest import METHODS, BacktestConfig
+from hotspots.stats.for_query import (backtest_for_query, emerging_cells, emerging_for_query, spike_units,
                                        spikes_for_query)
 
 router = APIRouter(tags=["statistics"])
@@ -196,11 +196,11 @@ GISTAR_FIELDS = ["h3", "gi_class", "gi_z", "gi_p", "gi_q", "value", "raw", "lat"
 def gistar_items(state, req):
     """Items of the OGC ``gistar`` collection: the significant Gi* hot cells (FDR) of the /hotspots query (same
     parameters, harm, analytic), highest z first; ``bbox`` filters them. Registered in app.routes.ogc.REGISTRY."""
-    from app.routes.ogc import Items, _hotspot_query, cells_page
+    from app.routes.ogc import Items, hotspot_query_for_items, cells_page
     from geodata.cells import cell_centres, to_hex
-    from hotspots.statistics_query import gistar_for_query
+    from hotspots.stats.for_query import gistar_for_query
 
-    q = _hotspot_query(state, req)
+    q = hotspot_query_for_items(state, req)
     gi = gistar_for_query(state.store, q, state.default_weights)
     hot = gi.cells[gi.cells["class"] != "not_significant"].sort_values(["z", "cell"], ascending=[False, True])
     if q.top is not None:

@@ -30,8 +30,8 @@ import pandas as pd
 from geodata.cells import cell_area_km2
 from geodata.harm import WeightsTable
 from geodata.store import Store
-from hotspots.harmspots import HotspotResult, concentration_curve, harm_spots
-from hotspots.query import HotspotQuery
+from hotspots.ranking.harmspots import HotspotResult, concentration_curve, harm_spots
+from hotspots.ranking.query import HotspotQuery
 
 DEFAULT_MIN_COUNT = 5
 DEFAULT_MAX_RESOLUTION = 8

@@ -21,9 +21,9 @@ from pydantic import BaseModel, Field
 from geodata.cells import AREA_RESOLUTION, parents
 from geodata.harm import WeightsTable
 from geodata.store import Store, StoreError, utc_now
-from hotspots.harmspots import HotspotResult, _offence_selection, harm_spots
-from hotspots.presets import select_keys
-from hotspots.query import HotspotQuery
+from hotspots.ranking.harmspots import HotspotResult, offence_selection, harm_spots
+from hotspots.ranking.presets import select_keys
+from hotspots.ranking.query import HotspotQuery
 
 SPOT_PREFIX = "HS-"
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -283,7 +283,7 @@ def _peaks(store: Store, q: HotspotQuery, res: HotspotResult, weights: WeightsTa
     if precisions <= {"month"}:
         return [MONTH_ONLY_PEAK] * len(cells), [MONTH_ONLY_PEAK] * len(cells), MONTH_ONLY_PEAK
     table = store.weights_table(q.weights) if q.weights else weights
-    _, groups, cats = _offence_selection(q)
+    _, groups, cats = offence_selection(q)
     keys = store.key_weights(table)
     chosen = keys[select_keys(keys, groups, cats, q.include_asb)][["offence_key", "days"]]
     start, end = _window(res)

@@ -24,13 +24,13 @@ import pyarrow as pa
 from geodata.cells import AREA_RESOLUTION, cell_centres, to_hex
 from geodata.harm import WeightsTable
 from geodata.store import DATASET_LAYER, Store, StoreError
-from hotspots.backtest import BacktestConfig, BacktestResult, run_backtest
-from hotspots.emerging import EmergingResult, emerging_hotspots
-from hotspots.gistar import Domain, GiStarResult, gistar, neighbour_matrix
-from hotspots.harmspots import HotspotResult, OffenceFilter, offence_rows
-from hotspots.query import HotspotQuery, period_end_exclusive, period_start
-from hotspots.spikes import SpikeResult, _window, find_spikes
-from hotspots.timeslices import coarsest_precision, parse_slice
+from hotspots.stats.backtest import BacktestConfig, BacktestResult, run_backtest
+from hotspots.stats.emerging import EmergingResult, emerging_hotspots
+from hotspots.stats.gistar import Domain, GiStarResult, gistar, neighbour_matrix
+from hotspots.ranking.harmspots import HotspotResult, OffenceFilter, offence_rows
+from hotspots.ranking.query import HotspotQuery, period_end_exclusive, period_start
+from hotspots.stats.spikes import SpikeResult, window_start, find_spikes
+from hotspots.stats.timeslices import coarsest_precision, parse_slice
 
 GI_FIELDS = ["gi_z", "gi_p", "gi_q", "gi_class"]
 _W_CACHE: dict[tuple, object] = {}  # (dataset, area, bbox, resolution, k, n cells) -> neighbour matrix
@@ -213,9 +213,9 @@ def spikes_for_query(store: Store, q: HotspotQuery, default_weights: WeightsTabl
     end = pd.Timestamp(f.end) if q.date_to else None
     end_ = end if end is not None else ((t.max().to_period("M") + 1).to_timestamp() if r_unit == "month"
                                         else t.max().normalize() + pd.Timedelta(days=1))
-    r_start = _window(r_unit, r_len, end_)
+    r_start = window_start(r_unit, r_len, end_)
     first = t.min().to_period("M").to_timestamp() if r_unit == "month" else t.min().normalize()
-    if _window(b_unit, b_len, r_start) < first:
+    if window_start(b_unit, b_len, r_start) < first:
         avail = (r_start.to_period("M") - first.to_period("M")).n if b_unit == "month" else (r_start - first).days
         if avail < (1 if b_unit == "month" else 7):
             raise StoreError(f"not enough data before the recent window ({r_start.date()}) for a baseline")

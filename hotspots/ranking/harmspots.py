@@ -14,8 +14,8 @@ import pandas as pd
 from geodata.cells import AREA_RESOLUTION, cell_area_km2, cell_centres, to_hex
 from geodata.harm import WeightsTable
 from geodata.store import DATASET_LAYER, Store, StoreError
-from hotspots.presets import PRESETS, Preset, resolve_offences, select_keys
-from hotspots.query import HotspotQuery, default_period, period_end_exclusive, period_start
+from hotspots.ranking.presets import PRESETS, Preset, resolve_offences, select_keys
+from hotspots.ranking.query import HotspotQuery, default_period, period_end_exclusive, period_start
 
 CONCENTRATION_SHARES = (0.01, 0.02, 0.05)
 TOP_OFFENCES = 3
@@ -97,7 +97,7 @@ def resolve_period(q: HotspotQuery, last, month_only: bool) -> tuple[datetime, d
     return start, end, rule
 
 
-def _offence_selection(q: HotspotQuery) -> tuple[Preset | None, frozenset[str], frozenset[str]]:
+def offence_selection(q: HotspotQuery) -> tuple[Preset | None, frozenset[str], frozenset[str]]:
     if q.offences:
         groups, cats = resolve_offences(q.offences)
         return None, groups, cats
@@ -105,7 +105,7 @@ def _offence_selection(q: HotspotQuery) -> tuple[Preset | None, frozenset[str], 
     return preset, preset.groups, preset.categories_if_category_only
 
 
-def _area_filter(store: Store, q: HotspotQuery) -> tuple[str, list, str, str, list]:
+def area_filter(store: Store, q: HotspotQuery) -> tuple[str, list, str, str, list]:
     """SQL fragment + params selecting offences in the area, and the domain (cells in the area)."""
     if q.area:
         layer, ids, label = store.resolve_area(q.area)
@@ -157,7 +157,7 @@ def offence_filter(store: Store, q: HotspotQuery, default_weights: WeightsTable,
     store.require_dataset(q.dataset)
     table = store.weights_table(q.weights) if q.weights else default_weights
     start, end, rule = period or _resolve_period(store, q)
-    preset, groups, cats = _offence_selection(q)
+    preset, groups, cats = offence_selection(q)
     keys = store.key_weights(table)
     chosen = keys[select_keys(keys, groups, cats, q.include_asb)]
 
@@ -185,7 +185,7 @@ def offence_filter(store: Store, q: HotspotQuery, default_weights: WeightsTable,
     if q.bbox:
         where.append("o.lon BETWEEN ? AND ? AND o.lat BETWEEN ? AND ?")
         params += [q.bbox[0], q.bbox[2], q.bbox[1], q.bbox[3]]
-    area_sql, area_params, domain_layer, domain_label, domain_ids = _area_filter(store, q)
+    area_sql, area_params, domain_layer, domain_label, domain_ids = area_filter(store, q)
     params += area_params
     base = f"FROM offences o JOIN kw ON kw.offence_key = o.offence_key WHERE {' AND '.join(where)}{area_sql}"
     return OffenceFilter(table, start, end, rule, preset, chosen, base, params,
@@ -290,7 +290,7 @@ def assemble_result(store: Store, q: HotspotQuery, table: WeightsTable, start: d
                     preset: Preset | None, chosen: pd.DataFrame, agg: pd.DataFrame, flags: pd.DataFrame,
                     labels: pd.DataFrame, domain: tuple[str, list, str]) -> HotspotResult:
     """Turn per-cell aggregates (ranked by :func:`rank_cells`) into a :class:`HotspotResult`; shared by every
-    executor (the embedded DuckDB one above and hotspots.dask_backend), so the statistics exist once."""
+    executor (the embedded DuckDB one above and hotspots.executors.dask_backend), so the statistics exist once."""
     domain_layer, domain_ids, domain_label = domain
     top_n = len(agg) if q.top is None else min(q.top, len(agg))
     not_applied: list[str] = []

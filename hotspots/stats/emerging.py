@@ -31,8 +31,8 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
-from hotspots.gistar import Domain, apply_transform, bh_qvalues, domain_from_hull, gistar_z, neighbour_matrix
-from hotspots.timeslices import Slices, cube, make_slices
+from hotspots.stats.gistar import Domain, apply_transform, bh_qvalues, domain_from_hull, gistar_z, neighbour_matrix
+from hotspots.stats.timeslices import Slices, cube, make_slices
 
 HOT_PATTERNS = ("new", "consecutive", "intensifying", "persistent", "diminishing", "sporadic", "oscillating",
                 "historical")

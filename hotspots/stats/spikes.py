@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hotspots.gistar import bh_qvalues
-from hotspots.timeslices import coarsest_precision, parse_slice
+from hotspots.stats.gistar import bh_qvalues
+from hotspots.stats.timeslices import coarsest_precision, parse_slice
 
 CAVEATS = [
     "A spike is relative to the unit's own recent past: seasonal peaks (e.g. summer, the night-time economy in "
@@ -65,7 +65,7 @@ class SpikeResult:
                 "n_spikes": int(self.units["spike"].sum()), "caveats": self.caveats}
 
 
-def _window(unit: str, length: int, end: pd.Timestamp) -> pd.Timestamp:
+def window_start(unit: str, length: int, end: pd.Timestamp) -> pd.Timestamp:
     return (end.to_period("M") - length).to_timestamp() if unit == "month" else end - pd.Timedelta(days=length)
 
 
@@ -92,8 +92,8 @@ def find_spikes(events: pd.DataFrame, *, unit_col: str = "cell", time_col: str =
         end = (t.max().to_period("M") + 1).to_timestamp() if r_unit == "month" else \
             t.max().normalize() + pd.Timedelta(days=1)
     end = pd.Timestamp(end)
-    r_start = _window(r_unit, r_len, end)
-    b_start = _window(b_unit, b_len, r_start)
+    r_start = window_start(r_unit, r_len, end)
+    b_start = window_start(b_unit, b_len, r_start)
     in_recent = ((t >= r_start) & (t < end)).to_numpy()
     in_base = ((t >= b_start) & (t < r_start)).to_numpy()
     if in_base.sum() == 0:

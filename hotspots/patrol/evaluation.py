@@ -24,10 +24,10 @@ from scipy import stats
 from geodata.cells import AREA_RESOLUTION, cell_centres, parents, to_hex
 from geodata.harm import WeightsTable
 from geodata.store import Store
-from hotspots.harmspots import _offence_selection, harm_spots
-from hotspots.presets import select_keys
-from hotspots.query import HotspotQuery, period_end_exclusive, period_start
-from hotspots.tasking import assign_areas, cell_of_spot
+from hotspots.ranking.harmspots import offence_selection, harm_spots
+from hotspots.ranking.presets import select_keys
+from hotspots.ranking.query import HotspotQuery, period_end_exclusive, period_start
+from hotspots.patrol.tasking import assign_areas, cell_of_spot
 
 RATE_DAYS = 28
 MONTH_ONLY_48H = ("not supported: data.police.uk records are month-only - an offence's time is known only to the "
@@ -86,7 +86,7 @@ class Evaluation:
                 "method": __doc__.split("\n\n", 1)[1].strip()}
 
 
-def _bounds(text_from: str, text_to: str) -> tuple[date, date]:
+def window_bounds(text_from: str, text_to: str) -> tuple[date, date]:
     return period_start(text_from).date(), period_end_exclusive(text_to).date()
 
 
@@ -129,8 +129,8 @@ def evaluate(store: Store, q: HotspotQuery, weights: WeightsTable, spot_ids: lis
         raise EvaluationError(f"spots mix H3 resolutions {sorted(resolutions)}")
     res = resolutions.pop()
     q = q.model_copy(update={"resolution": res})
-    a_win = _bounds(*after)
-    b_win = _bounds(*before) if before else (a_win[0] - (a_win[1] - a_win[0]), a_win[0])
+    a_win = window_bounds(*after)
+    b_win = window_bounds(*before) if before else (a_win[0] - (a_win[1] - a_win[0]), a_win[0])
     if b_win[1] > a_win[0]:
         raise EvaluationError("the before window must end on or before the start of the after window")
     first, last = store.query_df("SELECT min(occurred_from) AS f, max(occurred_to) AS l FROM offences WHERE dataset = ?",
@@ -233,7 +233,7 @@ def window_48h(store: Store, q: HotspotQuery, weights: WeightsTable, patrol_log:
     cells = np.unique(log["cell"].to_numpy(np.uint64))
     res = h3.get_resolution(h3.int_to_str(int(cells[0])))
     table = store.weights_table(q.weights) if q.weights else weights
-    _, groups, cats = _offence_selection(q)
+    _, groups, cats = offence_selection(q)
     keys = store.key_weights(table)
     kw = keys[select_keys(keys, groups, cats, q.include_asb)][["offence_key", "days"]]
     cur = store.cursor()

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from geodata.store import Store, utc_now
-from hotspots.tasking import SPOT_PREFIX, cell_of_spot
+from hotspots.patrol.tasking import SPOT_PREFIX, cell_of_spot
 
 MAX_PATROL_HOURS = 12  # a single visit longer than a shift is almost certainly a typing error
 LOCAL_TZ = "Europe/London"

@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from hotspots.gistar import Domain, gistar_z, neighbour_matrix
-from hotspots.timeslices import Slices, cube, make_slices
+from hotspots.stats.gistar import Domain, gistar_z, neighbour_matrix
+from hotspots.stats.timeslices import Slices, cube, make_slices
 
 Progress = Callable[[int, int, str], None]
 

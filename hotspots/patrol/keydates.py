@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 
 from geodata.harm import WeightsTable
+from geodata.settings import DEFAULTS_DIR
 from geodata.store import Store, StoreError, utc_now
-from hotspots.harmspots import harm_spots
-from hotspots.query import HotspotQuery
+from hotspots.ranking.harmspots import harm_spots
+from hotspots.ranking.query import HotspotQuery
 
-DEFAULTS_DIR = Path(__file__).resolve().parent.parent / "geodata" / "defaults"
 SHIPPED: dict[str, tuple[Path, str]] = {
     "england-2020-21": (DEFAULTS_DIR / "keydates_england_2020_21.csv",
                         "England Covid-19 lockdown easing, 2020-21 (hospitality reopening, end of the second "

@@ -202,7 +202,7 @@ def gistar_z(y: np.ndarray, w: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     return g, z
 
 
-def _distinct_rows(rng: np.random.Generator, n_pool: int, perms: int, k: int) -> np.ndarray:
+def distinct_sample_rows(rng: np.random.Generator, n_pool: int, perms: int, k: int) -> np.ndarray:
     """perms x k indices into range(n_pool), distinct within each row (draws without replacement)."""
     if k == 0:
         return np.zeros((perms, 0), dtype=np.int64)
@@ -240,7 +240,7 @@ def permutation_counts(y: np.ndarray, w: sp.csr_matrix, permutations: int = 999,
     le = np.zeros(n, dtype=np.int64)
     if n < 2 or kmax == 0:
         return ge, le
-    rids = _distinct_rows(rng, n - 1, permutations, kmax)
+    rids = distinct_sample_rows(rng, n - 1, permutations, kmax)
     y_next = np.append(y[1:], 0.0)  # value at r+1 (r <= n-2 always)
     tol = 1e-9 * max(1.0, float(np.abs(y).sum()))
     for c in np.unique(card):

@@ -1,6 +1,6 @@
 """A second executor of the same :class:`HotspotQuery`: dask.dataframe over partitioned Parquet.
 
-The embedded engine (hotspots.harmspots) filters and groups offences inside DuckDB. For national data (every
+The embedded engine (hotspots.ranking.harmspots) filters and groups offences inside DuckDB. For national data (every
 force, years of records) the same query runs here on a Dask cluster instead:
 
 1. :func:`export_parquet` writes the store's offences as a hive-partitioned Parquet dataset,
@@ -10,7 +10,7 @@ force, years of records) the same query runs here on a Dask cluster instead:
    filters on dataset and month, and only the needed columns), applies the same filter as the SQL of the
    embedded engine partition by partition, reduces to per-cell partial sums, and combines them with a Dask
    group-by. Small tables (weights, offence keys, area cells) come from the store.
-3. The per-cell aggregates go through :func:`hotspots.harmspots.assemble_result`, the same code the
+3. The per-cell aggregates go through :func:`hotspots.ranking.harmspots.assemble_result`, the same code the
    embedded engine uses, so concentration, caveats and ranking exist once; results are identical
    (tests/test_dask.py).
 
@@ -28,10 +28,10 @@ import pandas as pd
 
 from geodata.harm import WeightsTable
 from geodata.store import Store
-from hotspots.harmspots import (HotspotResult, _area_filter, _offence_selection, assemble_result, rank_cells,
+from hotspots.ranking.harmspots import (HotspotResult, area_filter, offence_selection, assemble_result, rank_cells,
                                 resolve_period)
-from hotspots.presets import select_keys
-from hotspots.query import HotspotQuery
+from hotspots.ranking.presets import select_keys
+from hotspots.ranking.query import HotspotQuery
 
 ROBBERY_GROUPS = ("robbery", "robbery_personal", "robbery_business")
 FLAG_COLUMNS = ["n", "no_public", "no_domestic", "no_age", "no_knife", "no_nte"]
@@ -209,10 +209,10 @@ def dask_harm_spots(store: Store, parquet_dir: Path | str, q: HotspotQuery,
                                    ((meta["precision"] != "month") & ~meta["precision"].isna()).sum())
     start, end, rule = resolve_period(q, last, int(not_month) == 0)
 
-    preset, groups, cats = _offence_selection(q)
+    preset, groups, cats = offence_selection(q)
     keys = store.key_weights(table)
     chosen = keys[select_keys(keys, groups, cats, q.include_asb)]
-    _, _, domain_layer, domain_label, domain_ids = _area_filter(store, q)
+    _, _, domain_layer, domain_label, domain_ids = area_filter(store, q)
     area_cells = None
     if q.area:
         ph = ",".join("?" * len(domain_ids))

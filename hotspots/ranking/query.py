@@ -6,9 +6,9 @@ from datetime import date, datetime, timedelta
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from hotspots.presets import PRESETS
+from hotspots.ranking.presets import PRESETS
 
-_PERIOD = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")
+PERIOD_PATTERN = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")
 MAX_TOP = 100_000
 
 
@@ -57,7 +57,7 @@ class HotspotQuery(BaseModel):
         if v is None:
             return v
         v = v.strip()
-        if not _PERIOD.match(v):
+        if not PERIOD_PATTERN.match(v):
             raise ValueError("use YYYY-MM or YYYY-MM-DD")
         try:
             if not 1900 <= period_start(v).year <= 2999:

@@ -1,0 +1,59 @@
+"""The rooms keep their doors: engines never import ``app``, each ``hotspots`` subpackage imports only the rooms
+its docstring allows, and no module imports another module's ``_private`` name."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("app", "geodata", "hotspots", "rtm", "bench", "tests")
+# room -> the other hotspots rooms it may import (see hotspots/__init__.py)
+HOTSPOT_ROOMS = {
+    "ranking": set(),
+    "stats": {"ranking"},
+    "patrol": {"ranking", "stats"},
+    "executors": {"ranking"},
+    "publish": {"ranking"},
+}
+
+
+def _modules():
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            yield path, ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def _imports(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module, [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                yield a.name, []
+
+
+def test_engines_never_import_app():
+    bad = [(str(p.relative_to(ROOT)), m) for p, tree in _modules() if p.parts[len(ROOT.parts)] in
+           ("geodata", "hotspots", "rtm") for m, _ in _imports(tree) if m == "app" or m.startswith("app.")]
+    assert not bad, bad
+
+
+def test_hotspot_rooms_import_only_what_they_may():
+    bad = []
+    for path, tree in _modules():
+        rel = path.relative_to(ROOT).parts
+        if rel[0] != "hotspots" or len(rel) < 3:
+            continue
+        room = rel[1]
+        for module, _ in _imports(tree):
+            parts = module.split(".")
+            if parts[0] == "hotspots" and len(parts) > 1 and parts[1] != room and parts[1] not in HOTSPOT_ROOMS[room]:
+                bad.append((str(path.relative_to(ROOT)), module))
+    assert not bad, bad
+
+
+def test_no_module_imports_a_private_name():
+    bad = [(str(p.relative_to(ROOT)), m, n) for p, tree in _modules() for m, names in _imports(tree)
+           for n in names if n.startswith("_") and not n.startswith("__")
+           and m.split(".")[0] in ("app", "geodata", "hotspots", "rtm", "bench", "tests")]
+    assert not bad, bad
