@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from app.collections import Registry
 from app.errors import install_error_handlers
 from app.limits import BodyLimitMiddleware
 from app.routes import datasets, hotspots, meta
@@ -43,8 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_mb * 1024 * 1024)
     install_security(app, settings)  # API keys + roles, audit log, demo mode, CORS (docs/security.md)
     install_error_handlers(app)
+    app.state.harmspot_collections = Registry()  # OGC collections, registered by the routers that own them
     for module in (hotspots, datasets, meta):
-        app.include_router(module.router)
+        _include(app, module)
     _include_optional_routers(app)
     _install_openapi_extras(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -76,7 +78,15 @@ def _include_optional_routers(app: FastAPI) -> None:
             if exc.name != f"app.routes.{name}":
                 raise
             continue
-        app.include_router(module.router)
+        _include(app, module)
+
+
+def _include(app: FastAPI, module) -> None:
+    """A router, and the OGC collections it provides (``register_collections``, see app/collections.py)."""
+    app.include_router(module.router)
+    register = getattr(module, "register_collections", None)
+    if register is not None:
+        register(app.state.harmspot_collections)
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -197,7 +197,7 @@ def test_boundaries_and_single_features(client):
 
 
 def test_openapi_limit_component_for_qgis(client):
-    from app.routes.ogc import DEFAULT_LIMIT, MAX_LIMIT
+    from app.collections import DEFAULT_LIMIT, MAX_LIMIT
 
     doc = client.get("/openapi.json").json()
     limit = doc["components"]["parameters"]["limit"]
@@ -224,20 +224,21 @@ def test_map_config_tile_url(tmp_path):
 
 
 def test_registry_takes_a_new_collection(client, monkeypatch):
-    """A later engine adds a layer by adding one registry entry: listing, paging and links come for free."""
-    from app.routes import ogc
+    """A later engine adds a layer by registering one provider: listing, paging and links come for free."""
+    from app.collections import Collection, Items, registry_of
 
     def items(state, req):
         feats = [{"type": "Feature", "id": str(i), "geometry": {"type": "Point", "coordinates": [0.5 + i / 100, 51.7]},
                   "properties": {"id": str(i), "kind": "pub"}} for i in range(25)]
         if req.feature_id is not None:
             feats = [f for f in feats if f["id"] == req.feature_id]
-            return ogc.Items(feats, len(feats))
-        return ogc.Items(feats[req.offset: req.offset + req.limit], len(feats), None, ["id", "kind"])
+            return Items(feats, len(feats))
+        return Items(feats[req.offset: req.offset + req.limit], len(feats), None, ["id", "kind"])
 
-    extra = ogc.Collection(id="poi-pubs", title="Pubs", description="test layer", items=items,
-                           extent=lambda s: {}, kind="points", style={"property": "kind", "type": "categorical"})
-    monkeypatch.setattr(ogc, "REGISTRY", (*ogc.REGISTRY, extra))
+    extra = Collection(id="poi-pubs", title="Pubs", description="test layer", items=items,
+                       extent=lambda s: {}, kind="points", style={"property": "kind", "type": "categorical"})
+    registry = registry_of(client.app)
+    monkeypatch.setattr(registry, "static", (*registry.static, extra))
     assert "poi-pubs" in [c["id"] for c in client.get("/collections").json()["collections"]]
     page = client.get("/collections/poi-pubs/items", params={"limit": 10, "offset": 20}).json()
     assert page["numberMatched"] == 25 and page["numberReturned"] == 5

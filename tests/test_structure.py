@@ -57,3 +57,57 @@ def test_no_module_imports_a_private_name():
            for n in names if n.startswith("_") and not n.startswith("__")
            and m.split(".")[0] in ("app", "geodata", "hotspots", "rtm", "bench", "tests")]
     assert not bad, bad
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _app_import_graph() -> dict[str, set[str]]:
+    """app module -> the app modules it imports anywhere in its body (function-level imports count too: a
+    circle deferred into a function is still a circle)."""
+    paths = {_module_name(p): p for p in sorted((ROOT / "app").rglob("*.py"))}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        targets: set[str] = set()
+        for module, names in _imports(tree):
+            if module.split(".")[0] != "app":
+                continue
+            subs = [f"{module}.{n}" for n in names if f"{module}.{n}" in paths]
+            targets.update(subs or ([module] if module in paths else []))
+        graph[name] = {t for t in targets if t != name and not name.startswith(t + ".")}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found, state, stack = [], {}, []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_no_import_cycle_in_app():
+    """No circle of imports anywhere in app/ (the OGC door, stats and RTM routers once imported each other)."""
+    graph = _app_import_graph()
+    assert "app.collections" in graph["app.routes.ogc"]  # the graph sees imports at all
+    assert not _cycles(graph), _cycles(graph)
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []

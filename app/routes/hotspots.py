@@ -1,4 +1,5 @@
-"""GET /hotspots (JSON, CSV, GeoJSON) and GET /hotspots.geojson."""
+"""GET /hotspots (JSON, CSV, GeoJSON), GET /hotspots.geojson, and the OGC ``harm-spots`` collection (the same
+query and cells, registered in ``app.collections``)."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -6,9 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from app.collections import (Collection, Items, ItemsRequest, Registry, cells_page, hotspot_query_for_items,
+                             offences_extent)
 from app.deps import Disclosure, Format, GiStar, Query_, State
 from app.errors import ApiError
-from app.render import CELL_FIELDS, GEOJSON_MEDIA, cells_response
+from app.render import CELL_FIELDS, GEOJSON_MEDIA, cells_response, to_geojson
+from app.state import ServiceState
 from hotspots.publish.disclosure import public_harm_spots
 from hotspots.ranking.harmspots import HotspotResult, harm_spots
 from hotspots.stats.for_query import GI_FIELDS, add_gistar, gistar_for_query
@@ -69,3 +73,42 @@ def get_hotspots_geojson(state: State, q: Query_, disclosure: Disclosure) -> Res
     if disclosure is not None:
         return render(public_harm_spots(state.store, q, state.default_weights, disclosure), "geojson")
     return render(harm_spots(state.store, q, state.default_weights), "geojson")
+
+
+# ------------------------------------------------------------------------------------- OGC collection
+def harm_spot_items(state: ServiceState, req: ItemsRequest) -> Items:
+    """Rank every cell once (cheap), pick the page (after bbox), then label only as deep as the page goes.
+
+    The engine's cost grows with how many cells get their top offences (``top``), so a page at the head of the
+    ranking costs what ``/hotspots?top=limit`` costs, not what labelling every cell would.  Ranks, shares and
+    totals come from the full ranking, so they are the same on every page and in ``/hotspots``.
+    """
+    q = hotspot_query_for_items(state, req)
+    # a plain page holds ranks offset+1 .. offset+limit, so one ranking labelled that deep serves it; with a bbox
+    # or one feature the deepest rank is known only after filtering, and a second call labels down to it
+    plain = not req.bbox and req.feature_id is None
+    labelled = max(min(q.top or req.offset + req.limit, req.offset + req.limit), 1) if plain else 1
+    result = harm_spots(state.store, q.model_copy(update={"top": labelled}), state.default_weights)
+    ranked = result.cells if q.top is None else result.cells.head(q.top)
+    ranked, page = cells_page(ranked, req, q.resolution)
+    deepest = int(page["rank"].max()) if len(page) else 1
+    if deepest > labelled:
+        result = harm_spots(state.store, q.model_copy(update={"top": deepest}), state.default_weights)
+    cells = result.cells.set_index("h3", drop=False).loc[page["h3"].tolist()].reset_index(drop=True)
+    meta = {**result.meta(), "top": q.top}
+    fc = to_geojson(meta, cells, FIELDS)
+    return Items(fc["features"], int(len(ranked)), fc["metadata"], FIELDS)
+
+
+HARM_SPOTS = Collection(
+    id="harm-spots", title="Harm spots",
+    description="H3 cells ranked by harm (CCHI days): the same query and cells as GET /hotspots. Query "
+    "parameters dataset, from, to, preset, offences, area, resolution, weights, top, rank_by, include_asb "
+    "work as on /hotspots (default: every cell with harm, ranked); datetime sets the period (whole days); "
+    "bbox keeps the ranked cells whose hexagon intersects it (ranks and shares are not recomputed).",
+    items=harm_spot_items, extent=offences_extent, kind="cells",
+    style={"property": "harm", "type": "sequential"}, keywords=("harm", "hotspots", "H3", "CCHI"))
+
+
+def register_collections(registry: Registry) -> None:
+    registry.add(HARM_SPOTS)

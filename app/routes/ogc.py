@@ -1,52 +1,39 @@
 """The GIS door: OGC API - Features, Part 1 (Core, GeoJSON, HTML, OpenAPI 3.0) over the same engines.
 
-QGIS ("WFS / OGC API - Features") and GDAL (``OAPIF:http://host/``) load harm spots and boundaries straight
-from the service, with no download step.  Every collection is one entry in :data:`REGISTRY`; the harm-spots
-collection runs exactly the query ``GET /hotspots`` runs (``app.deps.hotspot_query`` ->
-``hotspots.ranking.harmspots.harm_spots`` -> ``app.render``), so the map, the tasking script and the GIS client
-always see the same cells.
+QGIS ("WFS / OGC API - Features") and GDAL (``OAPIF:http://host/``) load harm spots, boundaries, Gi*, RTM and
+POI layers straight from the service, with no download step.  This router serves only the protocol: the
+landing page, conformance, the collection documents, items paging (limit/offset, next/prev links), bbox and
+datetime parsing, and the formats (GeoJSON, CSV, HTML).  The collections themselves are providers registered
+in ``app.collections`` by the routers that own their engines (harm-spots in ``app.routes.hotspots``, ...);
+see docs/ogc.md for adding one.
 
-Adding a collection (Gi* classes, emerging classes, RTM risk, priority places, POI layers...) means adding a
-:class:`Collection` to :data:`REGISTRY`: an id, a title, an ``items`` function ``(state, ItemsRequest) ->
-Items`` that returns GeoJSON features for one page plus the number matched, an ``available`` check (so the
-collection only appears once its engine or data exists) and an optional ``style`` hint the map uses to draw
-it.  Nothing else changes: landing page, ``/collections``, paging, links, CSV and HTML come for free.
-
-Also here: ``GET /`` (the map for browsers, the OGC landing document for API clients), ``GET /map/config``
-(what the map page needs from settings: the optional tile URL), and :func:`install_openapi`, which puts
-``limit`` into ``components.parameters`` where QGIS looks for the largest page size.
+Also here: ``GET /`` (the map for browsers, the OGC landing document for API clients) and
+:func:`install_openapi`, which puts ``limit`` into ``components.parameters`` where QGIS looks for the largest
+page size.
 """
 from __future__ import annotations
 
 import html
-import json
 import math
 import re
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-import numpy as np
 import pandas as pd
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from app.deps import State, hotspot_query
+from app.collections import (CRS84, DEFAULT_LIMIT, HOTSPOT_PARAMETERS, MAX_LIMIT, Collection, Collections,
+                             ItemsRequest)
+from app.deps import State
 from app.errors import ApiError
-from app.render import CELL_FIELDS, to_csv, to_geojson
-from app.routes import stats as _stats
-from app.routes import rtm as _rtm
+from app.render import to_csv
 from app.state import ServiceState
-from hotspots.ranking.harmspots import harm_spots
 from hotspots.ranking.presets import PRESETS
-from hotspots.ranking.query import HotspotQuery
 
 router = APIRouter(tags=["ogc-features"])
 
-DEFAULT_LIMIT = 1_000   # a page QGIS/GDAL fetch in well under a second at res 10
-MAX_LIMIT = 10_000      # the map asks for up to this many hexagons per request (5,000 renders smoothly)
-CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 GEOJSON = "application/geo+json"
 OPENAPI_TYPE = "application/vnd.oai.openapi+json;version=3.0"
 CONFORMANCE = [
@@ -55,255 +42,10 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
 ]
-HOTSPOT_FIELDS = [*CELL_FIELDS, "top_offences"]
 # `f` and the numeric hotspot parameters are read as text and checked here, so that a bad value is the 400 OGC
 # API - Features asks for (/req/core/query-param-invalid), not FastAPI's 422.
 _F_SCHEMA = {"enum": ["json", "csv", "html"]}
 F = str
-
-
-# ---------------------------------------------------------------------------------------------- the model
-@dataclass(frozen=True)
-class ItemsRequest:
-    """One items request, already parsed: OGC parameters plus the hotspot query parameters."""
-
-    bbox: tuple[float, float, float, float] | None = None
-    start: date | None = None   # datetime interval, inclusive days; None = open
-    end: date | None = None
-    has_datetime: bool = False
-    limit: int = DEFAULT_LIMIT
-    offset: int = 0
-    query: dict[str, Any] = field(default_factory=dict)  # dataset, from, to, preset, ... (cell collections)
-    feature_id: str | None = None  # set for /items/{featureId}
-
-
-@dataclass(frozen=True)
-class Items:
-    features: list[dict]          # GeoJSON features of this page (or the one feature asked for)
-    number_matched: int
-    metadata: dict | None = None  # query, weights table, caveats: a foreign member of the FeatureCollection
-    fields: list[str] | None = None  # CSV column order
-
-
-@dataclass(frozen=True)
-class Collection:
-    id: str
-    title: str
-    description: str
-    items: Callable[[ServiceState, ItemsRequest], Items]
-    extent: Callable[[ServiceState], dict]
-    available: Callable[[ServiceState], bool] = lambda _state: True
-    kind: Literal["cells", "areas", "points"] = "cells"
-    style: dict = field(default_factory=dict)  # hint for the map: {"property", "type": sequential|categorical|outline}
-    keywords: tuple[str, ...] = ()
-
-
-# ------------------------------------------------------------------------------------------ harm spots
-def hotspot_query_for_items(state: ServiceState, req: ItemsRequest) -> HotspotQuery:
-    """The same HotspotQuery GET /hotspots builds (app.deps.hotspot_query), with OGC datetime as the period."""
-    p = dict(req.query)
-    if req.has_datetime:
-        if p.get("from") or p.get("to"):
-            raise ApiError(400, "invalid_parameter", "give either datetime or from/to, not both")
-        first, last = _dataset_span(state, p.get("dataset"))
-        p["from"] = (req.start or first).isoformat() if (req.start or first) else None
-        p["to"] = (req.end or last).isoformat() if (req.end or last) else None
-    try:
-        return hotspot_query(
-            state, dataset=p.get("dataset"), date_from=p.get("from"), date_to=p.get("to"),
-            preset=p.get("preset") or "op-ark", offences=p.get("offences"), days=p.get("days"),
-            hours=p.get("hours"), bbox=None, area=p.get("area"), resolution=int(p.get("resolution") or 10),
-            weights=p.get("weights"), top=p.get("top"), include_asb=bool(p.get("include_asb")),
-            rank_by=p.get("rank_by") or "harm")
-    except ApiError as exc:  # OGC API - Features: an invalid parameter value is a 400
-        if exc.status == 422:
-            raise ApiError(400, exc.code, exc.message, exc.details) from exc
-        raise
-
-
-def _dataset_span(state: ServiceState, dataset: str | None) -> tuple[date | None, date | None]:
-    sql = "SELECT min(occurred_from) AS a, max(occurred_to) AS b FROM offences"
-    frame = state.store.query_df(sql + (" WHERE dataset = ?" if dataset else ""), [dataset] if dataset else [])
-    a, b = frame["a"].iloc[0], frame["b"].iloc[0]
-    if pd.isna(a) or pd.isna(b):
-        return None, None
-    return pd.Timestamp(a).date(), (pd.Timestamp(b) - pd.Timedelta(microseconds=1)).date()
-
-
-def cells_page(cells: pd.DataFrame, req, resolution: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(cells matched by the request's bbox, the requested page of them or the one feature asked for)."""
-    if req.bbox:
-        cells = _cells_in_bbox(cells, req.bbox, resolution)
-    if req.feature_id is not None:
-        return cells, cells[cells["h3"] == req.feature_id]
-    return cells, cells.iloc[req.offset: req.offset + req.limit]
-
-
-def _cells_in_bbox(cells: pd.DataFrame, bbox: tuple[float, float, float, float], resolution: int) -> pd.DataFrame:
-    """Cells whose hexagon intersects the bbox (OGC semantics), ranks unchanged: a filter, not a new query."""
-    import h3
-
-    if cells.empty:
-        return cells
-    edge_km = h3.average_hexagon_edge_length(resolution, unit="km") * 1.3
-    dlat = edge_km / 111.0
-    lat = cells["lat"].to_numpy(float)
-    dlon = edge_km / (111.0 * np.cos(np.radians(lat)))
-    lon = cells["lon"].to_numpy(float)
-    near = ((lon + dlon >= bbox[0]) & (lon - dlon <= bbox[2]) & (lat + dlat >= bbox[1]) & (lat - dlat <= bbox[3]))
-    cand = cells[near]
-    if cand.empty:
-        return cand
-    import shapely
-
-    box = shapely.box(*bbox)
-    polys = [shapely.Polygon([(lng, la) for la, lng in h3.cell_to_boundary(c)]) for c in cand["h3"]]
-    keep = shapely.intersects(np.array(polys, dtype=object), box)
-    return cand[keep]
-
-
-def _harm_spot_items(state: ServiceState, req: ItemsRequest) -> Items:
-    """Rank every cell once (cheap), pick the page (after bbox), then label only as deep as the page goes.
-
-    The engine's cost grows with how many cells get their top offences (``top``), so a page at the head of the
-    ranking costs what ``/hotspots?top=limit`` costs, not what labelling every cell would.  Ranks, shares and
-    totals come from the full ranking, so they are the same on every page and in ``/hotspots``.
-    """
-    q = hotspot_query_for_items(state, req)
-    # a plain page holds ranks offset+1 .. offset+limit, so one ranking labelled that deep serves it; with a bbox
-    # or one feature the deepest rank is known only after filtering, and a second call labels down to it
-    plain = not req.bbox and req.feature_id is None
-    labelled = max(min(q.top or req.offset + req.limit, req.offset + req.limit), 1) if plain else 1
-    result = harm_spots(state.store, q.model_copy(update={"top": labelled}), state.default_weights)
-    ranked = result.cells if q.top is None else result.cells.head(q.top)
-    ranked, page = cells_page(ranked, req, q.resolution)
-    deepest = int(page["rank"].max()) if len(page) else 1
-    if deepest > labelled:
-        result = harm_spots(state.store, q.model_copy(update={"top": deepest}), state.default_weights)
-    cells = result.cells.set_index("h3", drop=False).loc[page["h3"].tolist()].reset_index(drop=True)
-    meta = {**result.meta(), "top": q.top}
-    fc = to_geojson(meta, cells, HOTSPOT_FIELDS)
-    return Items(fc["features"], int(len(ranked)), fc["metadata"], HOTSPOT_FIELDS)
-
-
-def _harm_spot_extent(state: ServiceState) -> dict:
-    frame = state.store.query_df("""SELECT min(lon) AS x0, min(lat) AS y0, max(lon) AS x1, max(lat) AS y1,
-                                           min(occurred_from) AS t0, max(occurred_to) AS t1 FROM offences""")
-    r = frame.iloc[0]
-    if pd.isna(r.x0):
-        return {}
-    return {"spatial": {"bbox": [[round(float(r.x0), 6), round(float(r.y0), 6), round(float(r.x1), 6),
-                                  round(float(r.y1), 6)]], "crs": CRS84},
-            "temporal": {"interval": [[_iso(r.t0), _iso(r.t1)]], "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"}}
-
-
-def _iso(t) -> str | None:
-    return None if pd.isna(t) else pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# ------------------------------------------------------------------------------------------ boundaries
-def _area_items_for(layer: str) -> Callable[[ServiceState, ItemsRequest], Items]:
-    def items(state: ServiceState, req: ItemsRequest) -> Items:
-        import shapely
-
-        frame = state.store.areas(layer)
-        if req.feature_id is not None:
-            frame = frame[frame["feature_id"].astype(str) == req.feature_id]
-        geoms = np.array([shapely.from_wkb(bytes(b)) for b in frame["geometry_wkb"]], dtype=object)
-        if req.bbox and len(geoms):  # datetime does not apply: boundaries have no time (OGC: ignored)
-            keep = shapely.intersects(geoms, shapely.box(*req.bbox))
-            frame, geoms = frame[keep], geoms[keep]
-        matched = len(frame)
-        if req.feature_id is None:
-            frame, geoms = frame.iloc[req.offset: req.offset + req.limit], geoms[req.offset: req.offset + req.limit]
-        feats = []
-        for r, g in zip(frame.itertuples(index=False), geoms):
-            g = shapely.orient_polygons(g) if hasattr(shapely, "orient_polygons") else shapely.normalize(g)
-            feats.append({"type": "Feature", "id": str(r.feature_id),
-                          "properties": {"id": str(r.feature_id), "name": r.name, "district": r.district},
-                          "geometry": json.loads(shapely.to_geojson(g))})
-        return Items(feats, matched, None, ["id", "name", "district"])
-
-    return items
-
-
-def _area_extent_for(layer: str) -> Callable[[ServiceState], dict]:
-    def extent(state: ServiceState) -> dict:
-        import shapely
-
-        frame = state.store.areas(layer)
-        if frame.empty:
-            return {}
-        b = shapely.total_bounds(shapely.from_wkb(np.array([bytes(x) for x in frame["geometry_wkb"]], dtype=object)))
-        return {"spatial": {"bbox": [[round(float(v), 6) for v in b]], "crs": CRS84}}
-
-    return extent
-
-
-def _area_available_for(layer: str) -> Callable[[ServiceState], bool]:
-    def available(state: ServiceState) -> bool:
-        return bool(state.store.scalar("SELECT count(*) FROM areas WHERE layer = ?", [layer]))
-
-    return available
-
-
-def area_collection(layer: str, title: str, description: str) -> Collection:
-    """A boundary layer loaded in the store (``Store.load_areas``) as a collection; shown once loaded."""
-    return Collection(id=layer, title=title, description=description, items=_area_items_for(layer),
-                      extent=_area_extent_for(layer), available=_area_available_for(layer), kind="areas",
-                      style={"type": "outline"}, keywords=("boundaries",))
-
-
-# ------------------------------------------------------------------------------------------ the registry
-REGISTRY: tuple[Collection, ...] = (
-    Collection(
-        id="harm-spots", title="Harm spots",
-        description="H3 cells ranked by harm (CCHI days): the same query and cells as GET /hotspots. Query "
-        "parameters dataset, from, to, preset, offences, area, resolution, weights, top, rank_by, include_asb "
-        "work as on /hotspots (default: every cell with harm, ranked); datetime sets the period (whole days); "
-        "bbox keeps the ranked cells whose hexagon intersects it (ranks and shares are not recomputed).",
-        items=_harm_spot_items, extent=_harm_spot_extent, kind="cells",
-        style={"property": "harm", "type": "sequential"}, keywords=("harm", "hotspots", "H3", "CCHI")),
-    area_collection("districts", "Districts", "Local authority districts (ONS/OS boundaries, OGL v3.0)."),
-    area_collection("wards", "Wards", "Electoral wards (ONS/OS boundaries, OGL v3.0)."),
-    area_collection("lsoas", "LSOAs", "Lower layer super output areas, when a force loads them."),
-    Collection(
-        id="gistar", title="Gi* hot spots",
-        description="Getis-Ord Gi* hot spots (k=1, every study-area cell, analytic z, Benjamini-Hochberg FDR "
-        "q <= 0.10, one-sided): cells classed hot_99/hot_95/hot_90 for the same query parameters as harm-spots, "
-        "highest z first. Same engine as GET /hotspots?stats=gistar (docs/statistics.md).",
-        items=_stats.gistar_items, extent=_harm_spot_extent, kind="cells",
-        style={"property": "gi_class", "type": "categorical"}, keywords=("Gi*", "hot spots", "H3", "FDR")),
-    Collection(
-        id="rtm-risk", title="RTM risk surface",
-        description="Risk Terrain Model: H3 cells above the mean relative risk of the latest finished RTM run (of "
-        "`dataset` when given), highest first, with risk class and a narrative of the risk factors present. "
-        "Same cells as GET /rtm/runs/{id}/cells.geojson (docs/rtm.md).",
-        items=_rtm.rtm_risk_items, extent=_rtm.rtm_extent, available=_rtm.rtm_available, kind="cells",
-        style={"property": "risk_class", "type": "sequential",
-               "labels": "1 above mean, 2 mean + 1 SD, 3 mean + 2 SD"}, keywords=("RTM", "risk terrain", "H3")),
-    Collection(
-        id="priority-places", title="RTM priority places",
-        description="Priority places of the latest finished RTM run: high risk (above mean + 1 SD) and recent "
-        "harm, ranked, with a plain-language risk narrative. Same as GET /rtm/runs/{id}/priority-places.",
-        items=_rtm.priority_items, extent=_rtm.rtm_extent, available=_rtm.rtm_available, kind="cells",
-        style={"property": "recent_harm", "type": "sequential"}, keywords=("RTM", "priority places", "H3")),
-    # Later engines add one entry each (emerging classes...).
-)
-# Collections that exist once per stored object: functions state -> [Collection] (one per POI layer).
-DYNAMIC: tuple[Callable[[ServiceState], list[Collection]], ...] = (_rtm.poi_collections,)
-
-
-def collections(state: ServiceState) -> list[Collection]:
-    return [c for c in REGISTRY if c.available(state)] + [c for make in DYNAMIC for c in make(state)]
-
-
-def get_collection(state: ServiceState, collection_id: str) -> Collection:
-    for c in collections(state):
-        if c.id == collection_id:
-            return c
-    raise ApiError(404, "not_found", f"no collection '{collection_id}'",
-                   {"collections": [c.id for c in collections(state)]})
 
 
 # ------------------------------------------------------------------------------------------ parameters
@@ -480,8 +222,7 @@ def collection_document(request: Request, state: ServiceState, c: Collection) ->
     if extent:
         doc["extent"] = extent
     if c.kind == "cells":
-        doc["harmspot:parameters"] = ["dataset", "from", "to", "preset", "offences", "area", "resolution", "weights",
-                                      "top", "rank_by", "include_asb"]
+        doc["harmspot:parameters"] = list(HOTSPOT_PARAMETERS)
         doc["harmspot:presets"] = sorted(PRESETS)
     return doc
 
@@ -549,13 +290,13 @@ def conformance(request: Request, f: Annotated[F | None, Query(description="json
 
 
 @router.get("/collections", summary="Feature collections: harm spots, boundaries (and later Gi*, RTM, POI)")
-def get_collections(request: Request, state: State,
+def get_collections(request: Request, state: State, registry: Collections,
                     f: Annotated[F | None, Query(description="json or html", json_schema_extra=_F_SCHEMA)] = None) -> Response:
     base = _base(request)
     doc = {
         "links": [{"href": f"{base}/collections?f=json", "rel": "self", "type": "application/json", "title": "collections"},
                   {"href": f"{base}/collections?f=html", "rel": "alternate", "type": "text/html", "title": "as HTML"}],
-        "collections": [collection_document(request, state, c) for c in collections(state)],
+        "collections": [collection_document(request, state, c) for c in registry.collections(state)],
     }
     if _format(request, f) == "html":
         return _html_page("Collections", doc)
@@ -563,9 +304,9 @@ def get_collections(request: Request, state: State,
 
 
 @router.get("/collections/{collection_id}", summary="One collection: title, extent, links")
-def get_collection_doc(request: Request, state: State, collection_id: str,
+def get_collection_doc(request: Request, state: State, registry: Collections, collection_id: str,
                        f: Annotated[F | None, Query(description="json or html", json_schema_extra=_F_SCHEMA)] = None) -> Response:
-    doc = collection_document(request, state, get_collection(state, collection_id))
+    doc = collection_document(request, state, registry.get(state, collection_id))
     if _format(request, f) == "html":
         return _html_page(doc["title"], doc)
     return JSONResponse(doc)
@@ -591,7 +332,7 @@ _HOTSPOT_PARAM_DOC = " (harm-spots; as on /hotspots)"
     responses={200: {"content": {GEOJSON: {}, "text/csv": {}, "text/html": {}}}},
 )
 def get_items(
-    request: Request, state: State, collection_id: str,
+    request: Request, state: State, registry: Collections, collection_id: str,
     bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (CRS84)")] = None,
     datetime_: Annotated[str | None, Query(alias="datetime", description="RFC 3339 instant or interval a/b")] = None,
     limit: Annotated[str | None, Query(description=f"Page size, 1-{MAX_LIMIT} (default {DEFAULT_LIMIT})")] = None,
@@ -613,7 +354,7 @@ def get_items(
     include_asb: Annotated[str | None, Query(description="true: count anti-social behaviour" + _HOTSPOT_PARAM_DOC,
                                              json_schema_extra={"type": "boolean"})] = None,
 ) -> Response:
-    c = get_collection(state, collection_id)
+    c = registry.get(state, collection_id)
     fmt = _format(request, f)
     query = {"dataset": dataset, "from": date_from, "to": date_to, "preset": preset, "offences": offences,
              "area": area, "resolution": _int_param("resolution", resolution), "weights": weights,
@@ -663,7 +404,7 @@ def get_items(
 @router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature by id (an H3 cell, a boundary)",
             responses={200: {"content": {GEOJSON: {}, "text/html": {}}}})
 def get_item(
-    request: Request, state: State, collection_id: str, feature_id: str,
+    request: Request, state: State, registry: Collections, collection_id: str, feature_id: str,
     f: Annotated[F | None, Query(description="json (GeoJSON) or html", json_schema_extra=_F_SCHEMA)] = None,
     dataset: Annotated[str | None, Query(description="Dataset" + _HOTSPOT_PARAM_DOC)] = None,
     date_from: Annotated[str | None, Query(alias="from", description="Start" + _HOTSPOT_PARAM_DOC)] = None,
@@ -673,7 +414,7 @@ def get_item(
                                             json_schema_extra={"type": "integer"})] = None,
     weights: Annotated[str | None, Query(description="Harm weights table" + _HOTSPOT_PARAM_DOC)] = None,
 ) -> Response:
-    c = get_collection(state, collection_id)
+    c = registry.get(state, collection_id)
     fmt = _format(request, f)
     query = {"dataset": dataset, "from": date_from, "to": date_to, "preset": preset,
              "resolution": _int_param("resolution", resolution), "weights": weights}
@@ -689,21 +430,6 @@ def get_item(
     if fmt == "html":
         return _html_page(f"{c.title}: {feature_id}", {"links": feat["links"]}, [feat["properties"]])
     return JSONResponse(feat, media_type=GEOJSON)
-
-
-@router.get("/map/config", summary="What the map page needs from settings (tile URL, page size)", tags=["map"])
-def map_config(state: State) -> dict:
-    """Settings for the map, as JSON (never spliced into HTML): the optional XYZ tile URL and paging limits."""
-    tile_url = state.settings.tile_url
-    problem = None
-    if tile_url:
-        ok = (re.match(r"^(https?://|/)[^\s\"'<>]+$", tile_url) is not None
-              and all(k in tile_url for k in ("{z}", "{x}", "{y}")))
-        if not ok:
-            problem = "HARMSPOT_TILE_URL must be http(s):// or /path with {z}, {x} and {y}; ignored"
-            tile_url = None
-    return {"tile_url": tile_url, "tile_url_problem": problem, "max_limit": MAX_LIMIT,
-            "collections": "/collections", "hotspot_collection": "harm-spots"}
 
 
 # ------------------------------------------------------------------------------------------ OpenAPI
@@ -730,4 +456,4 @@ def install_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-__all__ = ["REGISTRY", "Collection", "Items", "ItemsRequest", "area_collection", "install_openapi", "router"]
+__all__ = ["install_openapi", "landing_document", "parse_datetime", "parse_limit", "parse_ogc_bbox", "router"]

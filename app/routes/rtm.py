@@ -8,7 +8,7 @@
   status, stage and fraction, and the result when done; ``GET /rtm/runs/{id}/cells.geojson`` is the risk
   surface and ``GET /rtm/runs/{id}/priority-places`` the priority places with their narratives.
 * OGC API - Features collections ``rtm-risk`` and ``priority-places`` (latest done run) and ``poi-<layer>``
-  (one per stored layer) are registered in ``app.routes.ogc``; their item functions live here.
+  (one per stored layer) live here and are registered in ``app.collections`` (``register_collections``).
 
 Roles (app/security.py): POST /layers and POST /rtm/runs need analyst; reads need viewer.  See docs/rtm.md.
 """
@@ -24,6 +24,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, field_validator
 
+from app.collections import CRS84, Collection, Items, ItemsRequest, Registry
 from app.deps import State
 from app.errors import ApiError
 from app.render import to_csv
@@ -434,10 +435,8 @@ def rtm_available(state) -> bool:
     return latest_done(state.store) is not None
 
 
-def rtm_risk_items(state, req):
+def rtm_risk_items(state, req: ItemsRequest) -> Items:
     """OGC ``rtm-risk``: the risk surface (classes >= 1) of the latest done run (of ``dataset`` when given)."""
-    from app.routes.ogc import Items
-
     run = _latest(state, req)
     if run is None:
         return Items([], 0, {"note": "no finished RTM run for this dataset: POST /rtm/runs"}, RISK_FIELDS)
@@ -450,10 +449,8 @@ RISK_FIELDS = ["cell", "h3", "relative_risk", "risk_class", "risk_label", "train
                "narrative"]
 
 
-def priority_items(state, req):
+def priority_items(state, req: ItemsRequest) -> Items:
     """OGC ``priority-places``: the latest done run's priority places (cell polygons) with narratives."""
-    from app.routes.ogc import Items
-
     run = _latest(state, req)
     if run is None:
         return Items([], 0, {"note": "no finished RTM run for this dataset: POST /rtm/runs"}, PLACE_FIELDS)
@@ -482,13 +479,11 @@ def rtm_extent(state) -> dict:
         return {}
     lon, lat = cell_centres_lonlat(get_run(state.store, run_id)["result"], cells)
     return {"spatial": {"bbox": [[round(float(v), 6) for v in (lon.min(), lat.min(), lon.max(), lat.max())]],
-                        "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}}
+                        "crs": CRS84}}
 
 
-def poi_collections(state) -> list:
+def poi_collections(state) -> list[Collection]:
     """One OGC collection per stored layer, ``poi-<name>``, with its attribution."""
-    from app.routes.ogc import Collection, Items
-
     out = []
     for meta in layer_store.list_layers(state.store):
         name = meta["name"]
@@ -504,7 +499,7 @@ def poi_collections(state) -> list:
 
         def extent(st, name=name):
             m = layer_store.layer_summary(st.store, name)
-            return ({"spatial": {"bbox": [m["bbox"]], "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}}
+            return ({"spatial": {"bbox": [m["bbox"]], "crs": CRS84}}
                     if m["bbox"] else {})
 
         attribution = meta["attribution"] or meta["licence"] or ""
@@ -516,3 +511,24 @@ def poi_collections(state) -> list:
             style={"property": "type", "type": "categorical", "attribution": attribution},
             keywords=("POI", "RTM", meta["type"])))
     return out
+
+
+RTM_RISK = Collection(
+    id="rtm-risk", title="RTM risk surface",
+    description="Risk Terrain Model: H3 cells above the mean relative risk of the latest finished RTM run (of "
+    "`dataset` when given), highest first, with risk class and a narrative of the risk factors present. "
+    "Same cells as GET /rtm/runs/{id}/cells.geojson (docs/rtm.md).",
+    items=rtm_risk_items, extent=rtm_extent, available=rtm_available, kind="cells",
+    style={"property": "risk_class", "type": "sequential",
+           "labels": "1 above mean, 2 mean + 1 SD, 3 mean + 2 SD"}, keywords=("RTM", "risk terrain", "H3"))
+PRIORITY_PLACES = Collection(
+    id="priority-places", title="RTM priority places",
+    description="Priority places of the latest finished RTM run: high risk (above mean + 1 SD) and recent "
+    "harm, ranked, with a plain-language risk narrative. Same as GET /rtm/runs/{id}/priority-places.",
+    items=priority_items, extent=rtm_extent, available=rtm_available, kind="cells",
+    style={"property": "recent_harm", "type": "sequential"}, keywords=("RTM", "priority places", "H3"))
+
+
+def register_collections(registry: Registry) -> None:
+    registry.add(RTM_RISK, PRIORITY_PLACES)
+    registry.add_dynamic(poi_collections)

@@ -16,12 +16,16 @@ import shapely
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
+from app.collections import (Collection, Items, ItemsRequest, Registry, cells_page, hotspot_query_for_items,
+                             offences_extent)
 from app.deps import Query_, State
 from app.errors import ApiError
 from app.render import GEOJSON_MEDIA, cells_response, records, to_csv, to_geojson
+from app.state import ServiceState
+from geodata.cells import cell_centres, to_hex
 from hotspots.stats.backtest import METHODS, BacktestConfig
-from hotspots.stats.for_query import (backtest_for_query, emerging_cells, emerging_for_query, spike_units,
-                                       spikes_for_query)
+from hotspots.stats.for_query import (backtest_for_query, emerging_cells, emerging_for_query, gistar_for_query,
+                                       spike_units, spikes_for_query)
 
 router = APIRouter(tags=["statistics"])
 EMERGING_FIELDS = ["h3", "pattern", "trend_z", "trend_p", "tau", "n_hot", "n_cold", "share_hot", "final_z",
@@ -193,13 +197,9 @@ def _json_default(v):
 GISTAR_FIELDS = ["h3", "gi_class", "gi_z", "gi_p", "gi_q", "value", "raw", "lat", "lon"]
 
 
-def gistar_items(state, req):
+def gistar_items(state: ServiceState, req: ItemsRequest) -> Items:
     """Items of the OGC ``gistar`` collection: the significant Gi* hot cells (FDR) of the /hotspots query (same
-    parameters, harm, analytic), highest z first; ``bbox`` filters them. Registered in app.routes.ogc.REGISTRY."""
-    from app.routes.ogc import Items, hotspot_query_for_items, cells_page
-    from geodata.cells import cell_centres, to_hex
-    from hotspots.stats.for_query import gistar_for_query
-
+    parameters, harm, analytic), highest z first; ``bbox`` filters them."""
     q = hotspot_query_for_items(state, req)
     gi = gistar_for_query(state.store, q, state.default_weights)
     hot = gi.cells[gi.cells["class"] != "not_significant"].sort_values(["z", "cell"], ascending=[False, True])
@@ -214,3 +214,16 @@ def gistar_items(state, req):
             "gistar": gi.summary()}
     fc = to_geojson(meta, page, GISTAR_FIELDS)
     return Items(fc["features"], int(len(cells)), fc["metadata"], GISTAR_FIELDS)
+
+
+GISTAR = Collection(
+    id="gistar", title="Gi* hot spots",
+    description="Getis-Ord Gi* hot spots (k=1, every study-area cell, analytic z, Benjamini-Hochberg FDR "
+    "q <= 0.10, one-sided): cells classed hot_99/hot_95/hot_90 for the same query parameters as harm-spots, "
+    "highest z first. Same engine as GET /hotspots?stats=gistar (docs/statistics.md).",
+    items=gistar_items, extent=offences_extent, kind="cells",
+    style={"property": "gi_class", "type": "categorical"}, keywords=("Gi*", "hot spots", "H3", "FDR"))
+
+
+def register_collections(registry: Registry) -> None:
+    registry.add(GISTAR)
