@@ -458,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     kr = ksub.add_parser("revoke", help="revoke a key by its id")
     kr.add_argument("key_id")
     ksub.add_parser("list", help="list keys (ids, names, roles, state; never secrets)")
+    from app import cli_patrol  # patrols gps|compliance, report, map export
+
+    cli_patrol.add_parsers(sub)
     return p
 
 
@@ -470,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"ingest": cmd_ingest, "hotspots": cmd_hotspots, "serve": cmd_serve, "keys": cmd_keys,
                 "export-parquet": cmd_export_parquet, "tasking": cmd_tasking, "keydates": cmd_keydates,
                 "backtest": cmd_backtest, "layer": cmd_layer, "rtm": cmd_rtm}
+    from app.cli_patrol import HANDLERS as patrol_handlers
+
+    handlers.update(patrol_handlers)
     try:
         return handlers[args.command](args, settings)
     except (ValueError, OSError) as exc:  # IngestError, StoreError, WeightsError, ValidationError are ValueErrors

@@ -74,4 +74,7 @@ def open_state(settings: Settings) -> ServiceState:
 
         if not layer_names(store):  # a store made before POI layers existed: add them once
             load_sample_poi(store)
+    from hotspots.patrol.gps import purge_expired_pings
+
+    purge_expired_pings(store, settings.gps_ping_retention_days)  # officer pings never outlive the retention
     return ServiceState(settings=settings, store=store, default_weights=weights)

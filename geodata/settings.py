@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     audit: bool = Field(True, description="Write an audit row (who, when, what, dataset, status) per data request.")
     public_min_count: int = Field(5, ge=1, description="Public output mode: suppress cells with fewer offences.")
     public_max_resolution: int = Field(8, ge=7, le=11, description="Public output mode: coarsest-allowed H3 res cap.")
+    # ---- GPS-measured dosage (docs/patrol-planning.md#gps-measured-dosage, docs/security.md#officer-location-pings)
+    gps_ping_retention_days: int = Field(0, ge=0, le=366, description="Days raw officer location pings are kept "
+                                         "after upload (0: never stored, only the visits derived from them).")
+    gps_max_pings: int = Field(1_000_000, ge=1000, le=20_000_000, description="Most pings in one GPS upload.")
 
     @property
     def store_path(self) -> Path:

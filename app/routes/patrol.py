@@ -15,6 +15,7 @@ import pandas as pd
 import shapely
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from app.deps import Query_, State
@@ -23,6 +24,7 @@ from app.render import GEOJSON_MEDIA, to_csv, to_geojson, to_json
 from geodata.cells import cell_boundaries_lonlat
 from geodata.store import DATASET_LAYER, Store, StoreError
 from hotspots.patrol import evaluation as ev
+from hotspots.patrol import gps
 from hotspots.patrol import keydates as kd
 from hotspots.patrol import patrols as pl
 from hotspots.patrol import tasking as tk
@@ -230,14 +232,87 @@ async def post_patrols(state: State, request: Request) -> JSONResponse:
     return JSONResponse(result.to_dict(), status_code=201)
 
 
-@router.get("/patrols", summary="The patrol log (optionally a window and spots)")
+def gps_params(
+    min_minutes: Annotated[float, Query(ge=1, le=240, description="Shortest stay that counts as a visit.")] = 10,
+    buffer_rings: Annotated[int, Query(ge=0, le=3, description="H3 rings added around each spot's cell.")] = 1,
+    gap_factor: Annotated[float, Query(ge=1, le=10, description="Bridge gaps up to this many median ping "
+                                       "intervals of the unit (2.5: one missing ping).")] = 2.5,
+    max_gap_minutes: Annotated[float, Query(gt=0, le=120, description="Never bridge a longer gap.")] = 15,
+    max_exit_minutes: Annotated[float, Query(ge=0, le=30, description="Stays in one spot separated by less "
+                                             "are one visit.")] = 2,
+    max_speed_kmh: Annotated[float, Query(gt=5, le=2000, description="Impossible speed (teleport).")] = 250,
+    max_accuracy_m: Annotated[float, Query(gt=0, le=10_000, description="Reject pings less accurate.")] = 100,
+    sample_seconds: Annotated[float, Query(ge=1, le=60, description="Interpolation step.")] = 5,
+) -> gps.GpsParams:
+    return gps.GpsParams(min_minutes=min_minutes, buffer_rings=buffer_rings, gap_factor=gap_factor,
+                         max_gap_minutes=max_gap_minutes, max_exit_minutes=max_exit_minutes,
+                         max_speed_kmh=max_speed_kmh, max_accuracy_m=max_accuracy_m, sample_seconds=sample_seconds)
+
+
+@router.post("/patrols/gps", status_code=201,
+             summary="GPS-measured dosage: officer location pings -> visits to the spots of a saved pack",
+             description="CSV (a `text/csv` body or a multipart `file`): `unit,timestamp,lon,lat` or "
+             "`unit,timestamp,easting,northing` (British National Grid), optional `accuracy_m`; ISO 8601 times "
+             "(no offset = UK local time). A visit is a stay of at least `min_minutes` in a spot of the pack (its "
+             "H3 cell plus `buffer_rings`), measured by interpolating between pings; gaps are bridged up to "
+             "`gap_factor` x the unit's median ping interval. Visits join the patrol log with `source: gps` and "
+             "the unit as the team. Bad rows (timestamps, coordinates, accuracy, duplicates, teleports) are "
+             "rejected with line and reason, the rest is used. Raw pings are not stored unless "
+             "HARMSPOT_GPS_PING_RETENTION_DAYS > 0. `dry_run=true` detects without storing.",
+             openapi_extra={"requestBody": {"content": {
+                 "text/csv": {"schema": {"type": "string"}},
+                 "multipart/form-data": {"schema": {"type": "object",
+                                                    "properties": {"file": {"type": "string", "format": "binary"}}}}}}})
+async def post_patrols_gps(state: State, request: Request,
+                           params: Annotated[gps.GpsParams, Depends(gps_params)],
+                           pack_id: Annotated[int | None, Query(description="Saved pack (default: the latest).")] = None,
+                           dataset: Annotated[str | None, Query(description="Latest pack of this dataset.")] = None,
+                           dry_run: Annotated[bool, Query(description="Detect visits, store nothing.")] = False,
+                           ) -> JSONResponse:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise ApiError(422, "invalid_parameter", "multipart upload needs a 'file' part")
+        data = await upload.read()
+    elif ctype in ("text/csv", "text/plain", "application/csv"):
+        data = await request.body()
+    else:
+        raise ApiError(415, "unsupported_media_type", f"send text/csv or multipart/form-data (got '{ctype or 'none'}')")
+    result = await run_in_threadpool(_gps_upload, state, data, pack_id, dataset, params, dry_run)
+    return JSONResponse(result, status_code=200 if dry_run else 201)
+
+
+def _gps_upload(state, data: bytes, pack_id: int | None, dataset: str | None, params: gps.GpsParams,
+                dry_run: bool) -> dict:
+    """The blocking part of POST /patrols/gps (parse, detect, store), run in a worker thread."""
+    header, spots = _get_pack(state.store, pack_id, dataset)
+    try:
+        return gps.record_gps(state.store, data, header, spots, params, state.settings.gps_ping_retention_days,
+                              state.settings.gps_max_pings, dry_run).to_dict()
+    except gps.GpsError as exc:
+        raise ApiError(422, "invalid_rows", str(exc), exc.errors) from exc
+
+
+@router.get("/patrols/gps/uploads", summary="GPS uploads: counts, parameters and detection figures (no pings)")
+def get_gps_uploads(state: State) -> JSONResponse:
+    ups = gps.uploads(state.store)
+    return JSONResponse({"uploads": to_json({}, ups.astype({"created_at": str}))["cells"],
+                         "retention_days": state.settings.gps_ping_retention_days})
+
+
+@router.get("/patrols", summary="The patrol log (optionally a window and spots)",
+            description="Hand-entered rows (`source: manual`) and visits measured from GPS (`source: gps`, the "
+            "unit as the team, minutes = time inside the spot).")
 def get_patrols(state: State, date_from: Annotated[date | None, Query(alias="from")] = None,
                 date_to: Annotated[date | None, Query(alias="to", description="inclusive")] = None,
                 spot_id: Annotated[str | None, Query(description="comma-separated spot ids")] = None,
+                source: Annotated[Literal["manual", "gps"] | None, Query(description="only this source")] = None,
                 format: Annotated[Literal["json", "csv"], Query()] = "json") -> Response:
     start = pd.Timestamp(date_from).to_pydatetime() if date_from else None
     end = (pd.Timestamp(date_to) + pd.Timedelta(days=1)).to_pydatetime() if date_to else None
-    log = pl.patrols(state.store, start, end, spot_id.split(",") if spot_id else None)
+    log = pl.patrols(state.store, start, end, spot_id.split(",") if spot_id else None, source)
     log = log.astype({"start_at": str, "end_at": str, "created_at": str})
     if format == "csv":
         return Response(to_csv(log), media_type="text/csv; charset=utf-8")

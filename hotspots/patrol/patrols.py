@@ -33,7 +33,11 @@ CREATE SEQUENCE IF NOT EXISTS patrol_upload_seq START 1;
 CREATE TABLE IF NOT EXISTS patrols (
     patrol_id BIGINT PRIMARY KEY, upload_id INTEGER, spot_id VARCHAR, h3 VARCHAR, team VARCHAR,
     start_at TIMESTAMP, end_at TIMESTAMP, minutes DOUBLE, note VARCHAR, created_at TIMESTAMP);
+ALTER TABLE patrols ADD COLUMN IF NOT EXISTS source VARCHAR DEFAULT 'manual';
 """
+SOURCES = ("manual", "gps")  # hand-entered rows; visits measured from GPS pings (hotspots.patrol.gps)
+PATROL_COLUMNS = ["patrol_id", "upload_id", "spot_id", "h3", "team", "start_at", "end_at", "minutes", "note",
+                  "created_at", "source"]
 
 
 class PatrolError(ValueError):
@@ -144,29 +148,42 @@ def parse_csv(data: bytes | str) -> list[dict]:
 
 
 def record(store: Store, rows: list[dict], first_line: int = 1) -> PatrolUpload:
-    """Validate and store patrols, all or none."""
+    """Validate and store hand-entered patrols, all or none."""
     if not rows:
         raise PatrolError("no patrols given", [])
     frame, errors = validate(rows, first_line)
     if errors:
         raise PatrolError(f"{len({e['line'] for e in errors})} of {len(rows)} patrol rows are invalid; nothing was "
                           "stored", errors)
-    ensure_schema(store)
     with store.transaction() as cur:
-        upload = int(cur.execute("SELECT nextval('patrol_upload_seq')").fetchall()[0][0])
-        ids = [int(cur.execute("SELECT nextval('patrol_seq')").fetchall()[0][0]) for _ in range(len(frame))]
-        staged = frame.assign(patrol_id=ids, upload_id=upload, created_at=utc_now())
-        cur.register("p", staged[["patrol_id", "upload_id", "spot_id", "h3", "team", "start_at", "end_at", "minutes",
-                                  "note", "created_at"]])
-        cur.execute("INSERT INTO patrols SELECT * FROM p")
-        cur.unregister("p")
+        upload, ids = insert_patrols(store, cur, frame, "manual")
     return PatrolUpload(upload, len(frame), ids, float(frame["minutes"].sum()))
 
 
-def patrols(store: Store, start: datetime | None = None, end: datetime | None = None,
-            spot_ids: list[str] | None = None) -> pd.DataFrame:
+def insert_patrols(store: Store, cur, frame: pd.DataFrame, source: str) -> tuple[int, list[int]]:
+    """Insert validated rows (spot_id, h3, team, start_at, end_at, minutes, note) inside the caller's
+    transaction ``cur``; returns the upload id and the patrol ids."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}")
     ensure_schema(store)
-    sql, params = "SELECT * FROM patrols WHERE 1=1", []
+    upload = int(cur.execute("SELECT nextval('patrol_upload_seq')").fetchall()[0][0])
+    ids = (cur.execute("SELECT nextval('patrol_seq') AS id FROM range(?)", [len(frame)]).fetchnumpy()["id"]
+           .astype(int).tolist() if len(frame) else [])
+    staged = frame.assign(patrol_id=ids, upload_id=upload, created_at=utc_now(), source=source)
+    cur.register("p", staged[PATROL_COLUMNS])
+    cur.execute(f"INSERT INTO patrols ({', '.join(PATROL_COLUMNS)}) SELECT * FROM p")
+    cur.unregister("p")
+    return upload, ids
+
+
+def patrols(store: Store, start: datetime | None = None, end: datetime | None = None,
+            spot_ids: list[str] | None = None, source: str | None = None) -> pd.DataFrame:
+    """The patrol log (hand-entered and GPS-derived rows; ``source`` tells them apart), by start time."""
+    ensure_schema(store)
+    sql, params = f"SELECT {', '.join(PATROL_COLUMNS)} FROM patrols WHERE 1=1", []
+    if source is not None:
+        sql += " AND source = ?"
+        params.append(source)
     if start is not None:
         sql += " AND start_at >= ?"
         params.append(start)

@@ -1,0 +1,56 @@
+"""The patrol-planning commands beyond tasking and key dates: `harmspot patrols gps|compliance`, `harmspot report`
+and `harmspot map export` (thin doors over hotspots.patrol; app/cli.py registers them)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from geodata.settings import Settings
+
+
+def add_parsers(sub) -> None:
+    pa = sub.add_parser("patrols", help="patrol log: GPS pings -> visits; weekly compliance (docs/patrol-planning.md)")
+    psub = pa.add_subparsers(dest="patrols_command", required=True)
+    g = psub.add_parser("gps", help="detect visits to a saved pack's spots from officer GPS pings and log them")
+    g.add_argument("file", help="CSV: unit,timestamp,lon,lat (or easting,northing) [,accuracy_m]")
+    g.add_argument("--pack-id", type=int, help="saved tasking pack (default: the latest)")
+    g.add_argument("--dataset", help="latest pack of this dataset")
+    g.add_argument("--dry-run", action="store_true", help="detect and report, store nothing")
+    for name, kind, default, text in (("min-minutes", float, 10, "shortest stay that counts"),
+                                      ("buffer-rings", int, 1, "H3 rings added around each spot"),
+                                      ("gap-factor", float, 2.5, "bridge gaps up to this many median intervals"),
+                                      ("max-gap-minutes", float, 15, "never bridge a longer gap"),
+                                      ("max-exit-minutes", float, 2, "stays separated by less are one visit"),
+                                      ("max-speed-kmh", float, 250, "impossible speed (teleport)"),
+                                      ("max-accuracy-m", float, 100, "reject less accurate pings"),
+                                      ("sample-seconds", float, 5, "interpolation step")):
+        g.add_argument(f"--{name}", type=kind, default=default, help=f"{text} (default {default})")
+
+
+def cmd_patrols(args: argparse.Namespace, settings: Settings) -> int:
+    from geodata.store import Store
+    from hotspots.patrol import gps, tasking
+
+    store = Store(settings.store_path)
+    try:
+        if args.patrols_command == "gps":
+            params = gps.GpsParams(min_minutes=args.min_minutes, buffer_rings=args.buffer_rings,
+                                   gap_factor=args.gap_factor, max_gap_minutes=args.max_gap_minutes,
+                                   max_exit_minutes=args.max_exit_minutes, max_speed_kmh=args.max_speed_kmh,
+                                   max_accuracy_m=args.max_accuracy_m, sample_seconds=args.sample_seconds)
+            header, spots = tasking.get_pack(store, args.pack_id, args.dataset)
+            try:
+                result = gps.record_gps(store, Path(args.file).read_bytes(), header, spots, params,
+                                        settings.gps_ping_retention_days, settings.gps_max_pings, args.dry_run)
+            except gps.GpsError as exc:
+                print(json.dumps({"error": str(exc), "rows": exc.errors[:50]}, indent=1, default=str), file=sys.stderr)
+                return 2
+            print(json.dumps(result.to_dict(), indent=1, default=str))
+    finally:
+        store.close()
+    return 0
+
+
+HANDLERS = {"patrols": cmd_patrols}

@@ -1,0 +1,111 @@
+"""The real service in a subprocess (`harmspot serve` on a free loopback port, its own store), for hostile-input
+tests against the process as deployed: real HTTP parsing, the body-limit middleware, keys, worker threads."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+HARMSPOT = Path(sys.executable).parent / "harmspot"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+@dataclass
+class Live:
+    base: str
+    proc: subprocess.Popen
+    env: dict
+    key: str | None = None
+
+    def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
+                key: str | None = "default", timeout: float = 120) -> Reply:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        k = self.key if key == "default" else key
+        if k:
+            headers["X-API-Key"] = k
+        req = urllib.request.Request(self.base + path, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return Reply(r.status, dict(r.headers), r.read())
+        except urllib.error.HTTPError as e:
+            return Reply(e.code, dict(e.headers), e.read())
+
+    def get(self, path: str, **kw) -> Reply:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: bytes | str = b"", content_type: str | None = "text/csv", **kw) -> Reply:
+        return self.request("POST", path, body.encode() if isinstance(body, str) else body, content_type, **kw)
+
+    def harmspot(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(HARMSPOT), *args], env=self.env, capture_output=True, text=True, timeout=120)
+
+
+def create_key(env: dict, role: str, name: str) -> str:
+    made = subprocess.run([str(HARMSPOT), "keys", "create", "--role", role, "--name", name], env=env,
+                          capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(made.stdout)["key"]
+
+
+def start(data_dir: Path, log: Path, extra_env: dict | None = None, keys: dict[str, str] | None = None) -> tuple[Live, dict]:
+    """Start `harmspot serve`; ``keys`` = {name: role} creates API keys first (keyed mode). Returns the server
+    and {name: key}."""
+    env = {**os.environ, "HARMSPOT_DATA_DIR": str(data_dir), **(extra_env or {})}
+    made = {name: create_key(env, role, name) for name, role in (keys or {}).items()}
+    port = free_port()
+    proc = subprocess.Popen([str(HARMSPOT), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"harmspot serve exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                if r.status == 200:
+                    return Live(base, proc, env, next(iter(made.values()), None)), made
+        except OSError:
+            time.sleep(0.3)
+    stop(proc)
+    raise RuntimeError(f"harmspot serve did not start: {log.read_text()[-2000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (Linux /proc), MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
