@@ -27,6 +27,13 @@ def add_parsers(sub) -> None:
                                       ("max-accuracy-m", float, 100, "reject less accurate pings"),
                                       ("sample-seconds", float, 5, "interpolation step")):
         g.add_argument(f"--{name}", type=kind, default=default, help=f"{text} (default {default})")
+    c = psub.add_parser("compliance", help="weekly compliance per area or team of a saved pack (CSV, JSON or PNG)")
+    c.add_argument("--pack-id", type=int, help="saved tasking pack (default: the latest)")
+    c.add_argument("--dataset", help="latest pack of this dataset")
+    c.add_argument("--by", default="area", choices=["area", "team"])
+    c.add_argument("--dose-minutes", type=float, help="minutes a visit needs to be a dose (default: the pack's)")
+    c.add_argument("--format", default="csv", choices=["csv", "json", "png"])
+    c.add_argument("--out", help="write here (needed for png); default: stdout")
 
 
 def cmd_patrols(args: argparse.Namespace, settings: Settings) -> int:
@@ -48,9 +55,31 @@ def cmd_patrols(args: argparse.Namespace, settings: Settings) -> int:
                 print(json.dumps({"error": str(exc), "rows": exc.errors[:50]}, indent=1, default=str), file=sys.stderr)
                 return 2
             print(json.dumps(result.to_dict(), indent=1, default=str))
+        elif args.patrols_command == "compliance":
+            from app.render import to_csv, to_json
+            from hotspots.patrol import governance
+
+            header, spots = tasking.get_pack(store, args.pack_id, args.dataset)
+            table, meta = governance.weekly(store, header, spots, args.by, args.dose_minutes)
+            if args.format == "png":
+                if not args.out:
+                    raise ValueError("--format png needs --out FILE.png")
+                _write(args.out, governance.chart_png(table, meta))
+            else:
+                text = to_csv(table) if args.format == "csv" else json.dumps(
+                    {**meta, "rows": to_json({}, table)["cells"]}, indent=1, default=str)
+                _write(args.out, text)
     finally:
         store.close()
     return 0
+
+
+def _write(out: str | None, content: str | bytes) -> None:
+    if out:
+        Path(out).write_bytes(content if isinstance(content, bytes) else content.encode())
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(content if isinstance(content, str) else content.decode())
 
 
 HANDLERS = {"patrols": cmd_patrols}

@@ -84,3 +84,19 @@ def street_track(stay_a: float = 20, stay_c: float = 20, stop_d: float = 4) -> T
 
 def to_csv(frame: pd.DataFrame) -> str:
     return frame.drop(columns=["t"], errors="ignore").to_csv(index=False)
+
+
+def parked_track(lon0: float, lat0: float, minutes: float, start: pd.Timestamp, unit: str = "Car 7",
+                 interval: float = 30, seed: int = 3) -> str:
+    """CSV of a unit driving 1.5 km east at 30 km/h to (lon0, lat0), parking ``minutes`` there, driving on."""
+    m_lon = 1 / (111_195.0 * np.cos(np.radians(lat0)))
+    drive = 1500 / SPEED
+    times = np.array([0, drive, drive + minutes * 60, 2 * drive + minutes * 60])
+    xs = np.array([lon0 - 1500 * m_lon, lon0, lon0, lon0 + 1500 * m_lon])
+    t = np.arange(0, times[-1], interval)
+    rng = np.random.default_rng(seed)
+    lon = np.interp(t, times, xs) + rng.normal(0, 5, len(t)) * m_lon
+    lat = lat0 + rng.normal(0, 5, len(t)) / 111_195.0
+    ts = start + pd.to_timedelta(t, unit="s")
+    return pd.DataFrame({"unit": unit, "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S"), "lon": lon.round(7),
+                         "lat": lat.round(7)}).to_csv(index=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -30,21 +29,9 @@ def server(tmp_path_factory):
 
 
 def spot_track(pack: dict, unit: str = "Car 7", minutes: float = 15, interval: float = 30) -> str:
-    """A unit parked at the pack's first spot for ``minutes`` (5 m noise), arriving and leaving along a
-    straight road 1.5 km long at 30 km/h."""
+    """A unit parked at the pack's first spot for ``minutes``."""
     cell = pack["cells"][0]
-    lon0, lat0 = cell["lon"], cell["lat"]
-    m_lon = 1 / (111_195.0 * np.cos(np.radians(lat0)))
-    drive = 1500 / gt.SPEED
-    times = np.array([0, drive, drive + minutes * 60, 2 * drive + minutes * 60])
-    xs = np.array([lon0 - 1500 * m_lon, lon0, lon0, lon0 + 1500 * m_lon])
-    t = np.arange(0, times[-1], interval)
-    rng = np.random.default_rng(3)
-    lon = np.interp(t, times, xs) + rng.normal(0, 5, len(t)) * m_lon
-    lat = lat0 + rng.normal(0, 5, len(t)) / 111_195.0
-    ts = pd.Timestamp("2024-04-03 21:00") + pd.to_timedelta(t, unit="s")
-    return pd.DataFrame({"unit": unit, "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S"), "lon": lon.round(7),
-                         "lat": lat.round(7)}).to_csv(index=False)
+    return gt.parked_track(cell["lon"], cell["lat"], minutes, pd.Timestamp("2024-04-03 21:00"), unit, interval)
 
 
 def assert_error(r: live.Reply, status: int | tuple[int, ...]) -> dict:

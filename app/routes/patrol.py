@@ -25,6 +25,7 @@ from geodata.cells import cell_boundaries_lonlat
 from geodata.store import DATASET_LAYER, Store, StoreError
 from hotspots.patrol import evaluation as ev
 from hotspots.patrol import gps
+from hotspots.patrol import governance
 from hotspots.patrol import keydates as kd
 from hotspots.patrol import patrols as pl
 from hotspots.patrol import tasking as tk
@@ -338,6 +339,33 @@ def get_compliance(state: State, pack_id: int | None = None, dataset: str | None
     if format == "geojson":
         return JSONResponse(to_geojson(comp.meta(), comp.weeks, COMPLIANCE_FIELDS), media_type=GEOJSON_MEDIA)
     return JSONResponse({**comp.meta(), "weeks": to_json({}, comp.weeks, COMPLIANCE_FIELDS)["cells"]})
+
+
+@router.get("/patrols/compliance/weekly",
+            summary="Weekly compliance for governance: per area or per team, planned vs delivered, dose reached",
+            description="Per ISO week of a saved pack's plan: by `area` — spots, planned and delivered visits and "
+            "minutes, % delivered (plain and capped per spot), visits measured from GPS, and the share of spots "
+            "with a visit of at least `dose_minutes` (default: the pack's visit_minutes, 15); an 'All areas' row "
+            "per week. By `team` — visits, minutes, dosed visits, spots and areas visited (teams have no plan of "
+            "their own). `format=csv` for the minutes, `png` for a small chart for the tasking meeting.",
+            responses={200: {"content": {"application/json": {}, "text/csv": {}, "image/png": {}}}})
+def get_weekly_compliance(
+    state: State, pack_id: int | None = None, dataset: str | None = None,
+    by: Annotated[Literal["area", "team"], Query(description="area or team")] = "area",
+    dose_minutes: Annotated[float | None, Query(gt=0, le=240, description="Minutes a visit needs to count as a "
+                                                "full dose (default: the pack's visit_minutes).")] = None,
+    format: Annotated[Literal["json", "csv", "png"], Query()] = "json",
+) -> Response:
+    header, spots = _get_pack(state.store, pack_id, dataset)
+    table, meta = governance.weekly(state.store, header, spots, by, dose_minutes)
+    name = f"compliance-pack{header['pack_id']}-by-{by}"
+    if format == "csv":
+        return Response(to_csv(table), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+    if format == "png":
+        return Response(governance.chart_png(table, meta), media_type="image/png",
+                        headers={"Content-Disposition": f'inline; filename="{name}.png"'})
+    return JSONResponse({**meta, "rows": to_json({}, table)["cells"]})
 
 
 @router.get("/evaluation/patrols", summary="Patrol effect: matched difference-in-differences and the 48-hour check",
