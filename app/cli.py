@@ -18,18 +18,23 @@ def _progress_sources(files: list[str]):
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from app.state import load_weights
-    from geodata.ingest import StudyArea, parse_files
+    from geodata.ingest import StudyArea, parse_stream
     from geodata.store import Store
 
     store = Store(settings.store_path)
     try:
         weights = load_weights(settings, store)
         area = StudyArea.from_geojson(Path(args.area)) if args.area else StudyArea()
-        mapping = json.loads(args.mapping) if args.mapping else None
-        parsed = parse_files(_progress_sources(args.files), area, mapping, weights.by_title or None)
-        report = store.ingest(args.dataset, parsed, area if args.area else None)
-        if args.rejects and len(parsed.rejects):
-            parsed.rejects.to_csv(args.rejects, index=False)
+        try:
+            mapping = json.loads(args.mapping) if args.mapping else None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--mapping is not JSON ({exc})") from exc
+        chunks = parse_stream(_progress_sources(args.files), area, mapping, weights.by_title or None,
+                              settings.ingest_limits())
+        report = store.ingest(args.dataset, chunks, area if args.area else None)
+        if args.rejects and report.rejected:
+            store.query_df("SELECT file, line, reason, raw FROM rejects WHERE batch_id = ? ORDER BY file, line",
+                           [report.batch_id]).to_csv(args.rejects, index=False)
     finally:
         store.close()
     print(json.dumps(report.to_dict(), indent=2))
@@ -481,6 +486,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # IngestError, StoreError, WeightsError, ValidationError are ValueErrors
         print(f"harmspot {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # the store's own errors (e.g. disk full) as one clean line, no traceback
+        import duckdb
+
+        if not isinstance(exc, duckdb.Error):
+            raise
+        print(f"harmspot {args.command}: store error: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -1,14 +1,38 @@
 """One error shape for every failure: {"error": {"code", "message", "details"}} with the right status."""
 from __future__ import annotations
 
+import errno
+import logging
+
+import duckdb
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geodata.harm import WeightsError
-from geodata.ingest import IngestError
+from geodata.ingest import IngestError, IngestLimitError
 from geodata.store import StoreError
+
+
+log = logging.getLogger("harmspot")
+_FULL = ("no space left", "disk quota", "disk is full", "out of disk")
+
+
+def storage_failure(exc: BaseException) -> tuple[int, str, str] | None:
+    """(status, code, message) for a write the machine could not complete (disk full: 507; other I/O
+    failures of the store: 503), or None when ``exc`` is not one."""
+    text = str(exc)
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
+        f in text.lower() for f in _FULL)
+    if full:
+        return 507, "insufficient_storage", ("the store's disk is full: nothing was written (the request was rolled "
+                                             "back); reads keep working. Free space on the data directory's file "
+                                             f"system and retry. Cause: {text[:300]}")
+    if isinstance(exc, duckdb.IOException) or (isinstance(exc, OSError) and exc.errno == errno.EIO):
+        return 503, "storage_unavailable", f"the store could not read or write its files; retry later. Cause: {text[:300]}"
+    return None
 
 
 class ApiError(Exception):
@@ -42,6 +66,30 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IngestError)
     async def _ingest(_: Request, exc: IngestError):
         return JSONResponse(error_body("unreadable_file", str(exc)), status_code=422)
+
+    @app.exception_handler(IngestLimitError)
+    async def _ingest_limit(_: Request, exc: IngestLimitError):
+        return JSONResponse(error_body("payload_too_large", str(exc)), status_code=413)
+
+    async def _storage(request: Request, exc: Exception):
+        found = storage_failure(exc)
+        if isinstance(exc, duckdb.FatalException):
+            # DuckDB invalidated the database (e.g. a checkpoint failed on a full disk): reopen it from its
+            # file so reads answer again, and say why this request failed
+            state = getattr(request.app.state, "harmspot", None)
+            recovered = state is not None and await run_in_threadpool(state.store.recover)
+            log.error("store invalidated (%s); reopened: %s", exc, recovered)
+            found = found or (503, "storage_unavailable", f"the store hit a fatal error and was reopened "
+                              f"({'it answers again' if recovered else 'reopening failed'}); retry. Cause: "
+                              f"{str(exc)[:300]}")
+        if found is None:
+            raise exc
+        status, code, message = found
+        log.error("storage failure (%s): %s", code, exc)
+        return JSONResponse(error_body(code, message), status_code=status, headers={"Retry-After": "60"})
+
+    app.add_exception_handler(duckdb.Error, _storage)
+    app.add_exception_handler(OSError, _storage)
 
     @app.exception_handler(WeightsError)
     async def _weights(_: Request, exc: WeightsError):

@@ -7,23 +7,18 @@ file, line number and reason; nothing is silently dropped.
 """
 from __future__ import annotations
 
-import io
-import json
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import shapely
 
 from geodata.cells import RESOLUTIONS, bng_to_lonlat, cells_at_all_resolutions, lonlat_to_bng
+from geodata.readers import Budget, IngestError, IngestLimitError, IngestLimits, RawChunk, read_source
 from geodata.taxonomy import (
     ASB,
     category_of_groups,
@@ -66,9 +61,8 @@ STORED_COLUMNS = ["record_id", "occurred_from", "occurred_to", "precision", "dow
                   "location", "lsoa_code", "domestic", "public_place", "knife", "nte", "victim_age"]
 
 
-class IngestError(ValueError):
-    """A whole file could not be read (wrong format, unreadable, no usable columns)."""
-
+__all__ = ["IngestError", "IngestLimitError", "IngestLimits", "Parsed", "StudyArea", "parse_files", "parse_stream",
+           "read_source"]
 
 ROW_SCHEMA = pa.schema([
     ("record_id", pa.string()), ("occurred_from", pa.timestamp("us")), ("occurred_to", pa.timestamp("us")),
@@ -146,156 +140,6 @@ class StudyArea:
         return cls(bbox=tuple(geom.bounds), polygon=geom, name=name or Path(path).stem)
 
 
-# ---------------------------------------------------------------- readers: each returns (frame of strings, kind)
-
-def _read_csv_bytes(data: bytes | pa.Buffer, name: str) -> pa.Table:
-    """Every column as text (numbers are validated per row later); empty fields become nulls.
-
-    ``data`` is already valid UTF-8 (see :func:`_decode`), so the reader does not check it again; a
-    :class:`pyarrow.Buffer` is read in place (no copy)."""
-    buf = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
-    try:
-        first = buf.slice(0, min(len(buf), 1 << 16)).to_pybytes().split(b"\n", 1)[0] + b"\n"
-        header = pacsv.read_csv(io.BytesIO(first), read_options=pacsv.ReadOptions(block_size=1 << 16)).column_names
-        return pacsv.read_csv(
-            pa.BufferReader(buf),
-            read_options=pacsv.ReadOptions(block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(newlines_in_values=False),
-            convert_options=pacsv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=True,
-                                                 check_utf8=False, column_types={c: pa.string() for c in header}),
-        )
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise IngestError(f"{name}: not a readable CSV file ({exc})") from exc
-
-
-def _arrow_to_text_frame(table: pa.Table) -> pd.DataFrame:
-    frame = table.to_pandas()
-    for col in frame.columns:
-        if col != "_line":
-            frame[col] = frame[col].astype("string")
-    return frame
-
-
-def _is_utf8(buf: pa.Buffer) -> bool:
-    """Whole-buffer UTF-8 check in Arrow's validator (far cheaper than ``bytes.decode``)."""
-    offsets = pa.py_buffer(np.array([0, len(buf)], dtype=np.int64))
-    try:
-        pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, buf]).validate(full=True)
-        return True
-    except pa.ArrowInvalid:
-        return False
-
-
-def _decode(data: bytes | pa.Buffer) -> bytes | pa.Buffer:
-    """Accept UTF-8 (with or without BOM) and Windows-1252 / Latin-1 exports; returns valid UTF-8
-    (a buffer stays a buffer, sliced in place when it only loses a BOM)."""
-    buf = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
-    head = buf.slice(0, min(len(buf), 3)).to_pybytes()
-    if head.startswith(b"\xef\xbb\xbf"):
-        return data[3:] if isinstance(data, bytes) else buf.slice(3)
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with BOM (Excel "Unicode text")
-        try:
-            return buf.to_pybytes().decode("utf-16").encode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise IngestError(f"not valid UTF-16 text ({exc})") from exc
-    if _is_utf8(buf):
-        return data
-    return buf.to_pybytes().decode("cp1252", errors="replace").encode("utf-8")
-
-
-def _read_file(path: Path) -> bytes | pa.Buffer:
-    """A plain CSV is memory-mapped (read in place by Arrow); anything else is read into bytes."""
-    if path.name.lower().endswith(".csv"):
-        try:
-            if path.stat().st_size > 0:
-                return pa.memory_map(str(path)).read_buffer()
-        except (OSError, pa.ArrowException):
-            pass
-    return path.read_bytes()
-
-
-def read_source(path: Path, data: bytes | pa.Buffer | None = None) -> list[tuple[str, pd.DataFrame | pa.Table]]:
-    """Read one file (or every CSV in a zip) into text columns (an Arrow table for CSV, else a frame),
-    each with a ``_line`` column."""
-    name = Path(path).name
-    raw = data if data is not None else _read_file(Path(path))
-    lower = name.lower()
-    if lower.endswith(".gz"):
-        import gzip
-
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise IngestError(f"{name}: not a valid gzip file ({exc})") from exc
-        lower = lower[:-3]
-    if lower.endswith(".zip"):
-        try:
-            archive = zipfile.ZipFile(io.BytesIO(raw))
-        except zipfile.BadZipFile as exc:
-            raise IngestError(f"{name}: not a valid zip file") from exc
-        members = sorted(m for m in archive.namelist() if m.lower().endswith(".csv") and not m.startswith("__MACOSX"))
-        if not members:
-            raise IngestError(f"{name}: the zip holds no CSV file")
-        try:
-            contents = [(m, archive.read(m)) for m in members]
-        except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError) as exc:
-            raise IngestError(f"{name}: a member of the zip cannot be read ({exc})") from exc
-        return [item for m, data in contents for item in read_source(Path(f"{name}/{m}"), data)]
-    if lower.endswith((".geojson", ".json")):
-        return [(name, _read_geojson(raw, name))]
-    if lower.endswith((".parquet", ".geoparquet", ".pq")):
-        return [(name, _read_parquet(raw, name))]
-    table = _read_csv_bytes(_decode(raw), name)
-    table = table.append_column("_line", pa.array(np.arange(2, table.num_rows + 2, dtype=np.int64)))
-    return [(name, table)]
-
-
-def _read_geojson(raw: bytes, name: str) -> pd.DataFrame:
-    try:
-        doc = json.loads(_decode(raw))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IngestError(f"{name}: not valid JSON ({exc})") from exc
-    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" or not isinstance(doc.get("features"), list):
-        raise IngestError(f"{name}: expected a GeoJSON FeatureCollection")
-    records = []
-    for i, feat in enumerate(doc["features"]):
-        feat = feat if isinstance(feat, dict) else {}  # hostile input: null, numbers, lists as features
-        props = feat.get("properties")
-        props = dict(props) if isinstance(props, dict) else {}
-        geom = feat.get("geometry") if isinstance(feat.get("geometry"), dict) else {}
-        coords = geom.get("coordinates") if geom.get("type") == "Point" else None
-        props["longitude"] = coords[0] if isinstance(coords, list) and len(coords) >= 2 else None
-        props["latitude"] = coords[1] if isinstance(coords, list) and len(coords) >= 2 else None
-        if geom and geom.get("type") != "Point":
-            props["_geometry_error"] = f"geometry is {geom.get('type')}, not Point"
-        props["_line"] = i  # feature index (0-based) stands in for a line number
-        records.append(props)
-    frame = pd.DataFrame.from_records(records)
-    for col in frame.columns:
-        if col != "_line":
-            frame[col] = frame[col].astype("string")
-    return frame
-
-
-def _read_parquet(raw: bytes, name: str) -> pd.DataFrame:
-    try:
-        table = pq.read_table(io.BytesIO(raw))
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise IngestError(f"{name}: not a readable Parquet file ({exc})") from exc
-    frame = table.to_pandas()
-    if "geometry" in frame.columns:
-        geoms = shapely.from_wkb(frame.pop("geometry").to_numpy(), on_invalid="ignore")
-        is_point = shapely.get_type_id(geoms) == 0
-        frame["longitude"] = np.where(is_point, shapely.get_x(geoms), np.nan)
-        frame["latitude"] = np.where(is_point, shapely.get_y(geoms), np.nan)
-    for col in frame.columns:
-        if pd.api.types.is_datetime64_any_dtype(frame[col]):
-            frame[col] = frame[col].dt.strftime("%Y-%m-%d %H:%M")
-        frame[col] = frame[col].astype("string")
-    frame["_line"] = np.arange(1, len(frame) + 1)  # Parquet has no lines: 1-based row number
-    return frame
-
-
 # ---------------------------------------------------------------- normalisers
 
 def _reject(rejects: list[pd.DataFrame], frame: pd.DataFrame, mask: np.ndarray, reason: str | pd.Series,
@@ -319,10 +163,10 @@ def _coordinates(lon_text: pd.Series, lat_text: pd.Series) -> tuple[np.ndarray, 
     return lon, lat, missing, ~missing & ~(np.isfinite(lon) & np.isfinite(lat))
 
 
-def _content_ids(frame: pd.DataFrame, cols: list[str], prefix: str) -> pd.Series:
+def _content_ids(frame: pd.DataFrame, cols: list[str], prefix: str, ranks: Ranks) -> pd.Series:
     """Stable ids for rows without a record id: a hash of their content plus their rank among identical rows."""
     h = pd.util.hash_pandas_object(frame[cols].astype("string").fillna(""), index=False).to_numpy()
-    rank = pd.Series(h).groupby(h).cumcount().to_numpy()
+    rank = ranks.rank(h)
     hexed = pd.Series(h).map("{:016x}".format)
     return (prefix + hexed + ":" + pd.Series(rank).astype(str)).set_axis(frame.index)
 
@@ -334,6 +178,16 @@ def _finish(out: pd.DataFrame, lon: np.ndarray, lat: np.ndarray, x: np.ndarray |
     for name, values in geo_columns(lon, lat, x, y).items():
         table = table.set_column(table.schema.get_field_index(name), name, values)
     return table
+
+
+def _month_window(limits: IngestLimits) -> tuple[np.datetime64, np.datetime64]:
+    """First day of the oldest accepted month and of the month of ingest (microseconds, as stored)."""
+    try:
+        oldest = np.datetime64(pd.Timestamp(limits.oldest_month + "-01").to_datetime64(), "us")
+    except ValueError as exc:
+        raise ValueError(f"oldest month setting is not YYYY-MM: {limits.oldest_month!r}") from exc
+    newest = np.datetime64(limits.newest_time().to_datetime64(), "M").astype("datetime64[us]")
+    return oldest, newest
 
 
 def _month_bounds(month_text: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -380,17 +234,44 @@ def _reject_rows(rejects: list[pd.DataFrame], table: pa.Table, mask: np.ndarray,
     return ~mask
 
 
-def _hash_ids(table: pa.Table, cols: list[str]) -> np.ndarray:
-    """Stable ids for rows without a record id: a hash of their text plus their rank among identical rows."""
+def _hash_ids(table: pa.Table, cols: list[str], ranks: "Ranks") -> np.ndarray:
+    """Stable ids for rows without a record id: a hash of their text plus their rank among identical rows
+    of the file (``ranks`` carries the counts across the file's chunks)."""
     joined = pc.binary_join_element_wise(*[pc.fill_null(table.column(c), "") for c in cols], "\x1f")
     h = pd.util.hash_array(np.asarray(joined.to_pylist(), dtype=object))
-    order = np.argsort(h, kind="stable")
-    sorted_h = h[order]
-    first = np.r_[True, sorted_h[1:] != sorted_h[:-1]]
-    group_start = np.maximum.accumulate(np.where(first, np.arange(len(h)), 0))
-    rank = np.empty(len(h), dtype=np.int64)
-    rank[order] = np.arange(len(h)) - group_start
+    rank = ranks.rank(h)
     return np.array([f"hash:{a:016x}:{b}" for a, b in zip(h.tolist(), rank.tolist())], dtype=object)
+
+
+class Ranks:
+    """How many rows of each content hash one file has shown so far: sorted distinct hashes and counts."""
+
+    def __init__(self) -> None:
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.counts = np.empty(0, dtype=np.int64)
+
+    def rank(self, h: np.ndarray) -> np.ndarray:
+        """Rank of each row among identical rows (0 for the first one in the file), then count them in."""
+        h = np.asarray(h, dtype=np.uint64)
+        if len(h) == 0:
+            return np.empty(0, dtype=np.int64)
+        order = np.argsort(h, kind="stable")
+        sorted_h = h[order]
+        first = np.r_[True, sorted_h[1:] != sorted_h[:-1]]
+        group_start = np.maximum.accumulate(np.where(first, np.arange(len(h)), 0))
+        rank = np.empty(len(h), dtype=np.int64)
+        rank[order] = np.arange(len(h)) - group_start
+        if len(self.keys):
+            at = np.minimum(np.searchsorted(self.keys, h), len(self.keys) - 1)
+            rank += np.where(self.keys[at] == h, self.counts[at], 0)
+        starts = np.flatnonzero(first)
+        keys = np.concatenate([self.keys, sorted_h[starts]])
+        counts = np.concatenate([self.counts, np.diff(np.r_[starts, len(h)])])
+        o = np.argsort(keys, kind="stable")
+        keys, counts = keys[o], counts[o]
+        head = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        self.keys, self.counts = keys[head], np.add.reduceat(counts, head)
+        return rank
 
 
 def _dictionary_map(col: pa.ChunkedArray, fn) -> tuple[np.ndarray, pa.Array]:
@@ -401,8 +282,10 @@ def _dictionary_map(col: pa.ChunkedArray, fn) -> tuple[np.ndarray, pa.Array]:
     return idx, mapped
 
 
-def normalise_policeuk(table: pa.Table, file: str, area: StudyArea) -> tuple[pa.Table, list[pd.DataFrame]]:
-    """data.police.uk street CSV, vectorised in Arrow (the 1 M-row path)."""
+def normalise_policeuk(table: pa.Table, file: str, area: StudyArea, limits: IngestLimits = IngestLimits(),
+                       ranks: Ranks | None = None) -> tuple[pa.Table, list[pd.DataFrame]]:
+    """data.police.uk street CSV (one chunk of it), vectorised in Arrow (the 1 M-row path)."""
+    ranks = ranks if ranks is not None else Ranks()
     rejects: list[pd.DataFrame] = []
     n = table.num_rows
     alive = np.ones(n, dtype=bool)
@@ -418,6 +301,13 @@ def normalise_policeuk(table: pa.Table, file: str, area: StudyArea) -> tuple[pa.
     starts = np.append(m_start.to_numpy(dtype="datetime64[us]"), np.datetime64("NaT", "us"))
     ends = (starts.astype("datetime64[M]") + np.timedelta64(1, "M")).astype("datetime64[us]")
     alive &= _reject_rows(rejects, table, alive & np.isnat(starts)[m_idx], "bad date: Month is not YYYY-MM", file)
+    oldest, newest = _month_window(limits)
+    with np.errstate(invalid="ignore"):
+        early, late = starts < oldest, starts > newest
+    alive &= _reject_rows(rejects, table, alive & early[m_idx],
+                          f"bad date: Month is before {limits.oldest_month} (the oldest month harmspot accepts)", file)
+    alive &= _reject_rows(rejects, table, alive & late[m_idx],
+                          f"bad date: Month is after the month of ingest ({str(newest)[:7]})", file)
 
     c_enc = pc.dictionary_encode(table.column("Crime type")).combine_chunks()
     c_dict = normalise_category(pd.Series(c_enc.dictionary.to_pandas(), dtype="string"))
@@ -439,7 +329,7 @@ def normalise_policeuk(table: pa.Table, file: str, area: StudyArea) -> tuple[pa.
     no_id_all = pc.fill_null(pc.equal(pc.utf8_length(ids), 0), True).to_numpy(zero_copy_only=False)
     ids = kept("Crime ID")
     if (no_id_all & alive).any():
-        hashed = _hash_ids(table.filter(pa.array(no_id_all & alive)), POLICEUK_COLUMNS[1:])
+        hashed = _hash_ids(table.filter(pa.array(no_id_all & alive)), POLICEUK_COLUMNS[1:], ranks)
         ids = pc.replace_with_mask(ids, pa.array(no_id_all[alive]), pa.array(hashed, pa.string()))
     kept_m = m_idx[alive]
     start, end = starts[kept_m], ends[kept_m]
@@ -540,7 +430,7 @@ def _parse_occurred(text: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     """(from, to, precision) keeping the precision the text gives: YYYY-MM, a date, or a date and time."""
     s = text.astype("string").str.strip()
     n = len(s)
-    start = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
+    start = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us]")
     end = start.copy()
     prec = pd.Series(pd.NA, index=s.index, dtype="string")
     is_month = s.str.fullmatch(r"\d{4}-\d{2}").fillna(False)
@@ -553,7 +443,7 @@ def _parse_occurred(text: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
         if mask.any():
             part = s[mask].str.replace("T", " ").str.rstrip("Z")
             iso = part.str.match(r"\d{4}-")
-            parsed = pd.Series(pd.NaT, index=part.index, dtype="datetime64[ns]")
+            parsed = pd.Series(pd.NaT, index=part.index, dtype="datetime64[us]")
             if iso.any():
                 parsed[iso] = pd.to_datetime(part[iso], errors="coerce", format="ISO8601")
             if (~iso).any():  # UK day-first dates
@@ -567,8 +457,10 @@ def _parse_occurred(text: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
 
 
 def normalise_extract(frame: pd.DataFrame, file: str, area: StudyArea,
-                      mapping: dict[str, str] | None = None, titles: dict[str, str] | None = None
+                      mapping: dict[str, str] | None = None, titles: dict[str, str] | None = None,
+                      limits: IngestLimits = IngestLimits(), ranks: Ranks | None = None
                       ) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    ranks = ranks if ranks is not None else Ranks()
     cols = _resolve_columns(frame, mapping)
     has_lonlat = "longitude" in cols and "latitude" in cols
     has_bng = "easting" in cols and "northing" in cols
@@ -603,7 +495,11 @@ def normalise_extract(frame: pd.DataFrame, file: str, area: StudyArea,
     start, end, prec = _parse_occurred(col("occurred"))
     alive &= _reject(rejects, frame, alive & start.isna().to_numpy(), "bad date: occurred is not YYYY-MM, a date, or a date and time", file)
     if start.notna().any():
-        future = (start > pd.Timestamp.now() + pd.Timedelta(days=1)).to_numpy()
+        oldest, _ = _month_window(limits)
+        early = (start < pd.Timestamp(oldest)).to_numpy(dtype=bool, na_value=False)
+        alive &= _reject(rejects, frame, alive & early,
+                         f"bad date: occurred is before {limits.oldest_month} (the oldest month harmspot accepts)", file)
+        future = (start > limits.newest_time() + pd.Timedelta(days=1)).to_numpy(dtype=bool, na_value=False)
         alive &= _reject(rejects, frame, alive & future, "bad date: occurred is in the future", file)
 
     ho = normalise_ho_code(col("ho_code"))
@@ -637,7 +533,7 @@ def normalise_extract(frame: pd.DataFrame, file: str, area: StudyArea,
     ids = col("record_id")[alive].astype("string").str.strip()
     no_id = ids.isna() | (ids == "")
     if no_id.any():
-        ids = ids.where(~no_id, _content_ids(keep, [c for c in keep.columns if not c.startswith("_")], "hash:")[no_id])
+        ids = ids.where(~no_id, _content_ids(keep, [c for c in keep.columns if not c.startswith("_")], "hash:", ranks)[no_id])
     st = start[alive]
     minute = (prec[alive] == "minute").to_numpy(dtype=bool, na_value=False)
     out = pd.DataFrame({
@@ -666,36 +562,72 @@ def is_policeuk(columns: list[str]) -> bool:
     return {"Crime ID", "Month", "Longitude", "Latitude", "Crime type"} <= set(columns)
 
 
-def parse_files(sources: Iterable[tuple[str, bytes | None]], area: StudyArea = StudyArea(),
-                mapping: dict[str, str] | None = None, titles: dict[str, str] | None = None) -> Parsed:
-    """Read and validate every source (name, bytes or None to read the path). Raises IngestError for a
-    file that cannot be read at all; otherwise every row is stored or rejected with a reason."""
-    parts: list[pa.Table] = []
-    rejects: list[pd.DataFrame] = []
-    read = 0
-    kinds: set[str] = set()
-    names: list[str] = []
-    for path, data in sources:
-        for name, frame in read_source(Path(path), data):
-            names.append(name)
-            columns = frame.column_names if isinstance(frame, pa.Table) else list(frame.columns)
-            read += frame.num_rows if isinstance(frame, pa.Table) else len(frame)
-            if is_policeuk(columns):
-                kinds.add("police.uk")
-                if isinstance(frame, pd.DataFrame):
-                    frame = pa.Table.from_pandas(frame.astype({c: "string" for c in frame.columns if c != "_line"}),
-                                                 preserve_index=False)
-                rows, rej = normalise_policeuk(frame, name, area)
-            else:
-                kinds.add("extract")
-                text = _arrow_to_text_frame(frame) if isinstance(frame, pa.Table) else frame
-                rows, rej = normalise_extract(text, name, area, mapping, titles)
-                rows = rows.set_column(rows.schema.get_field_index("_file"), "_file",
-                                       pa.array(np.full(rows.num_rows, name, dtype=object), pa.string()))
-            parts.append(rows)
-            rejects.extend(rej)
-    table = pa.concat_tables(parts) if parts else ROW_SCHEMA.empty_table()
-    rej = (pd.concat(rejects, ignore_index=True) if rejects
-           else pd.DataFrame({"file": pd.Series(dtype="string"), "line": pd.Series(dtype="int64"),
-                              "reason": pd.Series(dtype="string"), "raw": pd.Series(dtype="string")}))
-    return Parsed(table=table, rejects=rej, read=read, kind="+".join(sorted(kinds)) or "empty", files=names)
+def _no_rejects() -> pd.DataFrame:
+    return pd.DataFrame({"file": pd.Series(dtype="string"), "line": pd.Series(dtype="int64"),
+                         "reason": pd.Series(dtype="string"), "raw": pd.Series(dtype="string")})
+
+
+def _text_frame(table: pa.Table) -> pd.DataFrame:
+    frame = table.to_pandas()
+    for col in frame.columns:
+        if col != "_line":
+            frame[col] = frame[col].astype("string")
+    return frame
+
+
+def _normalise(chunk: RawChunk, area: StudyArea, mapping: dict[str, str] | None, titles: dict[str, str] | None,
+               limits: IngestLimits, ranks: Ranks) -> tuple[pa.Table, list[pd.DataFrame], str]:
+    frame = chunk.data
+    if is_policeuk(chunk.columns):
+        if isinstance(frame, pd.DataFrame):
+            frame = pa.Table.from_pandas(frame.astype({c: "string" for c in frame.columns if c != "_line"}),
+                                         preserve_index=False)
+        rows, rej = normalise_policeuk(frame, chunk.name, area, limits, ranks)
+        return rows, rej, "police.uk"
+    text = _text_frame(frame) if isinstance(frame, pa.Table) else frame
+    rows, rej = normalise_extract(text, chunk.name, area, mapping, titles, limits, ranks)
+    rows = rows.set_column(rows.schema.get_field_index("_file"), "_file",
+                           pa.array(np.full(rows.num_rows, chunk.name, dtype=object), pa.string()))
+    return rows, rej, "extract"
+
+
+def parse_stream(sources: Iterable[tuple[str, object]], area: StudyArea = StudyArea(),
+                 mapping: dict[str, str] | None = None, titles: dict[str, str] | None = None,
+                 limits: IngestLimits = IngestLimits()) -> Iterator[Parsed]:
+    """Read and validate every source (name, and its bytes, an open binary file, or None to read the path) as a
+    stream of bounded chunks, one :class:`Parsed` each (``read`` and ``files`` count what is new in that
+    chunk).  Raises :class:`IngestError` for a file that cannot be read at all and
+    :class:`IngestLimitError` when the batch goes over ``limits``; otherwise every row is stored or rejected
+    with a reason.  Nothing is held beyond the chunk in hand (and the per-file id ranks).  Files are read
+    in name order, so the stream is in (file, line) order, the order duplicates are resolved in."""
+    budget = Budget(limits)
+    seen: set[str] = set()
+    # files by name (zip members are read by name too): "the first copy by file and line" is the stream order
+    for path, data in sorted(sources, key=lambda s: Path(s[0]).name):
+        ranks: dict[str, Ranks] = {}
+        for chunk in read_source(Path(path), data, budget):
+            rows, rej, kind = _normalise(chunk, area, mapping, titles, limits, ranks.setdefault(chunk.name, Ranks()))
+            rejects = [*chunk.rejects, *rej]
+            new = [] if chunk.name in seen else [chunk.name]
+            seen.add(chunk.name)
+            yield Parsed(table=rows, rejects=pd.concat(rejects, ignore_index=True) if rejects else _no_rejects(),
+                         read=chunk.num_rows + sum(len(r) for r in chunk.rejects), kind=kind, files=new)
+
+
+def merge(parts: Iterable[Parsed]) -> Parsed:
+    """One :class:`Parsed` holding every chunk (for small inputs and analysis; ingest streams instead)."""
+    parts = list(parts)
+    tables = [p.table for p in parts]
+    rejects = [p.rejects for p in parts if len(p.rejects)]
+    kinds = sorted({k for p in parts for k in p.kind.split("+") if k and k != "empty"})
+    return Parsed(table=pa.concat_tables(tables) if tables else ROW_SCHEMA.empty_table(),
+                  rejects=pd.concat(rejects, ignore_index=True) if rejects else _no_rejects(),
+                  read=sum(p.read for p in parts), kind="+".join(kinds) or "empty",
+                  files=[f for p in parts for f in p.files])
+
+
+def parse_files(sources: Iterable[tuple[str, object]], area: StudyArea = StudyArea(),
+                mapping: dict[str, str] | None = None, titles: dict[str, str] | None = None,
+                limits: IngestLimits = IngestLimits()) -> Parsed:
+    """:func:`parse_stream` gathered into one :class:`Parsed` (holds every row: for small inputs)."""
+    return merge(parse_stream(sources, area, mapping, titles, limits))

@@ -27,6 +27,15 @@ class Settings(BaseSettings):
     )
     harm_weights_name: str = Field("cchi-2020", description="Name under which HARMSPOT_HARM_WEIGHTS is loaded.")
     max_upload_mb: int = Field(200, description="Largest accepted upload (HTTP 413 above it).")
+    # ---- ingest limits (docs/ingest.md "Memory bound"); they apply to uploads and `harmspot ingest` alike
+    max_inflated_mb: int = Field(2048, ge=1, description="Most bytes one batch may inflate to after gzip/zip "
+                                 "decompression, over all its files (HTTP 413 above it).")
+    max_batch_rows: int = Field(20_000_000, ge=1, description="Most rows one batch may hold (HTTP 413 above it).")
+    ingest_block_mb: int = Field(16, ge=1, le=1024, description="CSV bytes parsed and stored per step of an ingest; "
+                                 "the memory an ingest needs grows with this, not with the file.")
+    oldest_month: str = Field("1990-01", pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
+                              description="Occurrences before this month are rejected per row (so are those after "
+                              "the day of ingest).")
     default_resolution: int = Field(10, ge=7, le=11)
     host: str = "127.0.0.1"
     port: int = 8000
@@ -48,6 +57,14 @@ class Settings(BaseSettings):
     @property
     def store_path(self) -> Path:
         return self.data_dir / "harmspot.duckdb"
+
+    def ingest_limits(self):
+        """The :class:`geodata.readers.IngestLimits` these settings give."""
+        from geodata.readers import IngestLimits
+
+        block = self.ingest_block_mb << 20
+        return IngestLimits(max_inflated_bytes=self.max_inflated_mb << 20, max_rows=self.max_batch_rows,
+                            block_bytes=block, chunk_rows=max(10_000, block // 256), oldest_month=self.oldest_month)
 
 
 @lru_cache(maxsize=1)

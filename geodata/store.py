@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, Iterable
 
 import duckdb
 import numpy as np
@@ -109,6 +111,51 @@ def _offence_keys(cur, table: pa.Table) -> np.ndarray:
     return out[inverse] if n else np.empty(0, dtype=np.int32)
 
 
+INSERT_COLUMNS = ["dataset", "batch_id", "record_id", "offence_key", "occurred_from", "occurred_to", "precision",
+                  "dow", "hour", "lon", "lat", "x", "y", *[f"h3_{r}" for r in RESOLUTIONS], "offence_title",
+                  "location", "lsoa_code", "domestic", "public_place", "knife", "nte", "victim_age"]
+PostIngestStep = Callable[[duckdb.DuckDBPyConnection, str, int], None]
+
+
+def _insert_chunk(cur, dataset: str, batch_id: int, table: pa.Table) -> int:
+    """Append one chunk's rows (new offence-key combinations get the next integer keys); returns the row count.
+    Duplicates are left for :func:`_drop_duplicates`, once per batch.
+
+    The chunk is read by DuckDB's replacement scan of the local Arrow table, never ``cursor.register``: a
+    registered table stays referenced until the transaction ends, so a streamed batch would pile up in memory."""
+    staged = table  # noqa: F841 (read by name in the SQL below)
+    cur.execute("""INSERT INTO offence_keys
+        SELECT (SELECT coalesce(max(offence_key), 0) FROM offence_keys)
+                 + row_number() OVER (ORDER BY category, offence_group, ho_code),
+               category, offence_group, ho_code
+        FROM (SELECT DISTINCT category, offence_group, ho_code FROM staged
+              EXCEPT SELECT category, offence_group, ho_code FROM offence_keys)""")
+    keyed = table.append_column("offence_key", pa.array(_offence_keys(cur, table), pa.int32()))  # noqa: F841
+    exprs = ", ".join({"dataset": "?", "batch_id": "?"}.get(c, f"s.{c}") for c in INSERT_COLUMNS)
+    # chunks arrive in file order (parse_stream: files by name, rows by line) and DuckDB keeps insertion
+    # order, so the first copy of a repeated record id has the lowest rowid
+    cur.execute(f"INSERT INTO offences SELECT {exprs} FROM keyed s", [dataset, batch_id])
+    return table.num_rows
+
+
+def _drop_duplicates(cur, dataset: str, batch_id: int, had_rows: bool) -> None:
+    """Delete the batch's rows whose record id is already stored in the dataset, then every later copy of a
+    record id repeated within the batch (the first by file and line stays, as rows were appended in that
+    order).  Both are found on a 64-bit hash of the id first (a GROUP BY / join on integers, which DuckDB
+    spills to disk under its memory limit) and confirmed on the id itself, so they stay exact."""
+    if had_rows:
+        cur.execute("""DELETE FROM offences WHERE dataset = ? AND batch_id = ? AND record_id IN (
+            SELECT record_id FROM offences WHERE dataset = ? AND batch_id <> ?)""", [dataset, batch_id, dataset, batch_id])
+    repeated = cur.execute("""SELECT count(*) FROM (SELECT hash(record_id) FROM offences
+        WHERE dataset = ? AND batch_id = ? GROUP BY 1 HAVING count(*) > 1)""", [dataset, batch_id]).fetchall()[0][0]
+    if repeated:
+        cur.execute("""DELETE FROM offences WHERE rowid IN (
+            SELECT rowid FROM offences WHERE dataset = ? AND batch_id = ? AND hash(record_id) IN (
+                SELECT hash(record_id) FROM offences WHERE dataset = ? AND batch_id = ? GROUP BY 1 HAVING count(*) > 1)
+            QUALIFY row_number() OVER (PARTITION BY record_id ORDER BY rowid) > 1)""",
+                    [dataset, batch_id, dataset, batch_id])
+
+
 class Store:
     """A handle on the DuckDB file. Reads use a cursor each; writes take a lock and one transaction."""
 
@@ -128,6 +175,7 @@ class Store:
         # the store is unchanged
         self._version = 0
         self._memo: dict = {}
+        self._post_ingest: list[PostIngestStep] = []
         if not read_only:
             self._con.execute(SCHEMA)
 
@@ -136,6 +184,36 @@ class Store:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self._con.cursor()
+
+    def recover(self) -> bool:
+        """Reopen the DuckDB file after a fatal error (DuckDB invalidates a database whose checkpoint failed,
+        e.g. on a full disk): the committed state is read back from the file and its WAL.  Returns True when
+        the store answers again.  Called by the doors on ``duckdb.FatalException``, and by reads here."""
+        with self.write_lock:
+            try:
+                self._con.execute("SELECT 1").fetchall()
+                return True  # another thread recovered it already
+            except duckdb.Error:
+                pass
+            try:
+                self._con.close()
+            except duckdb.Error:
+                pass
+            try:
+                self._con = duckdb.connect(str(self.path))
+            except duckdb.Error:
+                return False
+            self._schemas.clear()
+            self._changed()
+            return True
+
+    def _read(self, fn):
+        try:
+            return fn()
+        except duckdb.FatalException:
+            if not self.recover():
+                raise
+            return fn()
 
     def cached(self, key, compute):
         """``compute()`` once per store state: the value is reused until the next write transaction ends.
@@ -167,19 +245,23 @@ class Store:
             self._schemas.add(sql)
 
     def query_df(self, sql: str, params: list | tuple = ()) -> pd.DataFrame:
-        cur = self._con.cursor()
-        try:
-            return cur.execute(sql, params).df()
-        finally:
-            cur.close()
+        def run() -> pd.DataFrame:
+            cur = self._con.cursor()
+            try:
+                return cur.execute(sql, params).df()
+            finally:
+                cur.close()
+        return self._read(run)
 
     def scalar(self, sql: str, params: list | tuple = ()):
-        cur = self._con.cursor()
-        try:
-            rows = cur.execute(sql, params).fetchall()
-            return rows[0][0] if rows else None
-        finally:
-            cur.close()
+        def run():
+            cur = self._con.cursor()
+            try:
+                rows = cur.execute(sql, params).fetchall()
+                return rows[0][0] if rows else None
+            finally:
+                cur.close()
+        return self._read(run)
 
     # ------------------------------------------------------------------ transactions
     def transaction(self) -> "_Tx":
@@ -206,63 +288,55 @@ class Store:
             known = self.query_df("SELECT name FROM datasets ORDER BY name")["name"].tolist()
             raise StoreError(f"unknown dataset '{name}'; known datasets: {known}")
 
-    def ingest(self, dataset: str, parsed: Parsed, study_area: StudyArea | None = None,
+    def add_post_ingest(self, step: "PostIngestStep") -> None:
+        """Run ``step(cur, dataset, batch_id)`` at the end of every ingest, inside its transaction (after the
+        rows, rejects and batch row are written; before commit), e.g. to derive districts from the new rows."""
+        self._post_ingest.append(step)
+
+    def ingest(self, dataset: str, batch: Parsed | Iterable[Parsed], study_area: StudyArea | None = None,
                description: str = "") -> IngestReport:
-        """Store a parsed batch in one transaction; duplicates (same record id, in the batch or already stored)
-        are counted, not stored. Runs in DuckDB over the Arrow table (no Python loop over rows)."""
-        cols = ["dataset", "batch_id", "record_id", "offence_key", "occurred_from", "occurred_to", "precision",
-                "dow", "hour", "lon", "lat", "x", "y", *[f"h3_{r}" for r in RESOLUTIONS], "offence_title",
-                "location", "lsoa_code", "domestic", "public_place", "knife", "nte", "victim_age"]
+        """Store a batch in one transaction: a :class:`Parsed`, or a stream of them (``parse_stream``), inserted
+        chunk by chunk so memory stays bounded whatever the batch's size; all-or-nothing either way.
+        Duplicates (same record id, in the batch or already stored) are counted, not stored: the first copy by
+        file and line is kept.  Runs in DuckDB over Arrow tables (no Python loop over rows)."""
+        chunks = [batch] if isinstance(batch, Parsed) else batch
+        read = inserted = rejected = 0
+        files: list[str] = []
+        kinds: set[str] = set()
+        precisions: set[str] = set()
+        by_reason: Counter = Counter()
         with self.write_lock, self.transaction() as cur:
             if not cur.execute("SELECT count(*) FROM datasets WHERE name = ?", [dataset]).fetchall()[0][0]:
                 cur.execute("INSERT INTO datasets VALUES (?, ?, ?, ?)",
                             [dataset, utc_now(), study_area.name if study_area else None, description])
-            batch_id = cur.execute("SELECT nextval('batch_seq')").fetchall()[0][0]
-            cur.register("staged", parsed.table)
-            # new (category, group, HO code) combinations get the next integer keys
-            cur.execute("""INSERT INTO offence_keys
-                SELECT (SELECT coalesce(max(offence_key), 0) FROM offence_keys) + row_number() OVER (ORDER BY category, offence_group, ho_code),
-                       category, offence_group, ho_code
-                FROM (SELECT DISTINCT category, offence_group, ho_code FROM staged
-                      EXCEPT SELECT category, offence_group, ho_code FROM offence_keys)""")
-            cur.unregister("staged")
-            keyed = parsed.table.append_column(
-                "offence_key", pa.array(_offence_keys(cur, parsed.table), pa.int32()))
-            cur.register("staged", keyed)
-            select = {"dataset": "?", "batch_id": "?"}
-            exprs = ", ".join(select.get(c, f"s.{c}") for c in cols)
+            batch_id = int(cur.execute("SELECT nextval('batch_seq')").fetchall()[0][0])
             before = cur.execute("SELECT count(*) FROM offences WHERE dataset = ?", [dataset]).fetchall()[0][0]
-            # de-duplicate within the batch (first by file and line) only when some record id repeats, and
-            # against the stored rows only when the dataset already holds some: the common first load of
-            # distinct ids is a plain insert
-            rows, distinct = cur.execute("SELECT count(*), count(DISTINCT record_id) FROM staged").fetchall()[0]
-            source = ("staged" if rows == distinct else
-                      "(SELECT * FROM staged QUALIFY row_number() OVER (PARTITION BY record_id ORDER BY _file, _line) = 1)")
-            if before:
-                cur.execute(f"""INSERT INTO offences SELECT {exprs} FROM {source} s
-                    ANTI JOIN (SELECT record_id FROM offences WHERE dataset = ?) o ON o.record_id = s.record_id""",
-                            [dataset, batch_id, dataset])
-            else:
-                cur.execute(f"INSERT INTO offences SELECT {exprs} FROM {source} s", [dataset, batch_id])
+            for part in chunks:
+                read += part.read
+                files += part.files
+                kinds.update(k for k in part.kind.split("+") if k and k != "empty")
+                if part.table.num_rows:
+                    inserted += _insert_chunk(cur, dataset, batch_id, part.table)
+                    precisions.update(p for p in pc.unique(part.table.column("precision")).to_pylist() if p)
+                if len(part.rejects):
+                    rejected += len(part.rejects)
+                    by_reason.update(part.rejects["reason"].astype(str).value_counts().to_dict())
+                    rej = part.rejects.assign(dataset=dataset, batch_id=batch_id)[  # noqa: F841 (read by name)
+                        ["dataset", "batch_id", "file", "line", "reason", "raw"]]
+                    cur.execute("INSERT INTO rejects SELECT * FROM rej")
+            if inserted:
+                _drop_duplicates(cur, dataset, batch_id, bool(before))
             after = cur.execute("SELECT count(*) FROM offences WHERE dataset = ?", [dataset]).fetchall()[0][0]
-            precisions = sorted(p for p in pc.unique(parsed.table.column("precision")).to_pylist() if p)
-            cur.unregister("staged")
             stored = int(after - before)
-            duplicates = parsed.table.num_rows - stored
-            rej = parsed.rejects.assign(dataset=dataset, batch_id=batch_id)[
-                ["dataset", "batch_id", "file", "line", "reason", "raw"]]
-            if len(rej):
-                cur.register("rej", rej)
-                cur.execute("INSERT INTO rejects SELECT * FROM rej")
-                cur.unregister("rej")
+            duplicates = inserted - stored
+            kind = "+".join(sorted(kinds)) or "empty"
             cur.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [batch_id, dataset, utc_now(), json.dumps(parsed.files), parsed.kind, parsed.read, stored,
-                         len(parsed.rejects), duplicates])
+                        [batch_id, dataset, utc_now(), json.dumps(files), kind, read, stored, rejected, duplicates])
             self._refresh_dataset_cells(cur, dataset, study_area)
-        by_reason = parsed.rejects["reason"].value_counts().to_dict() if len(parsed.rejects) else {}
-        return IngestReport(dataset, int(batch_id), parsed.files, parsed.kind, parsed.read, stored,
-                            len(parsed.rejects), duplicates, {str(k): int(v) for k, v in by_reason.items()},
-                            precisions)
+            for step in self._post_ingest:
+                step(cur, dataset, batch_id)
+        return IngestReport(dataset, batch_id, files, kind, read, stored, rejected, duplicates,
+                            {str(k): int(v) for k, v in by_reason.most_common()}, sorted(precisions))
 
     def _refresh_dataset_cells(self, cur, dataset: str, study_area: StudyArea | None) -> None:
         """Store the dataset's study area as res-10 cells: the area polygon if given, else the data's hull."""
@@ -411,8 +485,14 @@ class _Tx:
         self.cur: duckdb.DuckDBPyConnection | None = None
 
     def __enter__(self) -> duckdb.DuckDBPyConnection:
-        self.cur = self.store._con.cursor()
-        self.cur.execute("BEGIN TRANSACTION")
+        try:
+            self.cur = self.store._con.cursor()
+            self.cur.execute("BEGIN TRANSACTION")
+        except duckdb.FatalException:  # invalidated by an earlier failed checkpoint: reopen, then write
+            if not self.store.recover():
+                raise
+            self.cur = self.store._con.cursor()
+            self.cur.execute("BEGIN TRANSACTION")
         return self.cur
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -421,7 +501,10 @@ class _Tx:
             if exc_type is None:
                 self.cur.execute("COMMIT")
             else:
-                self.cur.execute("ROLLBACK")
+                try:
+                    self.cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # the transaction is already gone (failed commit, invalidated database): keep exc
         finally:
             self.cur.close()
             self.store._changed()

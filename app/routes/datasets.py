@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from app.deps import State
 from app.errors import ApiError
 from app.render import to_csv
-from geodata.ingest import StudyArea, parse_files
+from geodata.ingest import StudyArea, parse_stream
 
 router = APIRouter(tags=["datasets"])
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -20,7 +20,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 @router.post("/datasets", summary="Upload offences (police.uk CSV or zip, force extract CSV, GeoJSON, Parquet)",
              description="Every row is stored or rejected with its file, line and reason; the batch is "
              "all-or-nothing; records already stored (same record id) are counted as duplicates, not stored twice. "
-             "Returns the ingest report.")
+             "Returns the ingest report. Files are streamed: a batch inflating past HARMSPOT_MAX_INFLATED_MB or "
+             "holding more than HARMSPOT_MAX_BATCH_ROWS rows is refused with 413 and stores nothing; a full disk "
+             "answers 507.")
 def post_dataset(
     state: State,
     files: Annotated[list[UploadFile], File(description="One or more files")],
@@ -41,10 +43,12 @@ def post_dataset(
     study = StudyArea()
     if area:
         study = _study_area_from_layer(state, area)
-    sources = [(f.filename or "upload.csv", f.file.read()) for f in files]
+    # the uploads are spooled to temporary files by the form parser; they are read from there a block at a
+    # time and stored chunk by chunk in one transaction (memory bounded whatever they inflate to)
+    sources = [(f.filename or "upload.csv", f.file) for f in files]
     titles = state.default_weights.by_title or None
-    parsed = parse_files(sources, study, col_map, titles)
-    report = state.store.ingest(dataset, parsed, study if area else None)
+    chunks = parse_stream(sources, study, col_map, titles, state.settings.ingest_limits())
+    report = state.store.ingest(dataset, chunks, study if area else None)
     return JSONResponse(report.to_dict(), status_code=201)
 
 
