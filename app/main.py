@@ -9,11 +9,14 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from app.cache import GzipMiddleware
 from app.collections import Registry
 from app.errors import install_error_handlers
+from app.eventloop import LoopGuard
 from app.limits import BodyLimitMiddleware
 from app.routes import datasets, hotspots, meta
-from app.security import install_security
+from app.rowwriter import RowWriter
+from app.security import install_security, keyring_of
 from app.state import open_state
 from geodata.settings import Settings, get_settings
 
@@ -34,15 +37,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.harmspot = open_state(settings)
+        app.state.harmspot = state = open_state(settings)
+        keyring_of(app)  # the keys, loaded here: the access middleware runs on the event loop
+        app.state.harmspot_audit = RowWriter(state.store, "audit_log", 10, name="harmspot-audit")
         try:
             yield
         finally:
-            app.state.harmspot.store.close()
+            app.state.harmspot_audit.close()
+            state.store.close()
 
     app = FastAPI(title="harmspot", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_mb * 1024 * 1024)
     install_security(app, settings)  # API keys + roles, audit log, demo mode, CORS (docs/security.md)
+    app.add_middleware(GzipMiddleware)  # JSON/GeoJSON/CSV, compressed off the event loop (app/cache.py)
+    app.add_middleware(LoopGuard, warn_ms=settings.loop_lag_warn_ms)  # no store call on the loop (app/eventloop.py)
     install_error_handlers(app)
     app.state.harmspot_collections = Registry()  # OGC collections, registered by the routers that own them
     for module in (hotspots, datasets, meta):

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import parse_qs
 
-import anyio
 import pandas as pd
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
@@ -309,20 +308,10 @@ class AccessMiddleware:
             dataset = m.group(1) if m else ("uploads" if path == "/datasets" and scope["method"] == "POST" else None)
         row = [utc_now(), principal.key_id if principal else None, principal.role if principal else None,
                scope["method"], path[:500], query, dataset, int(status), client, mode]
-        store: Store = app.state.harmspot.store
-
-        def write() -> None:
-            try:
-                with store.write_lock:
-                    cur = store.cursor()
-                    try:
-                        cur.execute("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-                    finally:
-                        cur.close()
-            except Exception:  # the audit must never turn a served request into an error
-                log.exception("audit write failed")
-
-        await anyio.to_thread.run_sync(write)
+        try:  # one writer thread, batched (app.rowwriter): no threadpool token held behind a long ingest
+            await app.state.harmspot_audit.write(row)
+        except Exception:  # the audit must never turn a served request into an error
+            log.exception("audit write failed")
 
 
 # ---------------------------------------------------------------------------------------------- key & audit API

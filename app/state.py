@@ -1,13 +1,15 @@
-"""What the running service holds: the store handle and the default weights table (no other global state)."""
+"""What the running service holds: the store handle, the default weights table and the result cache of the
+store's states (no other global state)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import geopandas as gpd
 
 from geodata.harm import WeightsTable, load_open_default, load_weights_file
+from app.cache import ResultCache
 from geodata.ingest import StudyArea, parse_files
 from geodata.settings import SAMPLE_DIR, Settings
 from geodata.store import Store
@@ -24,6 +26,7 @@ class ServiceState:
     settings: Settings
     store: Store
     default_weights: WeightsTable
+    cache: ResultCache = field(default_factory=lambda: ResultCache(0))  # results per store version (app.cache)
 
 
 def load_weights(settings: Settings, store: Store) -> WeightsTable:
@@ -77,4 +80,5 @@ def open_state(settings: Settings) -> ServiceState:
     from hotspots.patrol.gps import purge_expired_pings
 
     purge_expired_pings(store, settings.gps_ping_retention_days)  # officer pings never outlive the retention
-    return ServiceState(settings=settings, store=store, default_weights=weights)
+    return ServiceState(settings=settings, store=store, default_weights=weights,
+                        cache=ResultCache(settings.cache_mb * 1024 * 1024))

@@ -372,6 +372,15 @@ def start_server(env: dict, port: int) -> subprocess.Popen:
     raise RuntimeError("server did not start in 120 s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def create_key(env: dict, role: str) -> str:
     out = subprocess.run([str(HARMSPOT), "keys", "create", "--role", role, "--name", f"load-{role}"], env=env,
                          capture_output=True, text=True, check=True)
@@ -406,7 +415,12 @@ def run(args) -> dict:
                                                                 args.quiet_seconds)))
             for name, step in steps:
                 print(f"scenario {name} ...", file=sys.stderr, flush=True)
+                cpu0 = cpu_seconds(server.pid)
                 results[name] = asyncio.run(step())
+                cpu = cpu_seconds(server.pid) - cpu0  # server CPU seconds: comparable on a busy machine
+                n = results[name].get("requests") or results[name].get("during_ingest", {}).get("requests") or 1
+                results[name]["server_cpu_s"] = round(cpu, 2)
+                results[name]["server_cpu_ms_per_request"] = round(cpu * 1000 / n, 2)
                 print(json.dumps(results[name]), file=sys.stderr, flush=True)
         finally:
             server.terminate()

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     port: int = 8000
     load_sample: bool = Field(True, description="Ingest the bundled Essex sample at start-up if the store is empty.")
     tile_url: str | None = Field(None, description="Optional XYZ tile URL for the map; none by default (offline).")
+    # ---- serving (docs/serving.md)
+    cache_mb: int = Field(256, ge=0, description="Memory for computed results (harm spots, Gi*, emerging, spikes, "
+                          "tasking, OGC pages), reused until the next write; least recently used dropped first. "
+                          "0: no result cache.")
+    loop_lag_warn_ms: int = Field(250, ge=0, description="Log a warning when the event loop is blocked longer than "
+                                  "this (a blocking call in async code); 0: no watchdog.")
     # ---- access, audit and disclosure (docs/security.md)
     keys_mode: str = Field("auto", pattern="^(auto|required)$",
                            description="auto: local demo mode (loopback only, no keys) while no API key exists; "

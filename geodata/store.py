@@ -60,6 +60,31 @@ class StoreError(ValueError):
     """A request the store cannot satisfy (unknown dataset, weights table, area...)."""
 
 
+class BlockingCallOnLoop(RuntimeError):
+    """A store call made on the service's event-loop thread: it would stall every request (see forbid_thread)."""
+
+
+class _GuardedLock:
+    """The store's write lock (re-entrant), refusing to be waited for on a forbidden thread."""
+
+    def __init__(self, store: "Store"):
+        self._store = store
+        self._lock = threading.RLock()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        self._store.check_thread()
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+
 @dataclass
 class IngestReport:
     dataset: str
@@ -168,7 +193,8 @@ class Store:
         except duckdb.IOException as exc:
             raise StoreError(f"cannot open the store at {path}: {exc} (is `harmspot serve` running on it? "
                              "upload through the API instead, or stop the service)") from exc
-        self.write_lock = threading.RLock()  # writers in this process take it around their transaction
+        self._forbidden_thread: int | None = None
+        self.write_lock = _GuardedLock(self)  # writers in this process take it around their transaction
         self._schemas: set[str] = set()
         # small per-state memo (dataset names, period bounds, key weights, domain sizes): every write goes
         # through transaction(), which bumps the version after it commits, so an entry is only reused while
@@ -182,7 +208,25 @@ class Store:
     def close(self) -> None:
         self._con.close()
 
+    @property
+    def version(self) -> int:
+        """Bumped after every write transaction ends (commit or rollback): a result computed at one version stays
+        valid until it moves (app.cache keys results by it)."""
+        return self._version
+
+    def forbid_thread(self, ident: int | None) -> None:
+        """Refuse every query, transaction and write-lock wait made on thread ``ident`` (the service's event loop:
+        one blocking call there stalls every request, /health and 401s included). ``None`` lifts it."""
+        self._forbidden_thread = ident
+
+    def check_thread(self) -> None:
+        if self._forbidden_thread is not None and threading.get_ident() == self._forbidden_thread:
+            raise BlockingCallOnLoop("a blocking store call on the event-loop thread (an async route or middleware "
+                                     "calling store code): declare the route with `def`, or await "
+                                     "run_in_threadpool(...) around the call")
+
     def cursor(self) -> duckdb.DuckDBPyConnection:
+        self.check_thread()
         return self._con.cursor()
 
     def recover(self) -> bool:
@@ -234,6 +278,8 @@ class Store:
 
     def ensure_schema(self, sql: str) -> None:
         """Run another module's ``CREATE ... IF NOT EXISTS`` statements once per store handle."""
+        if sql in self._schemas:  # the common case: no lock (a long ingest holds it for seconds)
+            return
         with self.write_lock:
             if sql in self._schemas:
                 return
@@ -246,7 +292,7 @@ class Store:
 
     def query_df(self, sql: str, params: list | tuple = ()) -> pd.DataFrame:
         def run() -> pd.DataFrame:
-            cur = self._con.cursor()
+            cur = self.cursor()
             try:
                 return cur.execute(sql, params).df()
             finally:
@@ -255,7 +301,7 @@ class Store:
 
     def scalar(self, sql: str, params: list | tuple = ()):
         def run():
-            cur = self._con.cursor()
+            cur = self.cursor()
             try:
                 rows = cur.execute(sql, params).fetchall()
                 return rows[0][0] if rows else None
@@ -486,12 +532,12 @@ class _Tx:
 
     def __enter__(self) -> duckdb.DuckDBPyConnection:
         try:
-            self.cur = self.store._con.cursor()
+            self.cur = self.store.cursor()
             self.cur.execute("BEGIN TRANSACTION")
         except duckdb.FatalException:  # invalidated by an earlier failed checkpoint: reopen, then write
             if not self.store.recover():
                 raise
-            self.cur = self.store._con.cursor()
+            self.cur = self.store.cursor()
             self.cur.execute("BEGIN TRANSACTION")
         return self.cur
 

@@ -2,19 +2,22 @@
 query and cells, registered in ``app.collections``)."""
 from __future__ import annotations
 
+import copy
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from app.cache import cached_response_async, cached_value
 from app.collections import (Collection, Items, ItemsRequest, Registry, cells_page, hotspot_query_for_items,
                              offences_extent)
-from app.deps import Disclosure, Format, GiStar, Query_, State
+from app.deps import Disclosure, Format, GiStar, GiStarParams, Query_, State
 from app.errors import ApiError
 from app.render import CELL_FIELDS, GEOJSON_MEDIA, cells_response, to_geojson
 from app.state import ServiceState
-from hotspots.publish.disclosure import public_harm_spots
+from hotspots.publish.disclosure import DisclosurePolicy, public_harm_spots
 from hotspots.ranking.harmspots import HotspotResult, harm_spots
+from hotspots.ranking.query import HotspotQuery
 from hotspots.stats.for_query import GI_FIELDS, add_gistar, gistar_for_query
 
 router = APIRouter(tags=["hotspots"])
@@ -29,6 +32,31 @@ HOTSPOT_EXAMPLE = {
                "area_km2": 0.0133, "harm_per_km2": 243349.8, "lat": 51.7362, "lon": 0.4853,
                "top_offences": [{"offence": "Violence and sexual offences", "harm": 3148.4, "count": 34}]}],
 }
+
+
+def hotspot_result(state, q: HotspotQuery) -> HotspotResult:
+    """``harm_spots`` once per store state and query (app.cache): /hotspots, its GeoJSON and the OGC harm-spots
+    pages share it. Never mutate it (copy first)."""
+    return cached_value(state, ("harm_spots", q), lambda: harm_spots(state.store, q, state.default_weights))
+
+
+def gistar_result(state, q: HotspotQuery, value: str = "harm", transform: str | None = None, permutations: int = 0):
+    """``gistar_for_query`` once per store state; ``top`` does not change Gi* (every domain cell), so it is not
+    part of the key: /hotspots?stats=gistar and every page of the OGC gistar collection share one computation."""
+    return cached_value(state, ("gistar", q.model_copy(update={"top": None}), value, transform, permutations),
+                        lambda: gistar_for_query(state.store, q, state.default_weights, value=value,
+                                                 transform=transform, permutations=permutations))
+
+
+def _hotspots(state, q: HotspotQuery, disclosure: DisclosurePolicy | None, gi: GiStarParams, fmt: str) -> Response:
+    if disclosure is not None:
+        return render(public_harm_spots(state.store, q, state.default_weights, disclosure), fmt)
+    result = hotspot_result(state, q)
+    if not gi.on:
+        return render(result, fmt)
+    g = gistar_result(state, q, gi.value, None if gi.transform == "none" else gi.transform, gi.permutations)
+    result, gmeta = add_gistar(copy.copy(result), g, gi.value)  # add_gistar sets .cells: not on the cached one
+    return render(result, fmt, [*FIELDS[:-1], *GI_FIELDS, FIELDS[-1]], extra_meta={"gistar": gmeta})
 
 
 def render(result: HotspotResult, fmt: str, fields: list[str] = FIELDS, filename: str = "hotspots",
@@ -50,50 +78,54 @@ def render(result: HotspotResult, fmt: str, fields: list[str] = FIELDS, filename
     responses={200: {"content": {"application/json": {"example": HOTSPOT_EXAMPLE}, "text/csv": {},
                                  GEOJSON_MEDIA: {}}}},
 )
-def get_hotspots(state: State, q: Query_, disclosure: Disclosure, gi: GiStar,
+async def get_hotspots(request: Request, state: State, q: Query_, disclosure: Disclosure, gi: GiStar,
                  format: Annotated[Format, Query(description="json (default), csv or geojson")] = "json") -> Response:
-    if disclosure is not None:
-        if gi.on:
-            raise ApiError(422, "invalid_parameter", "stats=gistar is not available in public mode (it is "
-                           "computed from every cell, including withheld ones)")
-        return render(public_harm_spots(state.store, q, state.default_weights, disclosure), format)
-    result = harm_spots(state.store, q, state.default_weights)
-    if not gi.on:
-        return render(result, format)
-    g = gistar_for_query(state.store, q, state.default_weights, value=gi.value,
-                         transform=None if gi.transform == "none" else gi.transform, permutations=gi.permutations)
-    result, gmeta = add_gistar(result, g, gi.value)
-    return render(result, format, [*FIELDS[:-1], *GI_FIELDS, FIELDS[-1]], extra_meta={"gistar": gmeta})
+    if disclosure is not None and gi.on:
+        raise ApiError(422, "invalid_parameter", "stats=gistar is not available in public mode (it is "
+                       "computed from every cell, including withheld ones)")
+    key = ("hotspots", q, disclosure, gi.key(), format)
+    return await cached_response_async(request, state, key, lambda: _hotspots(state, q, disclosure, gi, format))
 
 
 @router.get("/hotspots.geojson", summary="Harm spots as an RFC 7946 FeatureCollection of hexagons",
             description="The same cells as /hotspots, as GeoJSON polygons (WGS84 lon/lat, counter-clockwise rings).",
             responses={200: {"content": {GEOJSON_MEDIA: {}}}})
-def get_hotspots_geojson(state: State, q: Query_, disclosure: Disclosure) -> Response:
-    if disclosure is not None:
-        return render(public_harm_spots(state.store, q, state.default_weights, disclosure), "geojson")
-    return render(harm_spots(state.store, q, state.default_weights), "geojson")
+async def get_hotspots_geojson(request: Request, state: State, q: Query_, disclosure: Disclosure) -> Response:
+    return await cached_response_async(request, state, ("hotspots", q, disclosure, None, "geojson"),
+                                       lambda: _hotspots(state, q, disclosure, GiStarParams(), "geojson"))
 
 
 # ------------------------------------------------------------------------------------- OGC collection
-def harm_spot_items(state: ServiceState, req: ItemsRequest) -> Items:
-    """Rank every cell once (cheap), pick the page (after bbox), then label only as deep as the page goes.
+LABEL_BLOCK = 1_000  # ranks labelled (top offences) by the first computation of a harm-spots collection
 
-    The engine's cost grows with how many cells get their top offences (``top``), so a page at the head of the
-    ranking costs what ``/hotspots?top=limit`` costs, not what labelling every cell would.  Ranks, shares and
-    totals come from the full ranking, so they are the same on every page and in ``/hotspots``.
+
+def _label_depth(needed: int, top: int | None) -> int | None:
+    """How deep one harm-spot computation labels: the first LABEL_BLOCK ranks (one computation serves every page
+    a GIS client asks for within them, 10 at a time or 1,000), else every ranked cell (one more serves all the
+    deeper pages); never deeper than ``top``."""
+    depth = LABEL_BLOCK if needed <= LABEL_BLOCK else None
+    if top is not None:
+        depth = top if depth is None else min(depth, top)
+    return depth
+
+
+def harm_spot_items(state: ServiceState, req: ItemsRequest) -> Items:
+    """Rank every cell once (cheap) and label the first LABEL_BLOCK ranks; a page is a slice of that cached result
+    (app.cache), and a page deeper than the block (or a bbox/feature hit deeper) is a slice of the fully labelled
+    one: at most two computations per query and store state, however the client pages.
+
+    The engine's cost grows with how many cells get their top offences (``top``), so the first block costs what
+    ``/hotspots?top=1000`` costs, not what labelling every cell would.  Ranks, shares and totals come from the full
+    ranking, so they are the same on every page and in ``/hotspots``.
     """
     q = hotspot_query_for_items(state, req)
-    # a plain page holds ranks offset+1 .. offset+limit, so one ranking labelled that deep serves it; with a bbox
-    # or one feature the deepest rank is known only after filtering, and a second call labels down to it
-    plain = not req.bbox and req.feature_id is None
-    labelled = max(min(q.top or req.offset + req.limit, req.offset + req.limit), 1) if plain else 1
-    result = harm_spots(state.store, q.model_copy(update={"top": labelled}), state.default_weights)
+    labelled = _label_depth(req.offset + req.limit, q.top)
+    result = hotspot_result(state, q.model_copy(update={"top": labelled}))  # cached: pages are slices of it
     ranked = result.cells if q.top is None else result.cells.head(q.top)
     ranked, page = cells_page(ranked, req, q.resolution)
     deepest = int(page["rank"].max()) if len(page) else 1
-    if deepest > labelled:
-        result = harm_spots(state.store, q.model_copy(update={"top": deepest}), state.default_weights)
+    if labelled is not None and deepest > labelled:  # a bbox or one feature ranked deeper than the block
+        result = hotspot_result(state, q.model_copy(update={"top": _label_depth(deepest, q.top)}))
     cells = result.cells.set_index("h3", drop=False).loc[page["h3"].tolist()].reset_index(drop=True)
     meta = {**result.meta(), "top": q.top}
     fc = to_geojson(meta, cells, FIELDS)

@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from app.collections import (CRS84, DEFAULT_LIMIT, HOTSPOT_PARAMETERS, MAX_LIMIT, Collection, Collections,
                              ItemsRequest)
+from app.cache import cached_route
 from app.deps import State
 from app.errors import ApiError
 from app.render import to_csv
@@ -331,6 +332,7 @@ _HOTSPOT_PARAM_DOC = " (harm-spots; as on /hotspots)"
     "also takes the /hotspots query parameters and is the same query as GET /hotspots.",
     responses={200: {"content": {GEOJSON: {}, "text/csv": {}, "text/html": {}}}},
 )
+@cached_route("ogc-items")  # one response per store state and request; pages slice one cached result (app.cache)
 def get_items(
     request: Request, state: State, registry: Collections, collection_id: str,
     bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (CRS84)")] = None,
@@ -403,6 +405,7 @@ def get_items(
 
 @router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature by id (an H3 cell, a boundary)",
             responses={200: {"content": {GEOJSON: {}, "text/html": {}}}})
+@cached_route("ogc-item")
 def get_item(
     request: Request, state: State, registry: Collections, collection_id: str, feature_id: str,
     f: Annotated[F | None, Query(description="json (GeoJSON) or html", json_schema_extra=_F_SCHEMA)] = None,

@@ -14,11 +14,13 @@ import numpy as np
 import pandas as pd
 import shapely
 from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from app.deps import Query_, State
+from app.cache import cached_response_async
+from app.deps import Query_, State, on_loop
 from app.errors import ApiError
 from app.render import GEOJSON_MEDIA, to_csv, to_geojson, to_json
 from geodata.cells import cell_boundaries_lonlat
@@ -61,7 +63,7 @@ def tasking_params(
                             plan_days=plan_days)
 
 
-TParams = Annotated[tk.TaskingParams, Depends(tasking_params)]
+TParams = Annotated[tk.TaskingParams, Depends(on_loop(tasking_params))]
 
 
 def _pack(state, q: HotspotQuery, params: tk.TaskingParams) -> tk.TaskingPack:
@@ -95,9 +97,12 @@ def _render_pack(pack: tk.TaskingPack, fmt: str, store: Store) -> Response:
             "by POST /tasking. `format=csv` (columns in docs/patrol-planning.md), `geojson`, or `html` (printable "
             "patrol sheet, one page per area).",
             responses={200: {"content": {"application/json": {}, "text/csv": {}, GEOJSON_MEDIA: {}, "text/html": {}}}})
-def get_tasking(state: State, q: Query_, params: TParams,
+async def get_tasking(request: Request, state: State, q: Query_, params: TParams,
                 format: Annotated[TaskFormat, Query(description="json, csv, geojson or html")] = "json") -> Response:
-    return _render_pack(_pack(state, q, params), format, state.store)
+    if params.plan_from is None:  # resolved before keying: the default pack changes at midnight, not only on writes
+        params = params.model_copy(update={"plan_from": date.today()})
+    return await cached_response_async(request, state, ("tasking", q, params, format),
+                                       lambda: _render_pack(_pack(state, q, params), format, state.store))
 
 
 @router.post("/tasking", summary="Compute and save a tasking pack (the baseline for the next pack's statuses)",
@@ -208,29 +213,38 @@ class PatrolsIn(BaseModel):
                  "multipart/form-data": {"schema": {"type": "object",
                                                     "properties": {"file": {"type": "string", "format": "binary"}}}}}}})
 async def post_patrols(state: State, request: Request) -> JSONResponse:
+    # async only to read the body; parsing, validation and the store write run in the threadpool (app/eventloop.py)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        data, kind = await request.body(), "json"
+    elif ctype == "multipart/form-data":
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise ApiError(422, "invalid_parameter", "multipart upload needs a 'file' part")
+        data, kind = await upload.read(), "csv"
+    elif ctype in ("text/csv", "text/plain", "application/csv"):
+        data, kind = await request.body(), "csv"
+    else:
+        raise ApiError(415, "unsupported_media_type", f"send application/json, text/csv or multipart/form-data "
+                       f"(got '{ctype or 'none'}')")
+    result = await run_in_threadpool(_record_patrols, state.store, data, kind)
+    return JSONResponse(result.to_dict(), status_code=201)
+
+
+def _record_patrols(store: Store, data: bytes, kind: str) -> pl.PatrolUpload:
     try:
-        if ctype == "application/json":
+        if kind == "json":
             try:
-                body = PatrolsIn.model_validate_json(await request.body())
+                body = PatrolsIn.model_validate_json(data)
             except ValueError as exc:
                 raise _bad(exc) from exc
             rows = [dict(p.model_dump(), _line=i + 1) for i, p in enumerate(body.patrols)]
-        elif ctype == "multipart/form-data":
-            form = await request.form()
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise ApiError(422, "invalid_parameter", "multipart upload needs a 'file' part")
-            rows = pl.parse_csv(await upload.read())
-        elif ctype in ("text/csv", "text/plain", "application/csv"):
-            rows = pl.parse_csv(await request.body())
         else:
-            raise ApiError(415, "unsupported_media_type", f"send application/json, text/csv or multipart/form-data "
-                           f"(got '{ctype or 'none'}')")
-        result = pl.record(state.store, rows)
+            rows = pl.parse_csv(data)
+        return pl.record(store, rows)
     except pl.PatrolError as exc:
         raise ApiError(422, "invalid_rows", str(exc), exc.errors) from exc
-    return JSONResponse(result.to_dict(), status_code=201)
 
 
 def gps_params(

@@ -13,18 +13,20 @@ from typing import Annotated, Literal
 
 import numpy as np
 import shapely
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from app.cache import cached_response_async, cached_value
 from app.collections import (Collection, Items, ItemsRequest, Registry, cells_page, hotspot_query_for_items,
                              offences_extent)
 from app.deps import Query_, State
 from app.errors import ApiError
 from app.render import GEOJSON_MEDIA, cells_response, records, to_csv, to_geojson
+from app.routes.hotspots import gistar_result
 from app.state import ServiceState
 from geodata.cells import cell_centres, to_hex
 from hotspots.stats.backtest import METHODS, BacktestConfig
-from hotspots.stats.for_query import (backtest_for_query, emerging_cells, emerging_for_query, gistar_for_query,
+from hotspots.stats.for_query import (backtest_for_query, emerging_cells, emerging_for_query,
                                        spike_units, spikes_for_query)
 
 router = APIRouter(tags=["statistics"])
@@ -55,8 +57,8 @@ def _engine_errors(fn, *args, **kwargs):
     "Default period: every record of the dataset. Returns cells with a pattern (highest final-slice z first, `top` "
     "of them); `summary.patterns` counts every domain cell.",
 )
-def get_emerging(
-    state: State, q: Query_,
+async def get_emerging(
+    request: Request, state: State, q: Query_,
     slice: Annotated[str | None, Query(description="Slice length: '14D', '7D', '28D', '1M', '2M'. Default: 1M "
                                        "for month-only data, 14D otherwise. Month-only data refuse day slices.")] = None,
     value: Annotated[Literal["count", "harm"], Query(description="Gi* on offence counts (default) or harm.")] = "count",
@@ -65,8 +67,15 @@ def get_emerging(
     include_no_pattern: Annotated[bool, Query(description="Also return cells with no pattern.")] = False,
     format: Annotated[Literal["json", "csv", "geojson"], Query(description="json, csv or geojson")] = "json",
 ) -> Response:
-    res, meta = _engine_errors(emerging_for_query, state.store, q, state.default_weights, slice_=slice,
-                               value=value, transform=None if transform == "none" else transform)
+    return await cached_response_async(request, state, ("emerging", q, slice, value, transform, include_no_pattern, format),
+                           lambda: _emerging(state, q, slice, value, transform, include_no_pattern, format))
+
+
+def _emerging(state, q, slice, value, transform, include_no_pattern, format) -> Response:
+    t = None if transform == "none" else transform
+    res, meta = cached_value(state, ("emerging", q.model_copy(update={"top": None}), slice, value, t),
+                             lambda: _engine_errors(emerging_for_query, state.store, q, state.default_weights,
+                                                    slice_=slice, value=value, transform=t))
     cells = emerging_cells(res, include_no_pattern, q.top)
     meta = {**meta, "summary": res.summary(), "slice_labels": res.slice_labels, "top": q.top,
             "cells_returned": int(len(cells))}
@@ -84,8 +93,8 @@ def get_emerging(
     "units tested; a spike also needs `min_observed` offences. Reports observed, expected, ratio, p, q and "
     "harm observed/expected (descriptive).",
 )
-def get_spikes(
-    state: State, q: Query_,
+async def get_spikes(
+    request: Request, state: State, q: Query_,
     unit: Annotated[str, Query(description="cell (H3 at `resolution`) or an area layer: districts, wards, "
                                "or any loaded boundary layer.", examples=["cell", "districts", "wards"])] = "cell",
     recent: Annotated[str | None, Query(description="Recent window: '28D', '14D', '1M'. Default 1M (month-only "
@@ -97,6 +106,12 @@ def get_spikes(
     all_units: Annotated[bool, Query(alias="all", description="Return every unit tested, not only spikes.")] = False,
     format: Annotated[Literal["json", "csv", "geojson"], Query(description="json, csv or geojson")] = "json",
 ) -> Response:
+    return await cached_response_async(
+        request, state, ("spikes", q, unit, recent, baseline, method, min_observed, all_units, format),
+        lambda: _spikes(state, q, unit, recent, baseline, method, min_observed, all_units, format))
+
+
+def _spikes(state, q, unit, recent, baseline, method, min_observed, all_units, format) -> Response:
     if unit != "cell" and not state.store.scalar("SELECT count(*) FROM areas WHERE layer = ?", [unit]):
         raise ApiError(422, "invalid_parameter", f"unit: 'cell' or a loaded area layer "
                        f"({state.store.area_layers()['layer'].tolist()})")
@@ -146,8 +161,8 @@ def _coverages(text: str) -> tuple[float, ...]:
     "resolution is the query's (10); the committed Leicestershire report uses 9.",
     responses={200: {"content": {"application/json": {}, "text/csv": {}, "image/png": {}}}},
 )
-def get_evaluation(
-    state: State, q: Query_,
+async def get_evaluation(
+    request: Request, state: State, q: Query_,
     methods: Annotated[str | None, Query(description=f"Comma-separated methods; default all of {list(METHODS)}.",
                                          examples=["harm_spots,prior_counts,kde"])] = None,
     coverages: Annotated[str, Query(description="Area shares to select, in percent.")] = "1,2,5",
@@ -162,6 +177,11 @@ def get_evaluation(
     meths = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else METHODS
     cfg = BacktestConfig(slice=slice, train_slices=train_slices, test_slices=test_slices, methods=meths,
                          coverages=_coverages(coverages), bootstrap=max(bootstrap, 1))
+    return await cached_response_async(request, state, ("evaluation", q, cfg, per_origin, format),
+                                       lambda: _evaluation(state, q, cfg, per_origin, format))
+
+
+def _evaluation(state, q, cfg: BacktestConfig, per_origin: bool, format: str) -> Response:
     ev = _engine_errors(backtest_for_query, state.store, q, state.default_weights, cfg)
     res = ev.result
     if format == "png":
@@ -201,7 +221,7 @@ def gistar_items(state: ServiceState, req: ItemsRequest) -> Items:
     """Items of the OGC ``gistar`` collection: the significant Gi* hot cells (FDR) of the /hotspots query (same
     parameters, harm, analytic), highest z first; ``bbox`` filters them."""
     q = hotspot_query_for_items(state, req)
-    gi = gistar_for_query(state.store, q, state.default_weights)
+    gi = gistar_result(state, q)  # one Gi* per store state and query: every page is a slice of it
     hot = gi.cells[gi.cells["class"] != "not_significant"].sort_values(["z", "cell"], ascending=[False, True])
     if q.top is not None:
         hot = hot.head(q.top)

@@ -123,8 +123,7 @@ def shipped_set(name: str) -> KeyDateSet:
 
 
 def ensure_schema(store: Store) -> None:
-    with store.transaction() as cur:
-        cur.execute(SCHEMA)
+    store.ensure_schema(SCHEMA)  # once per store handle (a transaction per read would end every cached result)
 
 
 def save_set(store: Store, kset: KeyDateSet, replace: bool = False) -> None:
