@@ -27,6 +27,10 @@ Crime Harm Index when a force loads its copy; harmspot's open Sentencing-Council
 mapped to H3 hexagons. Three doors onto one engine: the map (`/map`), `GET /hotspots` (JSON/CSV) for tasking
 scripts, and GeoJSON for GIS. Every result names its weights table, time precision and caveats.
 
+Results are computed once per store state: the read doors send an `ETag` and `Cache-Control: private, no-cache`,
+answer `If-None-Match` with 304 until the next write, and gzip JSON/GeoJSON/CSV for `Accept-Encoding: gzip`
+(docs/serving.md).
+
 Contains public sector information licensed under the Open Government Licence v3.0 (data.police.uk; ONS/OS
 boundaries).
 """
