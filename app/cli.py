@@ -19,9 +19,8 @@ def _progress_sources(files: list[str]):
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from app.state import load_weights
     from geodata.ingest import StudyArea, parse_stream
-    from geodata.store import Store
 
-    store = Store(settings.store_path)
+    store = settings.open_store()
     try:
         weights = load_weights(settings, store)
         area = StudyArea.from_geojson(Path(args.area)) if args.area else StudyArea()
@@ -45,11 +44,10 @@ def cmd_hotspots(args: argparse.Namespace, settings: Settings) -> int:
     from app.render import to_csv, to_geojson, to_json
     from app.routes.hotspots import FIELDS
     from app.state import load_weights
-    from geodata.store import Store
     from hotspots.ranking.harmspots import harm_spots
     from hotspots.ranking.query import HotspotQuery, parse_bbox
 
-    store = Store(settings.store_path)
+    store = settings.open_store()
     try:
         weights = load_weights(settings, store)
         q = HotspotQuery.model_validate({
@@ -78,9 +76,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from app.main import create_app
 
     from app.security import active_key_count, is_loopback_host
-    from geodata.store import Store
 
-    store = Store(settings.store_path)
+    store = settings.open_store()
     try:
         demo = settings.keys_mode == "auto" and active_key_count(store) == 0
     finally:
@@ -98,9 +95,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     from app.security import create_key, list_keys, revoke_key
-    from geodata.store import Store
 
-    store = Store(settings.store_path)
+    store = settings.open_store()
     try:
         if args.keys_command == "create":
             key_id, key = create_key(store, args.role, args.name)
@@ -138,10 +134,9 @@ def _dask_run(store, q, weights, args: argparse.Namespace):
 
 
 def cmd_export_parquet(args: argparse.Namespace, settings: Settings) -> int:
-    from geodata.store import Store
     from hotspots.executors.dask_backend import export_parquet
 
-    store = Store(settings.store_path)
+    store = settings.open_store()
     try:
         print(json.dumps(export_parquet(store, Path(args.dir), args.dataset)))
     finally:
@@ -153,11 +148,10 @@ def cmd_tasking(args: argparse.Namespace, settings: Settings) -> int:
     from app.render import to_geojson, to_json
     from app.routes.patrol import patrol_sheet_html, tasking_csv
     from app.state import load_weights
-    from geodata.store import Store
     from hotspots.patrol import tasking as tasking
     from hotspots.ranking.query import HotspotQuery
 
-    store = Store(settings.store_path)
+    store = settings.open_store()
     try:
         weights = load_weights(settings, store)
         q = HotspotQuery.model_validate({"dataset": args.dataset, "from": args.date_from, "to": args.date_to,
@@ -184,11 +178,10 @@ def cmd_keydates(args: argparse.Namespace, settings: Settings) -> int:
     from app.render import to_csv, to_json
     from app.routes.patrol import KEYDATE_FIELDS
     from app.state import load_weights
-    from geodata.store import Store
     from hotspots.patrol import keydates as keydates
     from hotspots.ranking.query import HotspotQuery
 
-    store = Store(settings.store_path)
+    store = settings.open_store()
     try:
         if args.action == "list":
             print(json.dumps([s.to_dict() for s in keydates.list_sets(store)], indent=1))
@@ -214,12 +207,11 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     from app.state import load_weights
-    from geodata.store import Store
     from hotspots.stats.backtest import METHODS, BacktestConfig
     from hotspots.ranking.query import HotspotQuery
     from hotspots.stats.for_query import backtest_for_query
 
-    store = Store(settings.store_path)
+    store = settings.open_store()
     bar = tqdm(total=1, desc="backtest", unit="origin", file=sys.stderr, disable=args.quiet)
 
     def progress(done: int, total: int, msg: str) -> None:
@@ -254,9 +246,8 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_layer(args: argparse.Namespace, settings: Settings) -> int:
     from geodata import layer_store
     from geodata.layers import DEFAULT_BUFFER_M
-    from geodata.store import Store
 
-    store = Store(settings.store_path)
+    store = settings.open_store()
     try:
         if args.action == "list":
             print(json.dumps(layer_store.list_layers(store), indent=1, default=str))
@@ -280,7 +271,6 @@ def cmd_rtm(args: argparse.Namespace, settings: Settings) -> int:
 
     from app.rtm_jobs import create_run, ensure_tables, get_run, plan_run, run_plan
     from app.state import load_weights
-    from geodata.store import Store
 
     body = {k: v for k, v in {
         "dataset": args.dataset, "from": args.date_from, "to": args.date_to, "test_months": args.test_months,
@@ -294,7 +284,7 @@ def cmd_rtm(args: argparse.Namespace, settings: Settings) -> int:
     from app.routes.rtm import RTMRunRequest
 
     body = RTMRunRequest.model_validate(body).model_dump(by_alias=True)  # the API's validation, same messages
-    store = Store(settings.store_path)
+    store = settings.open_store()
     try:
         weights = load_weights(settings, store)
         ensure_tables(store)

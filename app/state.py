@@ -68,7 +68,7 @@ def load_sample_boundaries(store: Store) -> None:
 
 
 def open_state(settings: Settings) -> ServiceState:
-    store = Store(settings.store_path)
+    store = settings.open_store()
     weights = load_weights(settings, store)
     if settings.load_sample and store.datasets().empty:
         load_sample(store)

@@ -52,7 +52,7 @@ def main() -> None:
         "",
         "Input: real data.police.uk Leicestershire rows (2019-12 to 2022-10) resampled with replacement to each "
         "size, with fresh Crime IDs (`bench/data.py`). Ingest includes reading, validation with per-row reject "
-        "reasons, BNG projection, H3 at resolutions 7-11 (the finest computed with h3ronpy, coarser as parents, once "
+        "reasons, BNG projection, H3 at resolutions 7-11 (each indexed directly from the point with h3ronpy, once "
         "per distinct map point), offence keys, de-duplication and the transactional DuckDB write. The query is "
         "`GET /hotspots?preset=op-ark&from=2021-01&to=2021-12&top=50` through the whole FastAPI stack "
         "(in-process client), after one warm-up call.",

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(20_000_000, ge=1, description="Most rows one batch may hold (HTTP 413 above it).")
     ingest_block_mb: int = Field(16, ge=1, le=1024, description="CSV bytes parsed and stored per step of an ingest; "
                                  "the memory an ingest needs grows with this, not with the file.")
+    duckdb_memory_mb: int | None = Field(1024, ge=64, description="DuckDB's buffer memory limit (it spills to "
+                                         "disk beyond it); with the streamed ingest this bounds an ingest's memory. "
+                                         "Unset (empty) = DuckDB's default, 80 % of RAM.")
     oldest_month: str = Field("1990-01", pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
                               description="Occurrences before this month are rejected per row (so are those after "
                               "the day of ingest).")
@@ -63,6 +66,12 @@ class Settings(BaseSettings):
     @property
     def store_path(self) -> Path:
         return self.data_dir / "harmspot.duckdb"
+
+    def open_store(self, read_only: bool = False):
+        """The embedded store at :attr:`store_path`, with these settings' DuckDB memory limit."""
+        from geodata.store import Store
+
+        return Store(self.store_path, read_only=read_only, memory_limit_mb=self.duckdb_memory_mb)
 
     def ingest_limits(self):
         """The :class:`geodata.readers.IngestLimits` these settings give."""

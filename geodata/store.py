@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 
-from geodata.cells import AREA_RESOLUTION, RESOLUTIONS, cell_centres, polygon_cells
+from geodata.cells import AREA_RESOLUTION, RESOLUTIONS, cell_centres, cells_at_all_resolutions, polygon_cells
 from geodata.harm import WeightsTable
 from geodata.ingest import Parsed, StudyArea
 
@@ -52,7 +52,11 @@ CREATE TABLE IF NOT EXISTS areas (
     layer VARCHAR, feature_id VARCHAR, name VARCHAR, district VARCHAR, geometry_wkb BLOB);
 CREATE TABLE IF NOT EXISTS area_cells (
     layer VARCHAR, feature_id VARCHAR, h3_10 UBIGINT, lat DOUBLE, lon DOUBLE);
+CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 """
+# How offences' H3 columns were made. "direct-v1": every resolution indexed from the point itself (issue 12);
+# stores written before (coarser cells as parents of res 11) are re-indexed once when opened for writing.
+H3_INDEXING = "direct-v1"
 DATASET_LAYER = "__dataset__"  # area_cells rows describing each dataset's study area
 
 
@@ -184,7 +188,7 @@ def _drop_duplicates(cur, dataset: str, batch_id: int, had_rows: bool) -> None:
 class Store:
     """A handle on the DuckDB file. Reads use a cursor each; writes take a lock and one transaction."""
 
-    def __init__(self, path: Path | str, read_only: bool = False):
+    def __init__(self, path: Path | str, read_only: bool = False, memory_limit_mb: int | None = None):
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +198,8 @@ class Store:
             raise StoreError(f"cannot open the store at {path}: {exc} (is `harmspot serve` running on it? "
                              "upload through the API instead, or stop the service)") from exc
         self._forbidden_thread: int | None = None
+        self.memory_limit_mb = memory_limit_mb
+        self._configure()
         self.write_lock = _GuardedLock(self)  # writers in this process take it around their transaction
         self._schemas: set[str] = set()
         # small per-state memo (dataset names, period bounds, key weights, domain sizes): every write goes
@@ -204,6 +210,11 @@ class Store:
         self._post_ingest: list[PostIngestStep] = []
         if not read_only:
             self._con.execute(SCHEMA)
+            self.reindex_h3()
+
+    def _configure(self) -> None:
+        if self.memory_limit_mb:
+            self._con.execute(f"SET memory_limit = '{int(self.memory_limit_mb)}MB'")
 
     def close(self) -> None:
         self._con.close()
@@ -229,6 +240,34 @@ class Store:
         self.check_thread()
         return self._con.cursor()
 
+    def reindex_h3(self) -> int:
+        """Bring a store made before direct indexing up to date: recompute h3_7..h3_10 of every stored offence
+        from its point (once per distinct point, updating only the rows whose cell changes), in one
+        transaction, and stamp ``store_meta``.  Returns the number of rows changed (0 when already done)."""
+        stamp = self.scalar("SELECT value FROM store_meta WHERE key = 'h3_indexing'")
+        if stamp == H3_INDEXING:
+            return 0
+        coarse = [r for r in RESOLUTIONS if r != max(RESOLUTIONS)]
+        with self.write_lock, self.transaction() as cur:
+            pts = cur.execute("SELECT DISTINCT lon, lat FROM offences WHERE lon IS NOT NULL AND lat IS NOT NULL").df()
+            changed = 0
+            if len(pts):
+                lon = pts["lon"].to_numpy(dtype=float)
+                lat = pts["lat"].to_numpy(dtype=float)
+                cells = cells_at_all_resolutions(lat, lon)
+                fresh = pa.table({"lon": lon, "lat": lat,  # noqa: F841 (read by name in the SQL)
+                                  **{f"h3_{r}": pa.array(cells[r], pa.uint64()) for r in coarse}})
+                differs = " OR ".join(f"o.h3_{r} IS DISTINCT FROM f.h3_{r}" for r in coarse)
+                changed = cur.execute(f"""UPDATE offences o SET {", ".join(f"h3_{r} = f.h3_{r}" for r in coarse)}
+                    FROM fresh f WHERE o.lon = f.lon AND o.lat = f.lat AND ({differs})""").fetchall()[0][0]
+            cur.execute("INSERT OR REPLACE INTO store_meta VALUES ('h3_indexing', ?)", [H3_INDEXING])
+        if changed:
+            import logging
+
+            logging.getLogger("harmspot").warning(
+                "store %s: re-indexed H3 res 7-10 of %d offences directly from their points", self.path, changed)
+        return int(changed)
+
     def recover(self) -> bool:
         """Reopen the DuckDB file after a fatal error (DuckDB invalidates a database whose checkpoint failed,
         e.g. on a full disk): the committed state is read back from the file and its WAL.  Returns True when
@@ -245,6 +284,7 @@ class Store:
                 pass
             try:
                 self._con = duckdb.connect(str(self.path))
+                self._configure()
             except duckdb.Error:
                 return False
             self._schemas.clear()
@@ -393,10 +433,13 @@ class Store:
             geom, label = study_area.polygon, f"study area polygon ({study_area.name})"
         else:
             # convex hull of the data, trimmed of stray points: only the central 99.8 % by lon and by lat
+            # quantiles over at most a million rows (all of them up to that: exact; a fixed-seed reservoir
+            # sample beyond, so memory does not grow with the dataset)
             pts = cur.execute("""
                 WITH b AS (SELECT quantile_cont(lon, 0.001) AS x0, quantile_cont(lon, 0.999) AS x1,
                                   quantile_cont(lat, 0.001) AS y0, quantile_cont(lat, 0.999) AS y1
-                           FROM offences WHERE dataset = ?)
+                           FROM (SELECT lon, lat FROM offences WHERE dataset = ?)
+                           USING SAMPLE reservoir(1000000 ROWS) REPEATABLE (7))
                 SELECT DISTINCT lon, lat FROM offences, b WHERE dataset = ?
                   AND lon BETWEEN b.x0 AND b.x1 AND lat BETWEEN b.y0 AND b.y1""", [dataset, dataset]).df()
             if pts.empty:
@@ -404,13 +447,19 @@ class Store:
             hull = shapely.MultiPoint(pts[["lon", "lat"]].to_numpy()).convex_hull
             geom = hull.buffer(0.002) if hull.geom_type != "Polygon" else hull
             label = "convex hull of the data (central 99.8% by longitude and latitude, stray points left out)"
-        cells = polygon_cells([shapely.to_wkb(geom)], AREA_RESOLUTION)[0]
-        lat, lon = cell_centres(cells)
+        wkb = shapely.to_wkb(geom)
+        if cur.execute("SELECT count(*) FROM areas WHERE layer = ? AND feature_id = ? AND geometry_wkb = ?",
+                       [DATASET_LAYER, dataset, wkb]).fetchall()[0][0]:
+            return  # same hull as before this batch: its cells are stored already
+        cells = polygon_cells([wkb], AREA_RESOLUTION)[0]
         cur.execute("DELETE FROM area_cells WHERE layer = ? AND feature_id = ?", [DATASET_LAYER, dataset])
         cur.execute("DELETE FROM areas WHERE layer = ? AND feature_id = ?", [DATASET_LAYER, dataset])
-        cur.register("cells_df", pa.table({"h3_10": pa.array(cells, pa.uint64()), "lat": lat, "lon": lon}))
-        cur.execute("INSERT INTO area_cells SELECT ?, ?, h3_10, lat, lon FROM cells_df", [DATASET_LAYER, dataset])
-        cur.unregister("cells_df")
+        step = 1 << 21  # a national hull is ~20 M res-10 cells: centres and insert in slices (bounded memory)
+        for i in range(0, len(cells), step):
+            part = cells[i:i + step]
+            lat, lon = cell_centres(part)
+            cells_df = pa.table({"h3_10": pa.array(part, pa.uint64()), "lat": lat, "lon": lon})  # noqa: F841
+            cur.execute("INSERT INTO area_cells SELECT ?, ?, h3_10, lat, lon FROM cells_df", [DATASET_LAYER, dataset])
         cur.execute("INSERT INTO areas VALUES (?, ?, ?, ?, ?)", [DATASET_LAYER, dataset, label, None, shapely.to_wkb(geom)])
 
     def rejects(self, dataset: str, limit: int | None = None, offset: int = 0) -> pd.DataFrame:
