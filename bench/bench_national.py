@@ -5,7 +5,8 @@
 
 Data: the real data.police.uk rows in ../shared/data/crime (Leicestershire 2019-22 and Essex 2024, located rows)
 resampled with replacement: fresh Crime IDs (anti-social behaviour rows keep their empty id, so they get content
-ids as downloads do), months drawn uniformly over ten years (2015-01..2024-12), and each row moved with its whole
+ids as downloads do), months spread evenly over ten years (2015-01..2024-12) in month order, as a decade of monthly
+downloads concatenated, and each row moved with its whole
 force's point cloud to one of 43 force-sized areas laid over England and Wales (so there are ~43x the distinct
 map points of one force, as in national data). Files are written in chunks of 2 M rows (CSV, as downloaded) into
 a temporary folder and deleted after the ingest.
@@ -92,7 +93,9 @@ def generate(n: int, out: Path, seed: int = 11) -> list[Path]:
             fresh = np.char.add(f"n{seed}-", (done + sel).astype(str))
             ids = pa.array(np.where(has_id, fresh, ""), pa.string())
             forces = pa.array(np.char.add("Force ", f.astype(str)), pa.string())
-            month = pa.array(np.asarray(MONTHS, dtype=object)[rng.integers(0, len(MONTHS), len(sel))], pa.string())
+            # a decade of monthly downloads, concatenated in month order: row i of n falls in month i*120/n
+            month_idx = ((done + sel) * len(MONTHS)) // n
+            month = pa.array(np.asarray(MONTHS, dtype=object)[month_idx], pa.string())
             part = (part.set_column(part.schema.get_field_index("Crime ID"), "Crime ID", ids)
                     .set_column(part.schema.get_field_index("Month"), "Month", month)
                     .set_column(part.schema.get_field_index("Longitude"), "Longitude",
@@ -119,12 +122,31 @@ def step_ingest(store_dir: str, files: list[str]) -> dict:
     settings = Settings(data_dir=Path(store_dir), max_inflated_mb=1 << 20, max_batch_rows=10**9)
     store = settings.open_store()
     store.save_weights(load_open_default())
+    phases = {"dedup_s": 0.0, "cells_s": 0.0, "insert_s": 0.0}
+
+    def timed(key, fn):
+        def run(*args, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kw)
+            finally:
+                phases[key] += time.perf_counter() - t0
+        return run
+
+    # phase timings (the parse/validate share is the rest): wrap the store's own steps
+    import geodata.store as gs
+
+    gs._drop_duplicates = timed("dedup_s", gs._drop_duplicates)
+    gs._insert_chunk = timed("insert_s", gs._insert_chunk)
+    gs.Store._refresh_dataset_cells = timed("cells_s", gs.Store._refresh_dataset_cells)
     t = time.perf_counter()
     report = store.ingest(DATASET, parse_stream([(f, None) for f in files], limits=settings.ingest_limits()))
     seconds = time.perf_counter() - t
     store.close()
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
     return {"seconds": seconds, "read": report.read, "stored": report.stored, "rejected": report.rejected,
-            "duplicates": report.duplicates, "rss_mb": _rss_mb()}
+            "duplicates": report.duplicates, "rss_mb": _rss_mb(), "cpu_s": cpu.ru_utime + cpu.ru_stime,
+            **phases}
 
 
 def step_query(store_dir: str) -> dict:
@@ -134,16 +156,18 @@ def step_query(store_dir: str) -> dict:
     from geodata.settings import Settings
 
     settings = Settings(data_dir=Path(store_dir), load_sample=False, audit=False)
-    times = []
+    times, cpu = [], []
     with TestClient(create_app(settings)) as client:
         warm = client.get("/hotspots", params={"dataset": DATASET, "from": "2018-06", "to": "2018-06", "top": 50})
         assert warm.status_code == 200, warm.text[:300]
         for month in QUERY_MONTHS:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             r = client.get("/hotspots", params={"dataset": DATASET, "from": month, "to": month, "top": 50})
             times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
             assert r.status_code == 200 and len(r.json()["cells"]) == 50, r.text[:300]
-    return {"p50_ms": 1000 * statistics.median(times), "max_ms": 1000 * max(times), "rss_mb": _rss_mb()}
+    return {"p50_ms": 1000 * statistics.median(times), "max_ms": 1000 * max(times),
+            "cpu_p50_ms": 1000 * statistics.median(cpu), "rss_mb": _rss_mb()}
 
 
 def step_dask(store_dir: str, parquet: str) -> dict:
@@ -221,13 +245,21 @@ def measure(n: int, work: Path, dask: bool) -> dict:
 def markdown(results: list[dict], machine_text: str, date: str, shared_note: str) -> str:
     base = results[0]
     rate0 = base["ingest"]["read"] / base["ingest"]["seconds"]
+    cpu0 = base["ingest"]["read"] / base["ingest"]["cpu_s"]
     q0 = base["query"]["p50_ms"]
-    rows = []
+    c0 = base["query"]["cpu_p50_ms"]
+    rows, phases = [], []
     for r in results:
-        rate = r["ingest"]["read"] / r["ingest"]["seconds"]
-        rows.append(f"| {r['n']:,} | {r['csv_gb']:.1f} GB | {r['ingest']['seconds']:.0f} s | {rate:,.0f} rows/s "
-                    f"({rate / rate0:.2f}x) | {r['ingest']['rss_mb']:,.0f} MB | {r['store_gb']:.1f} GB | "
-                    f"{r['query']['p50_ms']:.0f} ms ({r['query']['p50_ms'] / q0:.1f}x) | {r['query']['rss_mb']:,.0f} MB |")
+        g = r["ingest"]
+        rate, cpu_rate = g["read"] / g["seconds"], g["read"] / g["cpu_s"]
+        rows.append(f"| {r['n']:,} | {r['csv_gb']:.1f} GB | {g['seconds']:.0f} s | {rate:,.0f} rows/s "
+                    f"({rate / rate0:.2f}x) | {cpu_rate:,.0f} rows/CPU-s ({cpu_rate / cpu0:.2f}x) | "
+                    f"{g['rss_mb']:,.0f} MB | {r['store_gb']:.1f} GB | "
+                    f"{r['query']['p50_ms']:.0f} ms ({r['query']['p50_ms'] / q0:.1f}x) | "
+                    f"{r['query']['cpu_p50_ms']:.0f} ms ({r['query']['cpu_p50_ms'] / c0:.1f}x) | {r['query']['rss_mb']:,.0f} MB |")
+        rest = g["seconds"] - g["insert_s"] - g["dedup_s"] - g["cells_s"]
+        phases.append(f"| {r['n']:,} | {rest:.0f} s | {g['insert_s']:.0f} s | {g['dedup_s']:.1f} s | "
+                      f"{g['cells_s']:.1f} s | {g['stored']:,} | {g['rejected']:,} | {g['duplicates']:,} |")
     top = results[-1]
     rate_top = top["ingest"]["read"] / top["ingest"]["seconds"]
     mark = lambda ok: "met" if ok else "NOT met"  # noqa: E731
@@ -242,11 +274,22 @@ def markdown(results: list[dict], machine_text: str, date: str, shared_note: str
         "- **Ingest**: `parse_stream` + `Store.ingest` (the path of `harmspot ingest` and `POST /datasets`), one "
         "transaction, in its own process; peak RSS is that process's `ru_maxrss`.",
         "- **Query**: `GET /hotspots?from=M&to=M&top=50` (default preset, res 10), in-process FastAPI test client "
-        "(no socket), median of 12 distinct months after a warm-up, in a fresh process on the stored file.",
+        "(no socket), median of 12 distinct months after a warm-up, in a fresh process on the stored file; wall "
+        "clock and the process's CPU time (all threads; robust to other jobs on a shared machine).",
         "",
-        "| offences | CSV | ingest | rate (vs 1 M) | ingest peak RSS | store | `/hotspots` p50 (vs 1 M) | query peak RSS |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| offences | CSV | ingest | rate (vs 1 M) | rate per CPU second (vs 1 M) | ingest peak RSS | store | "
+        "`/hotspots` p50 (vs 1 M) | `/hotspots` CPU time p50 (vs 1 M) | query peak RSS |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
+        "",
+        "Where the ingest time goes (wall clock): reading, validating and indexing the chunks; appending them to "
+        "the transaction; the de-duplication (one GROUP BY on a hash of the record id over the batch); the "
+        "study-area cells (convex hull of the data polyfilled at res 10: ~20 M cells for a national hull, a "
+        "fixed cost of the area, not of the rows).",
+        "",
+        "| offences | read + validate + H3 | insert | de-duplicate | study-area cells | stored | rejected | duplicates |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *phases,
         "",
     ]
     if "dask" in top:
@@ -260,8 +303,11 @@ def markdown(results: list[dict], machine_text: str, date: str, shared_note: str
         ]
     lines += [
         f"Targets (issue 14) at {top['n']:,}: `/hotspots` <= 10x its 1 M time: "
-        f"{top['query']['p50_ms'] / q0:.1f}x ({mark(top['query']['p50_ms'] <= 10 * q0)}); ingest rate >= 80 % of "
-        f"the 1 M rate: {rate_top / rate0:.0%} ({mark(rate_top >= 0.8 * rate0)}); peak RSS <= 2 GB for any ingest: "
+        f"{top['query']['p50_ms'] / q0:.1f}x wall clock ({mark(top['query']['p50_ms'] <= 10 * q0)}), "
+        f"{top['query']['cpu_p50_ms'] / c0:.1f}x CPU time ({mark(top['query']['cpu_p50_ms'] <= 10 * c0)}); ingest rate >= 80 % of "
+        f"the 1 M rate: {rate_top / rate0:.0%} wall clock ({mark(rate_top >= 0.8 * rate0)}), "
+        f"{top['ingest']['read'] / top['ingest']['cpu_s'] / cpu0:.0%} per CPU second "
+        f"({mark(top['ingest']['read'] / top['ingest']['cpu_s'] >= 0.8 * cpu0)}); peak RSS <= 2 GB for any ingest: "
         f"{max(r['ingest']['rss_mb'] for r in results):,.0f} MB "
         f"({mark(max(r['ingest']['rss_mb'] for r in results) <= 2048)}); <= 4 GB during the {top['n']:,} query: "
         f"{top['query']['rss_mb']:,.0f} MB ({mark(top['query']['rss_mb'] <= 4096)}).",
