@@ -6,7 +6,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.cache import GzipMiddleware
@@ -50,7 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.harmspot_audit.close()
             state.store.close()
 
-    app = FastAPI(title="harmspot", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="harmspot", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_mb * 1024 * 1024)
     install_security(app, settings)  # API keys + roles, audit log, demo mode, CORS (docs/security.md)
     app.add_middleware(GzipMiddleware)  # JSON/GeoJSON/CSV, compressed off the event loop (app/cache.py)
@@ -67,16 +69,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def map_page() -> FileResponse:
         return FileResponse(STATIC / "map.html", media_type="text/html")
 
+    _install_docs(app)
+
     return app
 
 
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI (/docs) and ReDoc (/redoc) from assets vendored under app/static/vendor (npm swagger-ui-dist
+    and redoc, licences beside them), so the documentation works with no internet."""
+    vendor = "/static/vendor"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API documentation",
+                                   swagger_js_url=f"{vendor}/swagger-ui/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{vendor}/swagger-ui/swagger-ui.css",
+                                   swagger_favicon_url=f"{vendor}/swagger-ui/favicon-32x32.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} - API reference",
+                              redoc_js_url=f"{vendor}/redoc/redoc.standalone.js",
+                              redoc_favicon_url=f"{vendor}/swagger-ui/favicon-32x32.png", with_google_fonts=False)
+
+
 def _install_openapi_extras(app: FastAPI) -> None:
-    """OGC API - Features: QGIS reads the largest `limit` from components.parameters (app/routes/ogc.py)."""
+    """OGC API - Features: QGIS reads the largest `limit` from components.parameters (app/routes/ogc.py); then
+    the whole description is served as OpenAPI 3.0.3, the version /conformance claims (app/openapi.py)."""
+    from app import openapi
+
     try:
         from app.routes.ogc import install_openapi
     except ModuleNotFoundError:
-        return
-    install_openapi(app)
+        pass
+    else:
+        install_openapi(app)
+    openapi.install(app)
 
 
 def _include_optional_routers(app: FastAPI) -> None:
