@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.errors import ApiError
 from app.state import ServiceState
+from geodata.datasets import default_dataset as stable_default
 from hotspots.publish.disclosure import DisclosurePolicy
 from hotspots.ranking.presets import PRESETS
 from hotspots.ranking.query import HotspotQuery, parse_bbox
@@ -59,7 +60,8 @@ def _int_list(text: str | None, name: str) -> list[int] | None:
 
 def hotspot_query(
     state: State,
-    dataset: Annotated[str | None, Query(description="Dataset name; default: the most recent dataset.",
+    dataset: Annotated[str | None, Query(description="Dataset name; default: HARMSPOT_DEFAULT_DATASET, else the "
+                                         "first dataset loaded (GET /datasets marks it).",
                                          examples=["essex-sample"])] = None,
     date_from: Annotated[str | None, Query(alias="from", description="Start, YYYY-MM or YYYY-MM-DD. Default: last "
                                            "full month (month-only data) or last 14 days.", examples=["2024-03"])] = None,
@@ -97,11 +99,12 @@ def hotspot_query(
 
 
 def default_dataset(state: ServiceState) -> str:
-    """The most recently created dataset (a store query: call it in the threadpool)."""
-    names = state.store.query_df("SELECT name FROM datasets ORDER BY created_at DESC LIMIT 1")["name"].tolist()
-    if not names:
+    """HARMSPOT_DEFAULT_DATASET when loaded, else the first dataset loaded (geodata.datasets.default_dataset);
+    a store query: call it in the threadpool."""
+    name, _ = stable_default(state.store, state.settings.default_dataset)
+    if name is None:
         raise ApiError(404, "not_found", "no datasets loaded: POST /datasets first")
-    return names[0]
+    return name
 
 
 @functools.wraps(hotspot_query)
@@ -133,22 +136,8 @@ Disclosure = Annotated[DisclosurePolicy | None, Depends(on_loop(disclosure_polic
 class GiStarParams:
     """Optional Getis-Ord Gi* columns on /hotspots (docs/statistics.md#gi-on-hotspots)."""
 
-    def __init__(
-        self,
-        stats: Annotated[Literal["none", "gistar"], Query(
-            description="gistar: add Getis-Ord Gi* z, p, FDR q and class (hot_99/95/90, not_significant) to "
-            "every cell, computed over every cell of the study area (zero cells included), and the Gi* "
-            "assumptions to the response. Off by default: it adds ~85 ms at res 10 on the sample (~0.7 s for "
-            "the first query of a study area, ~4 s at res 11).")] = "none",
-        gi_value: Annotated[Literal["harm", "count"], Query(description="Gi* on harm (CCHI days) or on "
-                                                                        "offence counts.")] = "harm",
-        transform: Annotated[Literal["none", "log", "cap"], Query(
-            description="Transform before Gi*: log = log(1 + harm), cap = winsorise at the 99th percentile of "
-            "non-zero cells; damps single very harmful offences.")] = "none",
-        permutations: Annotated[int, Query(ge=0, le=9999, description="0: analytic p (normal approximation); "
-                                           "e.g. 999: conditional permutation p-values.")] = 0,
-    ):
-        self.stats, self.value, self.transform, self.permutations = stats, gi_value, transform, permutations
+    def __init__(self, stats: str = "none", value: str = "harm", transform: str = "none", permutations: int = 0):
+        self.stats, self.value, self.transform, self.permutations = stats, value, transform, permutations
 
     @property
     def on(self) -> bool:
@@ -159,4 +148,23 @@ class GiStarParams:
         return (self.value, self.transform, self.permutations) if self.on else None
 
 
-GiStar = Annotated[GiStarParams, Depends(on_loop(GiStarParams))]
+def gistar_params(
+    stats: Annotated[Literal["none", "gistar"], Query(
+        description="gistar: add Getis-Ord Gi* z, p, FDR q and class (hot_99/95/90, not_significant) to "
+        "every cell, computed over every cell of the study area (zero cells included), and the Gi* "
+        "assumptions to the response. Off by default: it adds ~85 ms at res 10 on the sample (~0.7 s for "
+        "the first query of a study area, ~4 s at res 11).")] = "none",
+    gi_value: Annotated[Literal["harm", "count"], Query(description="Gi* on harm (CCHI days) or on "
+                                                                    "offence counts.")] = "harm",
+    transform: Annotated[Literal["none", "log", "cap"], Query(
+        description="Transform before Gi*: log = log(1 + harm), cap = winsorise at the 99th percentile of "
+        "non-zero cells; damps single very harmful offences.")] = "none",
+    permutations: Annotated[int, Query(ge=0, le=9999, description="0: analytic p (normal approximation); "
+                                       "e.g. 999: conditional permutation p-values.")] = 0,
+) -> GiStarParams:
+    # a function, not the class itself, as the dependency: FastAPI before 0.12x cannot resolve the postponed
+    # annotations of a class's __init__ (no __globals__ on a class), and pyproject allows fastapi>=0.110
+    return GiStarParams(stats, gi_value, transform, permutations)
+
+
+GiStar = Annotated[GiStarParams, Depends(on_loop(gistar_params))]

@@ -7,10 +7,10 @@ import logging
 import duckdb
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.render import JSONResponse
 from geodata.harm import WeightsError
 from geodata.ingest import IngestError, IngestLimitError
 from geodata.store import StoreError

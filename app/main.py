@@ -15,6 +15,7 @@ from app.collections import Registry
 from app.errors import install_error_handlers
 from app.eventloop import LoopGuard
 from app.limits import BodyLimitMiddleware
+from app.render import JSONResponse
 from app.routes import datasets, hotspots, meta
 from app.rowwriter import RowWriter
 from app.security import install_security, keyring_of
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.store.close()
 
     app = FastAPI(title="harmspot", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, default_response_class=JSONResponse)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_mb * 1024 * 1024)
     install_security(app, settings)  # API keys + roles, audit log, demo mode, CORS (docs/security.md)
     app.add_middleware(GzipMiddleware)  # JSON/GeoJSON/CSV, compressed off the event loop (app/cache.py)

@@ -1,15 +1,24 @@
-"""One renderer per format, shared by every endpoint that returns cells: JSON, CSV, GeoJSON (RFC 7946)."""
+"""One renderer per format, shared by every endpoint that returns cells: JSON, CSV, GeoJSON (RFC 7946).
+
+Also the one place that turns store values into JSON (:func:`json_value`, :func:`frame_records`): DuckDB hands
+pandas NULLs as None, NaN, NaT or pd.NA depending on the column type and the pandas version (pandas 3 reads a
+NULL text column as NaN), and JSON has only ``null``.  :class:`JSONResponse` is the service's response class:
+it writes strict JSON and, if a value slipped through as NaN/inf or a numpy/pandas scalar, cleans the whole
+body with :func:`json_value` instead of failing.
+"""
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 import io
 import json
 import math
+import typing
 
 import numpy as np
 import pandas as pd
 
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse as _StarletteJSON, Response
 
 from geodata.cells import cell_boundaries_lonlat, from_hex
 
@@ -18,22 +27,72 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 GEOJSON_MEDIA = "application/geo+json"
 
 
-def _clean(v):
-    if isinstance(v, (np.integer,)):
+def json_value(v, digits: int | None = None):
+    """A store/pandas/numpy value as plain JSON: missing (None, NaN, NaT, pd.NA, inf) -> None; numpy scalars ->
+    int/float/bool; timestamps and dates -> ISO 8601 text; bytes -> None (geometry blobs
+    are never JSON); arrays, lists, tuples and dicts recursively.  ``digits`` rounds floats."""
+    if v is None or isinstance(v, (str, bool)):
+        return v
+    if isinstance(v, (int, np.integer)) and not isinstance(v, np.bool_):
         return int(v)
-    if isinstance(v, (np.floating, float)):
+    if isinstance(v, (float, np.floating)):
         f = float(v)
-        return None if math.isnan(f) or math.isinf(f) else round(f, 6)
+        if math.isnan(f) or math.isinf(f):
+            return None
+        return round(f, digits) if digits is not None else f
     if isinstance(v, np.bool_):
         return bool(v)
+    if isinstance(v, dict):
+        return {str(k): json_value(x, digits) for k, x in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [json_value(x, digits) for x in v]
     if v is pd.NA or v is pd.NaT:
         return None
+    if isinstance(v, (pd.Timestamp, _dt.datetime)):
+        if pd.isna(v):
+            return None
+        return pd.Timestamp(v).isoformat()
+    if isinstance(v, _dt.date):
+        return v.isoformat()
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return None
+    if isinstance(v, (pd.Timedelta, _dt.timedelta)):
+        return None if pd.isna(v) else pd.Timedelta(v).total_seconds()
+    try:  # any other pandas missing marker
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
     return v
 
 
+def _clean(v):
+    return json_value(v, 6)
+
+
 def records(cells: pd.DataFrame, fields: list[str] | None = None) -> list[dict]:
+    """Rows of a frame as JSON-ready dicts (floats rounded to 6 decimals; the internal ``cell`` column left out)."""
     cols = [c for c in (fields or list(cells.columns)) if c in cells.columns and c != "cell"]
     return [{k: _clean(v) for k, v in zip(cols, row)} for row in cells[cols].itertuples(index=False, name=None)]
+
+
+def frame_records(frame: pd.DataFrame, columns: list[str] | None = None) -> list[dict]:
+    """Rows of a store frame (datasets, layers, packs, rejects...) as JSON-ready dicts, values unrounded."""
+    cols = [c for c in (columns or list(frame.columns)) if c in frame.columns]
+    return [{k: json_value(v) for k, v in zip(cols, row)} for row in frame[cols].itertuples(index=False, name=None)]
+
+
+class JSONResponse(_StarletteJSON):
+    """Strict JSON (no NaN/Infinity tokens); a body holding NaN/inf or numpy/pandas values is cleaned with
+    :func:`json_value` rather than failing (the fast path is the plain encoder)."""
+
+    def render(self, content: typing.Any) -> bytes:
+        try:
+            return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
+                              separators=(",", ":")).encode("utf-8")
+        except (ValueError, TypeError):
+            return json.dumps(json_value(content), ensure_ascii=False, allow_nan=False, indent=None,
+                              separators=(",", ":")).encode("utf-8")
 
 
 def to_json(meta: dict, cells: pd.DataFrame, fields: list[str] | None = None) -> dict:

@@ -30,9 +30,9 @@ from urllib.parse import parse_qs
 
 import pandas as pd
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from app.render import JSONResponse
 from geodata.settings import Settings
 from geodata.store import Store, utc_now
 

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
                           "0: no result cache.")
     loop_lag_warn_ms: int = Field(250, ge=0, description="Log a warning when the event loop is blocked longer than "
                                   "this (a blocking call in async code); 0: no watchdog.")
+    default_dataset: str | None = Field(
+        None, description="Dataset used when a request names none (/hotspots, /tasking, the map, the OGC harm-spots "
+        "layer). Unset or not loaded: the first dataset loaded. A later upload never changes the default.")
+    protective_marking: str = Field(
+        "OFFICIAL", max_length=80, description="Government Security Classification line printed on the map and the "
+        "patrol sheets (e.g. OFFICIAL, OFFICIAL-SENSITIVE).")
     # ---- access, audit and disclosure (docs/security.md)
     keys_mode: str = Field("auto", pattern="^(auto|required)$",
                            description="auto: local demo mode (loopback only, no keys) while no API key exists; "

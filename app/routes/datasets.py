@@ -6,11 +6,12 @@ import re
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from app.deps import State
 from app.errors import ApiError
-from app.render import to_csv
+from app.render import JSONResponse, frame_records, to_csv
+from geodata.datasets import listing
 from geodata.ingest import StudyArea, parse_stream
 
 router = APIRouter(tags=["datasets"])
@@ -63,19 +64,13 @@ def _study_area_from_layer(state: State, layer: str) -> StudyArea:
     return StudyArea(bbox=tuple(geom.bounds), polygon=geom, name=f"layer {layer}")
 
 
-@router.get("/datasets", summary="Datasets with counts, period and time precision")
+@router.get("/datasets", summary="Datasets with counts, coverage and time precision; which one is the default",
+            description="`default` names the dataset used when a request names none: HARMSPOT_DEFAULT_DATASET when "
+            "that dataset is loaded, else the first dataset loaded (a later upload never changes it); "
+            "`default_rule` says which. Each dataset's `coverage` gives the first and last day and month of its "
+            "records and the months inside that span with no records.")
 def get_datasets(state: State) -> JSONResponse:
-    frame = state.store.datasets()
-    out = []
-    for r in frame.to_dict("records"):
-        out.append({
-            "name": r["name"], "offences": int(r["offences"]), "batches": int(r["batches"]),
-            "rejects": int(r["rejects"]), "study_area": r["study_area"], "description": r["description"],
-            "first": None if r["first"] is None else str(r["first"])[:10],
-            "last_exclusive": None if r["last_exclusive"] is None else str(r["last_exclusive"])[:10],
-            "time_precision": sorted(r["precisions"]) if r["precisions"] is not None else [],
-        })
-    return JSONResponse({"datasets": out})
+    return JSONResponse(listing(state.store, state.settings.default_dataset))
 
 
 @router.get("/datasets/{name}/rejects", summary="Rejected rows with file, line number and reason",
@@ -90,4 +85,4 @@ def get_rejects(state: State, name: str,
                         headers={"Content-Disposition": f'attachment; filename="{name}-rejects.csv"'})
     by_reason = frame["reason"].value_counts().to_dict()
     return JSONResponse({"dataset": name, "rejected": len(frame), "by_reason": {str(k): int(v) for k, v in by_reason.items()},
-                         "rows": json.loads(frame.to_json(orient="records"))})
+                         "rows": frame_records(frame)})

@@ -9,10 +9,10 @@ from typing import Annotated, Callable
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import JSONResponse
 
 from app.collections import CRS84, MAX_LIMIT, Collection, Items, ItemsRequest, Registry
 from app.deps import State
+from app.render import JSONResponse, frame_records
 from app.state import ServiceState
 from geodata.harm import load_weights_file
 from hotspots.ranking.presets import PRESETS
@@ -63,7 +63,7 @@ def post_harm_weights(state: State, file: Annotated[UploadFile, File()],
 
 @router.get("/areas", summary="Loaded boundary layers")
 def areas(state: State) -> dict:
-    return {"layers": state.store.area_layers().to_dict("records")}
+    return {"layers": frame_records(state.store.area_layers())}
 
 
 @router.get("/areas/{layer}.geojson", summary="A boundary layer as GeoJSON (for the map and GIS)",

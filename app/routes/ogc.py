@@ -22,14 +22,14 @@ from urllib.parse import urlencode
 
 import pandas as pd
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.collections import (CRS84, DEFAULT_LIMIT, HOTSPOT_PARAMETERS, MAX_LIMIT, Collection, Collections,
                              ItemsRequest)
 from app.cache import cached_route
 from app.deps import State
 from app.errors import ApiError
-from app.render import to_csv
+from app.render import JSONResponse, to_csv
 from app.state import ServiceState
 from hotspots.ranking.presets import PRESETS
 

@@ -15,14 +15,14 @@ import pandas as pd
 import shapely
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from app.cache import cached_response_async
 from app.deps import Query_, State, on_loop
 from app.errors import ApiError
-from app.render import GEOJSON_MEDIA, to_csv, to_geojson, to_json
+from app.render import GEOJSON_MEDIA, JSONResponse, to_csv, to_geojson, to_json
 from geodata.cells import cell_boundaries_lonlat
 from geodata.store import DATASET_LAYER, Store, StoreError
 from hotspots.patrol import evaluation as ev

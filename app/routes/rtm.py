@@ -21,13 +21,13 @@ from typing import Annotated, Literal
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, Field, field_validator
 
 from app.collections import CRS84, Collection, Items, ItemsRequest, Registry
 from app.deps import State
 from app.errors import ApiError
-from app.render import to_csv
+from app.render import JSONResponse, to_csv
 from app.rtm_jobs import PlanError, RunManager, get_run, latest_done, list_runs, plan_run
 from geodata import layer_store
 from geodata.cells import cell_boundaries_lonlat, cell_centres, from_hex, to_hex

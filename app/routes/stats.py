@@ -14,14 +14,14 @@ from typing import Annotated, Literal
 import numpy as np
 import shapely
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from app.cache import cached_response_async, cached_value
 from app.collections import (Collection, Items, ItemsRequest, Registry, cells_page, hotspot_query_for_items,
                              offences_extent)
 from app.deps import Query_, State
 from app.errors import ApiError
-from app.render import GEOJSON_MEDIA, cells_response, records, to_csv, to_geojson
+from app.render import GEOJSON_MEDIA, JSONResponse, cells_response, records, to_csv, to_geojson
 from app.routes.hotspots import gistar_result
 from app.state import ServiceState
 from geodata.cells import cell_centres, to_hex

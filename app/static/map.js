@@ -463,7 +463,8 @@
       if (state.config.tile_url) {
         L.tileLayer(state.config.tile_url, { maxZoom: 19, attribution: "tiles: configured by the force" }).addTo(map);
       }
-      res[1].datasets.forEach(function (d) { option(el("dataset"), d.name, d.name); });
+      res[1].datasets.forEach(function (d) { option(el("dataset"), d.name, d.name + (d.default ? " (default)" : "")); });
+      if (res[1].default) el("dataset").value = res[1].default;  // the service's stable default, not the list's first
       res[2].presets.forEach(function (p) { state.presets[p.name] = p.title; option(el("preset"), p.name, p.title); });
       el("preset").value = "op-ark";
       (res[3].collections || []).forEach(function (c) { if (c.id !== HOTSPOTS) addCollectionLayer(c); });
