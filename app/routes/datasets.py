@@ -23,7 +23,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
              "all-or-nothing; records already stored (same record id) are counted as duplicates, not stored twice. "
              "Returns the ingest report. Files are streamed: a batch inflating past HARMSPOT_MAX_INFLATED_MB or "
              "holding more than HARMSPOT_MAX_BATCH_ROWS rows is refused with 413 and stores nothing; a full disk "
-             "answers 507.")
+             "answers 507.",
+             responses={413: {"description": "upload, inflated size or rows over the limits (nothing stored)"},
+                        422: {"description": "a file that cannot be read at all (nothing stored)"},
+                        507: {"description": "the store's disk is full (nothing stored; reads keep working)"}})
 def post_dataset(
     state: State,
     files: Annotated[list[UploadFile], File(description="One or more files")],
