@@ -69,6 +69,7 @@ T = TypeVar("T")
 COMPRESSIBLE = ("application/json", "application/geo+json", "text/csv", "application/vnd.oai.openapi+json",
                 "text/html", "text/plain")
 MIN_GZIP = 1024          # smaller bodies are sent as they are
+MAX_ALIASES = 20_000     # raw requests remembered for the fast path (cleared when full)
 INLINE_GZIP = 16 * 1024  # the middleware compresses larger bodies in a worker thread, not on the event loop
 GZIP_LEVEL = 6
 
@@ -148,6 +149,7 @@ class ResultCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[int, str], tuple[Any, int]] = OrderedDict()
         self._inflight: dict[tuple[int, str], _Flight] = {}
+        self._aliases: dict[tuple, tuple[str, str]] = {}  # raw request -> (response key, ETag), this version
         self._version = -1
         self.bytes = 0
         self.stats = {"hits": 0, "misses": 0, "waits": 0, "evictions": 0, "uncacheable": 0}
@@ -159,6 +161,7 @@ class ResultCache:
         with self._lock:
             if version > self._version:  # a write committed: nothing older can be asked for again
                 self._entries.clear()
+                self._aliases.clear()
                 self.bytes = 0
                 self._version = version
             hit = self._entries.get(slot)
@@ -220,6 +223,25 @@ class ResultCache:
             self.stats["hits"] += 1
             return hit[0]
 
+    def remember(self, version: int, raw: tuple, key: str, etag: str) -> None:
+        """Note that the raw request ``raw`` was answered by the response kept under ``key`` (see recall)."""
+        with self._lock:
+            if version == self._version and (version, key) in self._entries:
+                if len(self._aliases) >= MAX_ALIASES:
+                    self._aliases.clear()
+                self._aliases[raw] = (key, etag)
+
+    def recall(self, version: int, raw: tuple) -> tuple[Any, str] | None:
+        """(response, ETag) a byte-identical earlier request got at this store version, or None."""
+        with self._lock:
+            alias = self._aliases.get(raw) if version == self._version else None
+            hit = self._entries.get((version, alias[0])) if alias else None
+            if hit is None:
+                return None
+            self._entries.move_to_end((version, alias[0]))
+            self.stats["hits"] += 1
+            return hit[0], alias[1]
+
     def describe(self) -> dict:
         with self._lock:
             return {"entries": len(self._entries), "bytes": self.bytes, "max_bytes": self.max_bytes,
@@ -258,8 +280,9 @@ def _store_response(resp: Response) -> StoredResponse:
     return StoredResponse(resp.status_code, body, gz, headers, ctype or None)
 
 
-def accepts_gzip(request: Request) -> bool:
-    for part in request.headers.get("accept-encoding", "").split(","):
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header value allows gzip."""
+    for part in accept_encoding.split(","):
         token, _, params = part.strip().partition(";")
         if token.strip().lower() in ("gzip", "*"):
             q = params.strip().removeprefix("q=")
@@ -270,8 +293,7 @@ def accepts_gzip(request: Request) -> bool:
     return False
 
 
-def _etag_matches(request: Request, etag: str) -> bool:
-    header = request.headers.get("if-none-match")
+def _etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
     if header.strip() == "*":
@@ -287,19 +309,30 @@ VARY = "Accept-Encoding, X-API-Key"
 def _slot(request: Request, state, key: Any) -> tuple[ResultCache, int, str, dict[str, str]]:
     cache = _cache_of(state)
     version = state.store.version
-    text = "r:" + canonical((request.url.path, str(request.base_url), request.headers.get("accept"), key))
-    etag = f'"{cache.nonce}-{version}-{_digest(text)}"'
-    return cache, version, text, {"ETag": etag, "Cache-Control": CACHE_CONTROL, "Vary": VARY}
+    scope, headers = request.scope, request.headers
+    where = (scope.get("scheme"), headers.get("host"), scope.get("root_path", ""), scope["path"])
+    text = "r:" + canonical((where, headers.get("accept"), key))
+    return cache, version, text, _common(f'"{cache.nonce}-{version}-{_digest(text)}"')
+
+
+def raw_request(scope) -> tuple:
+    """A request as bytes, with everything besides the store version a cached response can depend on: path,
+    query string, host and scheme (links), Accept (format negotiation), X-API-Key (a key's role may force the
+    public output) and the day (defaults taken from the clock)."""
+    headers = dict(scope.get("headers") or [])
+    return (scope.get("scheme"), headers.get(b"host"), scope.get("root_path", ""), scope["path"],
+            scope.get("query_string", b""), headers.get(b"accept"), headers.get(b"x-api-key"), date.today())
 
 
 def cached_response(request: Request, state, key: Any, render: Callable[[], Response]) -> Response:
     """The response ``render()`` gives, computed once per store state and key; ETag, 304, gzip (module docstring).
     Sync code only."""
     cache, version, text, common = _slot(request, state, key)
-    if _etag_matches(request, common["ETag"]):
+    if _etag_matches(request.headers.get("if-none-match"), common["ETag"]):
         return Response(status_code=304, headers=common)
     stored = cache.get(version, text, lambda: _store_response(render()), sizeof=StoredResponse.size)
-    return _send(request, stored, common)
+    cache.remember(version, raw_request(request.scope), text, common["ETag"])
+    return _send(request.headers.get("accept-encoding", ""), stored, common)
 
 
 async def cached_response_async(request: Request, state, key: Any, render: Callable[[], Response]) -> Response:
@@ -307,19 +340,24 @@ async def cached_response_async(request: Request, state, key: Any, render: Calla
     loop with no thread hop (a dictionary look-up); a miss runs ``render()`` (and any wait for an identical
     computation in flight) in the threadpool. ``key`` must be built without blocking (no store call)."""
     cache, version, text, common = _slot(request, state, key)
-    if _etag_matches(request, common["ETag"]):
+    if _etag_matches(request.headers.get("if-none-match"), common["ETag"]):
         return Response(status_code=304, headers=common)
     stored = cache.peek(version, text)
     if stored is None:
         stored = await run_in_threadpool(cache.get, version, text, lambda: _store_response(render()),
                                          StoredResponse.size)
-    return _send(request, stored, common)
+    cache.remember(version, raw_request(request.scope), text, common["ETag"])
+    return _send(request.headers.get("accept-encoding", ""), stored, common)
 
 
-def _send(request: Request, stored: StoredResponse, common: dict[str, str]) -> Response:
+def _common(etag: str) -> dict[str, str]:
+    return {"ETag": etag, "Cache-Control": CACHE_CONTROL, "Vary": VARY}
+
+
+def _send(accept_encoding: str, stored: StoredResponse, common: dict[str, str]) -> Response:
     headers = dict(stored.headers)
     headers.update(common)
-    if stored.gz is not None and accepts_gzip(request):
+    if stored.gz is not None and accepts_gzip(accept_encoding):
         headers["Content-Encoding"] = "gzip"
         return Response(stored.gz, status_code=stored.status, headers=headers, media_type=stored.media_type)
     return Response(stored.body, status_code=stored.status, headers=headers, media_type=stored.media_type)
@@ -343,6 +381,34 @@ def cached_route(name: str):
             return await cached_response_async(request, state, key, lambda: fn(*args, **kwargs))
         return route
     return wrap
+
+
+# ------------------------------------------------------------------------------------------ fast path
+class CachedFastPath:
+    """ASGI middleware (inside the access middleware: keys are checked and audited first): a GET that is
+    byte-identical to one already answered from the cache at this store version (:func:`raw_request`) gets the
+    same response, or a 304, straight from memory, without routing, parameter parsing or dependencies. A miss
+    (or any other request) goes through the app as usual, which is what fills the cache."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return await self.app(scope, receive, send)
+        state = getattr(getattr(scope.get("app"), "state", None), "harmspot", None)
+        hit = state.cache.recall(state.store.version, raw_request(scope)) if state is not None else None
+        if hit is None:
+            return await self.app(scope, receive, send)
+        stored, etag = hit
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []
+                   if k in (b"if-none-match", b"accept-encoding")}
+        common = _common(etag)
+        if _etag_matches(headers.get("if-none-match"), etag):
+            response = Response(status_code=304, headers=common)
+        else:
+            response = _send(headers.get("accept-encoding", ""), stored, common)
+        await response(scope, receive, send)
 
 
 # ------------------------------------------------------------------------------------------ gzip middleware
@@ -402,6 +468,5 @@ class GzipMiddleware:
         await self.app(scope, receive, send_gz)
 
 
-__all__ = ["ResultCache", "StoredResponse", "GzipMiddleware", "accepts_gzip", "cached_response",
-           "cached_response_async", "cached_route", "cached_value",
-           "canonical", "estimate_size"]
+__all__ = ["CachedFastPath", "GzipMiddleware", "ResultCache", "StoredResponse", "accepts_gzip", "cached_response",
+           "cached_response_async", "cached_route", "cached_value", "canonical", "estimate_size", "raw_request"]

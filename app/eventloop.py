@@ -49,7 +49,8 @@ class Watchdog:
             self.max_lag_ms = max(self.max_lag_ms, lag)
             if lag > self.warn_ms:
                 self.stalls += 1
-                log.warning("event loop blocked for %.0f ms (a blocking call in async code?)", lag)
+                log.warning("event loop blocked for %.0f ms (a blocking call in async code, or the machine's CPUs "
+                            "saturated)", lag)
 
     def stop(self) -> None:
         if self._task is not None:

