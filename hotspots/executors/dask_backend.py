@@ -28,12 +28,10 @@ import pandas as pd
 
 from geodata.harm import WeightsTable
 from geodata.store import Store
-from hotspots.ranking.harmspots import (HotspotResult, area_filter, offence_selection, assemble_result, rank_cells,
-                                resolve_period)
-from hotspots.ranking.presets import select_keys
+from hotspots.ranking.harmspots import HotspotResult, assemble_result, forecast_part, rank_cells, rank_forecast
+from hotspots.ranking.plan import DatasetInfo, QueryPlan, resolve_plan, study_area_name
 from hotspots.ranking.query import HotspotQuery
 
-ROBBERY_GROUPS = ("robbery", "robbery_personal", "robbery_business")
 FLAG_COLUMNS = ["n", "no_public", "no_domestic", "no_age", "no_knife", "no_nte"]
 
 
@@ -80,6 +78,19 @@ class FilterSpec:
     bbox: tuple[float, float, float, float] | None = None
     area_cells: np.ndarray | None = None  # res-10 cells of the area
 
+    @classmethod
+    def from_plan(cls, plan: QueryPlan) -> "FilterSpec":
+        """The plan's selection and scope as plain values (the same WHERE as QueryPlan.base_sql)."""
+        q, p, keys = plan.query, plan.preset, plan.keys
+        rob = plan.robbery_keys
+        return cls(
+            start=pd.Timestamp(plan.start), end=pd.Timestamp(plan.end), keys=keys["offence_key"].to_numpy(np.int64),
+            days=keys["days"].to_numpy(float), exact=keys["exact"].to_numpy(bool), resolution=q.resolution,
+            require_public_place=bool(p and p.require_public_place), exclude_domestic=bool(p and p.exclude_domestic),
+            victim_age_range=tuple(int(v) for v in p.victim_age_range) if p and p.victim_age_range else None,
+            robbery_keys=rob if len(rob) else None, nte=bool(p and p.nte), dow=tuple(q.days) if q.days else None,
+            hours=tuple(q.hours) if q.hours else None, bbox=q.bbox, area_cells=plan.area_cells)
+
     def columns(self) -> list[str]:
         cols = ["offence_key", "occurred_from", "occurred_to", "precision", "dow", "hour", "public_place",
                 "domestic", "victim_age", "knife", "nte", f"h3_{self.resolution}"]
@@ -95,9 +106,31 @@ def _flag(s: pd.Series) -> pd.Series:
 
 
 def _mask(df: pd.DataFrame, spec: FilterSpec) -> np.ndarray:
-    """Exactly the SQL of harm_spots, with SQL NULL logic spelled out (coalesce -> fillna)."""
+    """Exactly the SQL of harm_spots (QueryPlan.base_sql), with SQL NULL logic spelled out (coalesce -> fillna)."""
+    return _scope(df, spec) & _selection(df, spec)
+
+
+def _scope(df: pd.DataFrame, spec: FilterSpec) -> np.ndarray:
+    """QueryPlan.scope_sql: period, days/hours, bbox, area - every record type."""
     m = np.array((df["occurred_from"] >= spec.start) & (df["occurred_to"] <= spec.end), dtype=bool)  # writable
-    m &= np.isin(df["offence_key"].to_numpy(), spec.keys)
+    dow = pd.to_numeric(df["dow"], errors="coerce")
+    hour = pd.to_numeric(df["hour"], errors="coerce")
+    if spec.dow:
+        m &= dow.isin(spec.dow).to_numpy(bool)
+    if spec.hours:
+        m &= hour.isin(spec.hours).to_numpy(bool)
+    if spec.bbox:
+        x0, y0, x1, y1 = spec.bbox
+        lon, lat = df["lon"].to_numpy(float), df["lat"].to_numpy(float)
+        m &= (lon >= x0) & (lon <= x1) & (lat >= y0) & (lat <= y1)
+    if spec.area_cells is not None:
+        m &= np.isin(df["h3_10"].to_numpy(np.uint64), spec.area_cells)
+    return m
+
+
+def _selection(df: pd.DataFrame, spec: FilterSpec) -> np.ndarray:
+    """QueryPlan.selection_sql: the selected offence keys and the preset's conditions."""
+    m = np.isin(df["offence_key"].to_numpy(), spec.keys)
     if spec.require_public_place:
         m &= _flag(df["public_place"]).fillna(True).to_numpy(bool)
     if spec.exclude_domestic:
@@ -115,16 +148,6 @@ def _mask(df: pd.DataFrame, spec: FilterSpec) -> np.ndarray:
         nte = _flag(df["nte"])
         window = hour.isna() | (dow.isin([4, 5]) & (hour >= 20)) | (dow.isin([5, 6]) & (hour < 6))
         m &= (nte.fillna(False) | (nte.isna() & window)).to_numpy(bool)
-    if spec.dow:
-        m &= dow.isin(spec.dow).to_numpy(bool)
-    if spec.hours:
-        m &= hour.isin(spec.hours).to_numpy(bool)
-    if spec.bbox:
-        x0, y0, x1, y1 = spec.bbox
-        lon, lat = df["lon"].to_numpy(float), df["lat"].to_numpy(float)
-        m &= (lon >= x0) & (lon <= x1) & (lat >= y0) & (lat <= y1)
-    if spec.area_cells is not None:
-        m &= np.isin(df["h3_10"].to_numpy(np.uint64), spec.area_cells)
     return m
 
 
@@ -192,68 +215,88 @@ def _read(parquet_dir: Path, dataset: str, columns: list[str], months: tuple[str
     return dd.read_parquet(str(root), columns=columns, filters=filters, dataset={"partitioning": "hive"})
 
 
+_FORECAST_META = pd.DataFrame({"cell": pd.Series(dtype="uint64"), "t": pd.Series(dtype="datetime64[ns]"),
+                               "harm": pd.Series(dtype="float64"), "records": pd.Series(dtype="int64")})
+
+
+def _partial_forecast(df: pd.DataFrame, spec: FilterSpec) -> pd.DataFrame:
+    """One partition -> per (cell, day) selected harm and count of ALL records in the scope (the forecast)."""
+    scope = _scope(df, spec)
+    sel = df.loc[scope]
+    if sel.empty:
+        return _FORECAST_META.copy()
+    chosen = _selection(df, spec)[scope]
+    days = np.zeros(len(sel))
+    if chosen.any():
+        days[chosen], _ = _weights(sel["offence_key"].to_numpy()[chosen], spec)
+    part = pd.DataFrame({"cell": sel[f"h3_{spec.resolution}"].to_numpy(np.uint64),
+                         "t": pd.to_datetime(sel["occurred_from"]).dt.floor("D").astype("datetime64[ns]").to_numpy(),
+                         "harm": days, "records": np.ones(len(sel), dtype=np.int64)})
+    return part.groupby(["cell", "t"], as_index=False, sort=False).sum()
+
+
 def dask_harm_spots(store: Store, parquet_dir: Path | str, q: HotspotQuery,
-                    default_weights: WeightsTable) -> HotspotResult:
-    """``harm_spots`` on Dask: same query, same result, offences read from partitioned Parquet.
+                    default_weights: WeightsTable, default_method: str = "observed") -> HotspotResult:
+    """``harm_spots`` on Dask: same query, same plan, same result, offences read from partitioned Parquet.
 
     Runs on the active ``distributed.Client`` if there is one, else Dask's local threaded scheduler."""
     import dask
 
     store.require_dataset(q.dataset)
     parquet_dir = Path(parquet_dir)
-    table = store.weights_table(q.weights) if q.weights else default_weights
+    # the dataset's span and whether it is month-only, measured on the cluster; the rest of the plan from the store
+    meta = _read(parquet_dir, q.dataset, ["occurred_from", "occurred_to", "precision"])
+    first, last, not_month = dask.compute(meta["occurred_from"].min(), meta["occurred_to"].max(),
+                                          ((meta["precision"] != "month") & ~meta["precision"].isna()).sum())
+    info = DatasetInfo(None if pd.isna(first) else pd.Timestamp(first).to_pydatetime(),
+                       None if pd.isna(last) else pd.Timestamp(last).to_pydatetime(), int(not_month) == 0,
+                       study_area_name(store, q.dataset))
+    plan = resolve_plan(store, q, default_weights, default_method=default_method, info=info)
+    return run_plan_dask(plan, parquet_dir)
 
-    # period: the dataset's last record end and whether it is month-only, computed on the cluster
-    meta = _read(parquet_dir, q.dataset, ["occurred_to", "precision"])
-    last, not_month = dask.compute(meta["occurred_to"].max(),
-                                   ((meta["precision"] != "month") & ~meta["precision"].isna()).sum())
-    start, end, rule = resolve_period(q, last, int(not_month) == 0)
 
-    preset, groups, cats = offence_selection(q)
-    keys = store.key_weights(table)
-    chosen = keys[select_keys(keys, groups, cats, q.include_asb)]
-    _, _, domain_layer, domain_label, domain_ids = area_filter(store, q)
-    area_cells = None
-    if q.area:
-        ph = ",".join("?" * len(domain_ids))
-        area_cells = store.query_df(f"SELECT DISTINCT h3_10 FROM area_cells WHERE layer = ? AND feature_id IN ({ph})",
-                                    [domain_layer, *domain_ids])["h3_10"].to_numpy(np.uint64)
-    rob = None
-    if preset is not None and preset.robbery_needs_weapon:
-        rob = chosen.loc[chosen["offence_group"].isin(list(ROBBERY_GROUPS)), "offence_key"].to_numpy(np.int64)
-    spec = FilterSpec(
-        start=pd.Timestamp(start), end=pd.Timestamp(end), keys=chosen["offence_key"].to_numpy(np.int64),
-        days=chosen["days"].to_numpy(float), exact=chosen["exact"].to_numpy(bool), resolution=q.resolution,
-        require_public_place=bool(preset and preset.require_public_place),
-        exclude_domestic=bool(preset and preset.exclude_domestic),
-        victim_age_range=tuple(int(v) for v in preset.victim_age_range) if preset and preset.victim_age_range else None,
-        robbery_keys=rob, nte=bool(preset and preset.nte), dow=tuple(q.days) if q.days else None,
-        hours=tuple(q.hours) if q.hours else None, bbox=q.bbox, area_cells=area_cells)
+def run_plan_dask(plan: QueryPlan, parquet_dir: Path | str) -> HotspotResult:
+    """The Dask executor of a resolved plan."""
+    import dask
 
+    q = plan.query
+    spec = FilterSpec.from_plan(plan)
     # months that can hold records in [start, end): prune partitions before any file is opened
-    last_month = (pd.Timestamp(end) - pd.Timedelta(microseconds=1)).strftime("%Y-%m")
-    ddf = _read(parquet_dir, q.dataset, spec.columns(), (pd.Timestamp(start).strftime("%Y-%m"), last_month))
+    last_month = (pd.Timestamp(plan.end) - pd.Timedelta(microseconds=1)).strftime("%Y-%m")
+    ddf = _read(Path(parquet_dir), q.dataset, spec.columns(), (pd.Timestamp(plan.start).strftime("%Y-%m"), last_month))
     cells = ddf.map_partitions(_partial_cells, spec, meta=_AGG_META)
     flags = ddf.map_partitions(_partial_flags, spec, meta=_FLAG_META)
-    agg, flag_frame = dask.compute(cells.groupby("cell").sum(split_out=1),
-                                   flags.groupby("precision", dropna=False).sum(split_out=1))
-    agg = rank_cells(agg.reset_index()[["cell", "harm", "count", "exact_harm"]], q.rank_by)
-    flag_frame = flag_frame.reset_index()
+    todo = [cells.groupby("cell").sum(split_out=1), flags.groupby("precision", dropna=False).sum(split_out=1)]
+    if plan.method == "forecast":
+        todo.append(ddf.map_partitions(_partial_forecast, spec, meta=_FORECAST_META)
+                    .groupby(["cell", "t"]).sum(split_out=1))
+    done = dask.compute(*todo)
+    agg = done[0].reset_index()[["cell", "harm", "count", "exact_harm"]]
+    fc = None
+    if plan.method == "forecast":
+        f = done[2].reset_index()
+        fc = forecast_part(plan, f["cell"].to_numpy(np.uint64), f["t"].to_numpy(), f["harm"].to_numpy(float),
+                           f["records"].to_numpy(float))
+        agg = rank_forecast(agg, fc[0])
+    else:
+        agg = rank_cells(agg, q.rank_by)
+    flag_frame = done[1].reset_index()
 
     top_n = len(agg) if q.top is None else min(q.top, len(agg))
     top = agg["cell"].to_numpy(np.uint64)[:top_n]
     by_key = ddf.map_partitions(_partial_labels, spec, top, meta=_LABEL_META).groupby(["cell", "offence_key"]).sum()
     by_key = by_key.compute().reset_index()
-    labels = _label(store, by_key)
-    return assemble_result(store, q, table, start, end, rule, preset, chosen, agg, flag_frame, labels,
-                           (domain_layer, domain_ids, domain_label))
+    labels = _label(plan, by_key)
+    return assemble_result(plan, agg, flag_frame, labels, fc[1] if fc is not None else None)
 
 
-def _label(store: Store, by_key: pd.DataFrame) -> pd.DataFrame:
+def _label(plan: QueryPlan, by_key: pd.DataFrame) -> pd.DataFrame:
     """(cell, offence key) sums -> (cell, offence label) sums; label = offence group, else police.uk category."""
     if by_key.empty:
         return pd.DataFrame({"cell": pd.Series(dtype="uint64"), "offence": pd.Series(dtype="object"),
                              "harm": pd.Series(dtype="float64"), "count": pd.Series(dtype="int64")})
-    keys = store.query_df("SELECT offence_key, coalesce(offence_group, category) AS offence FROM offence_keys")
+    keys = pd.DataFrame({"offence_key": plan.keys["offence_key"].to_numpy(np.int64),
+                         "offence": plan.keys["offence_group"].where(plan.keys["offence_group"].notna(),
+                                                                     plan.keys["category"]).to_numpy(object)})
     merged = by_key.merge(keys, on="offence_key", how="left")
     return merged.groupby(["cell", "offence"], as_index=False)[["harm", "count"]].sum()

@@ -24,7 +24,8 @@ from scipy import stats
 from geodata.cells import AREA_RESOLUTION, cell_centres, parents, to_hex
 from geodata.harm import WeightsTable
 from geodata.store import Store
-from hotspots.ranking.harmspots import offence_selection, harm_spots
+from hotspots.ranking.harmspots import harm_spots
+from hotspots.ranking.plan import offence_selection
 from hotspots.ranking.presets import select_keys
 from hotspots.ranking.query import HotspotQuery, period_end_exclusive, period_start
 from hotspots.patrol.tasking import assign_areas, cell_of_spot

@@ -21,8 +21,8 @@ from pydantic import BaseModel, Field
 from geodata.cells import AREA_RESOLUTION, parents
 from geodata.harm import WeightsTable
 from geodata.store import Store, StoreError, utc_now
-from hotspots.ranking.harmspots import HotspotResult, offence_selection, harm_spots
-from hotspots.ranking.presets import select_keys
+from hotspots.ranking.harmspots import HotspotResult, run_plan
+from hotspots.ranking.plan import QueryPlan, resolve_plan
 from hotspots.ranking.query import HotspotQuery
 
 SPOT_PREFIX = "HS-"
@@ -173,7 +173,8 @@ def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: Tas
                today: date | None = None) -> TaskingPack:
     """Compute a tasking pack (not saved; see :func:`save_pack`)."""
     ensure_schema(store)
-    res = harm_spots(store, q.model_copy(update={"top": None}), weights)
+    plan = resolve_plan(store, q.model_copy(update={"top": None}), weights)
+    res = run_plan(store, plan)
     caveats: list[str] = []
     cells = res.cells[res.cells["harm"] > 0].copy()
     # parallel float sums differ in the last bits between runs: round so equal-harm ties break by cell id
@@ -219,7 +220,7 @@ def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: Tas
     chosen["minutes_planned"] = per_spot
 
     chosen["streets"] = _streets(store, q, res, chosen["cell"].to_numpy(np.uint64))
-    peak_days, peak_hours, peak_note = _peaks(store, q, res, weights, chosen["cell"].to_numpy(np.uint64))
+    peak_days, peak_hours, peak_note = _peaks(store, plan, res, chosen["cell"].to_numpy(np.uint64))
     chosen["peak_days"], chosen["peak_hours"] = peak_days, peak_hours
 
     prev_id, prev = _previous_pack(store, q.dataset, params.area_layer)
@@ -274,18 +275,15 @@ def _streets(store: Store, q: HotspotQuery, res: HotspotResult, cells: np.ndarra
     return joined.reindex(pd.Index(cells, dtype="uint64")).fillna("").tolist()
 
 
-def _peaks(store: Store, q: HotspotQuery, res: HotspotResult, weights: WeightsTable,
-           cells: np.ndarray) -> tuple[list, list, str | None]:
+def _peaks(store: Store, plan: QueryPlan, res: HotspotResult, cells: np.ndarray) -> tuple[list, list, str | None]:
     """Peak days (top two by harm) and the PEAK_HOURS_WIDTH-hour window with most harm, where times exist."""
     precisions = set(res.time_precision)
     if not len(cells):
         return [], [], None
     if precisions <= {"month"}:
         return [MONTH_ONLY_PEAK] * len(cells), [MONTH_ONLY_PEAK] * len(cells), MONTH_ONLY_PEAK
-    table = store.weights_table(q.weights) if q.weights else weights
-    _, groups, cats = offence_selection(q)
-    keys = store.key_weights(table)
-    chosen = keys[select_keys(keys, groups, cats, q.include_asb)][["offence_key", "days"]]
+    q = plan.query
+    chosen = plan.keys[["offence_key", "days"]]
     start, end = _window(res)
     cur = store.cursor()
     try:

@@ -1,7 +1,13 @@
 """Harm spots: filter offences, weigh them by harm, aggregate to H3 cells, rank, and measure concentration.
 
-A query is a filter plus a group-by in the store (DuckDB) and a little numpy over the few thousand cells
-that carry harm.  Nothing here knows about HTTP.
+A query is resolved once into a :class:`~hotspots.ranking.plan.QueryPlan`; running it is one scan in the store
+(DuckDB: a filter plus a group-by) and a little numpy over the few thousand cells that carry harm. Two rankings:
+
+* ``method=observed`` - cells by harm (or count) in the period, as recorded;
+* ``method=forecast`` - cells by expected harm in the period after the look-back (``hotspots.ranking.forecast``):
+  the same scan over the scope, grouped by day as well, counting every record beside the selected offences.
+
+Nothing here knows about HTTP.
 """
 from __future__ import annotations
 
@@ -11,11 +17,14 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from geodata.cells import AREA_RESOLUTION, cell_area_km2, cell_centres, to_hex
+from geodata.cells import cell_area_km2, cell_centres, to_hex
 from geodata.harm import WeightsTable
-from geodata.store import DATASET_LAYER, Store, StoreError
-from hotspots.ranking.presets import PRESETS, Preset, resolve_offences, select_keys
-from hotspots.ranking.query import HotspotQuery, default_period, period_end_exclusive, period_start
+from geodata.store import Store
+from hotspots.ranking.forecast import (DEFAULT_PARAMS, FORECAST_COLUMNS, FORECAST_FIELDS, exposure_months,
+                                       forecast_cells, horizon, record_age_months, skill)
+from hotspots.ranking.plan import QueryPlan, resolve_plan
+from hotspots.ranking.presets import Preset
+from hotspots.ranking.query import HotspotQuery
 
 CONCENTRATION_SHARES = (0.01, 0.02, 0.05)
 TOP_OFFENCES = 3
@@ -40,6 +49,8 @@ class HotspotResult:
     not_applied: list[str] = field(default_factory=list)
     caveats: list[str] = field(default_factory=list)
     preset: dict | None = None
+    method: str = "observed"
+    forecast: dict | None = None  # the forecast block (method=forecast): model, parameters, skill, caveats
 
     @property
     def top_cells(self) -> pd.DataFrame:
@@ -55,7 +66,8 @@ class HotspotResult:
             "preset": q.preset if not q.offences else None,
             "offences": q.offences,
             "resolution": q.resolution,
-            "rank_by": q.rank_by,
+            "method": self.method,
+            "rank_by": "forecast_harm" if self.method == "forecast" else q.rank_by,
             "top": q.top,
             "weights_table": self.weights_table,
             "weights_exact": self.weights_exact,
@@ -69,175 +81,99 @@ class HotspotResult:
             "cells_in_area": self.domain_cells,
             "area_rule": self.domain_rule,
             "concentration": self.concentration,
+            **({"forecast": self.forecast} if self.forecast is not None else {}),
         }
 
 
-def _resolve_period(store: Store, q: HotspotQuery) -> tuple[datetime, datetime, str]:
-    last, month_only = store.cached(("period_info", q.dataset), lambda: _period_info(store, q.dataset))
-    return resolve_period(q, last, month_only)
-
-
-def _period_info(store: Store, dataset: str) -> tuple:
-    info = store.query_df("""SELECT max(occurred_to) AS last, min(occurred_from) AS first,
-                             bool_and(precision = 'month') AS month_only FROM offences WHERE dataset = ?""", [dataset])
-    return info["last"].iloc[0], bool(info["month_only"].iloc[0])
-
-
-def resolve_period(q: HotspotQuery, last, month_only: bool) -> tuple[datetime, datetime, str]:
-    """The query's period from the dataset's last record end and whether it is month-only (any executor)."""
-    if last is None or pd.isna(last):
-        raise StoreError(f"dataset '{q.dataset}' has no offences")
-    d_start, d_end, rule = default_period(pd.Timestamp(last).to_pydatetime(), "month" if month_only else "day")
-    start = period_start(q.date_from) if q.date_from else (d_start if not q.date_to else None)
-    end = period_end_exclusive(q.date_to) if q.date_to else d_end
-    if start is None:  # only 'to' given: the same length of window as the default, ending there
-        start = end - (d_end - d_start)
-    if q.date_from or q.date_to:
-        rule = "as requested"
-    return start, end, rule
-
-
-def offence_selection(q: HotspotQuery) -> tuple[Preset | None, frozenset[str], frozenset[str]]:
-    if q.offences:
-        groups, cats = resolve_offences(q.offences)
-        return None, groups, cats
-    preset = PRESETS[q.preset or "all-crime"]
-    return preset, preset.groups, preset.categories_if_category_only
-
-
-def area_filter(store: Store, q: HotspotQuery) -> tuple[str, list, str, str, list]:
-    """SQL fragment + params selecting offences in the area, and the domain (cells in the area)."""
-    if q.area:
-        layer, ids, label = store.resolve_area(q.area)
-        placeholders = ",".join("?" * len(ids))
-        frag = f" AND o.h3_10 IN (SELECT h3_10 FROM area_cells WHERE layer = ? AND feature_id IN ({placeholders}))"
-        return frag, [layer, *ids], layer, f"area {label}", ids
-    return "", [], DATASET_LAYER, "", [q.dataset]
-
-
-def _h3_parent_sql(col: str, res: int) -> str:
-    """H3 parent in SQL bit arithmetic: set the resolution field (bits 52-55) and blank finer digits to 7."""
-    return f"(({col} & ~(15::UBIGINT << 52)) | ({res}::UBIGINT << 52) | ((1::UBIGINT << {3 * (15 - res)}) - 1))"
-
-
-def _domain_cells(store: Store, layer: str, ids: list, q: HotspotQuery) -> int:
-    """Number of cells at the query resolution in the area (counted in the store, no rows fetched)."""
-    placeholders = ",".join("?" * len(ids))
-    res = min(q.resolution, AREA_RESOLUTION)
-    expr = "h3_10" if res == AREA_RESOLUTION else _h3_parent_sql("h3_10", res)
-    sql = f"SELECT count(DISTINCT {expr}) FROM area_cells WHERE layer = ? AND feature_id IN ({placeholders})"
-    params: list = [layer, *ids]
-    if q.bbox:
-        sql += " AND lon BETWEEN ? AND ? AND lat BETWEEN ? AND ?"
-        params += [q.bbox[0], q.bbox[2], q.bbox[1], q.bbox[3]]
-    n = int(store.cached(("domain_cells", sql, tuple(params)), lambda: store.scalar(sql, params)) or 0)
-    return n * 7 ** (q.resolution - AREA_RESOLUTION) if q.resolution > AREA_RESOLUTION else n
-
-
-@dataclass
-class OffenceFilter:
-    """The WHERE clause of a query (period, offence selection, preset conditions, time window, bbox, area) and
-    what it was built from; shared by :func:`harm_spots` and :func:`offence_rows`. Register ``chosen`` as ``kw``
-    on the cursor before running :attr:`base`."""
-
-    table: WeightsTable
-    start: datetime
-    end: datetime
-    rule: str
-    preset: Preset | None
-    chosen: pd.DataFrame
-    base: str  # "FROM offences o JOIN kw ... WHERE ..."
-    params: list
-    domain: tuple[str, list, str]  # (area_cells layer, feature ids, label)
-
-
-def offence_filter(store: Store, q: HotspotQuery, default_weights: WeightsTable,
-                   period: tuple[datetime, datetime, str] | None = None) -> OffenceFilter:
-    """Build the filter of ``q``; ``period`` overrides the query's own (resolve_period) window."""
-    store.require_dataset(q.dataset)
-    table = store.weights_table(q.weights) if q.weights else default_weights
-    start, end, rule = period or _resolve_period(store, q)
-    preset, groups, cats = offence_selection(q)
-    keys = store.key_weights(table)
-    chosen = keys[select_keys(keys, groups, cats, q.include_asb)]
-
-    where = ["o.dataset = ?", "o.occurred_from >= ?", "o.occurred_to <= ?"]
-    params: list = [q.dataset, start, end]
-    if preset is not None:
-        if preset.require_public_place:
-            where.append("coalesce(o.public_place, TRUE)")
-        if preset.exclude_domestic:
-            where.append("NOT coalesce(o.domestic, FALSE)")
-        if preset.victim_age_range:
-            lo, hi = preset.victim_age_range
-            where.append(f"(o.victim_age IS NULL OR o.victim_age BETWEEN {int(lo)} AND {int(hi)})")
-        if preset.robbery_needs_weapon:
-            rob = chosen.loc[chosen["offence_group"].isin(["robbery", "robbery_personal", "robbery_business"]), "offence_key"]
-            if len(rob):
-                where.append(f"(o.offence_key NOT IN ({','.join(str(int(k)) for k in rob)}) OR coalesce(o.knife, FALSE))")
-        if preset.nte:
-            where.append("(o.nte OR (o.nte IS NULL AND (o.hour IS NULL OR (o.dow IN (4, 5) AND o.hour >= 20) "
-                         "OR (o.dow IN (5, 6) AND o.hour < 6))))")
-    if q.days:
-        where.append(f"o.dow IN ({','.join(str(int(d)) for d in q.days)})")
-    if q.hours:
-        where.append(f"o.hour IN ({','.join(str(int(h)) for h in q.hours)})")
-    if q.bbox:
-        where.append("o.lon BETWEEN ? AND ? AND o.lat BETWEEN ? AND ?")
-        params += [q.bbox[0], q.bbox[2], q.bbox[1], q.bbox[3]]
-    area_sql, area_params, domain_layer, domain_label, domain_ids = area_filter(store, q)
-    params += area_params
-    base = f"FROM offences o JOIN kw ON kw.offence_key = o.offence_key WHERE {' AND '.join(where)}{area_sql}"
-    return OffenceFilter(table, start, end, rule, preset, chosen, base, params,
-                         (domain_layer, domain_ids, domain_label))
-
-
 def offence_rows(store: Store, q: HotspotQuery, default_weights: WeightsTable,
-                 period: tuple[datetime, datetime, str] | None = None) -> tuple[pd.DataFrame, OffenceFilter]:
+                 period: tuple[datetime, datetime, str] | None = None) -> tuple[pd.DataFrame, QueryPlan]:
     """One row per selected offence: cell (uint64, at ``q.resolution``), h3_10, occurred_from, precision,
-    harm (days under the weights table), x, y (BNG metres) - the input of the space-time statistics engines."""
-    f = offence_filter(store, q, default_weights, period)
+    harm (days under the weights table), x, y (BNG metres) - the input of the space-time statistics engines.
+    ``period`` overrides the query's own window. Returns the rows and the plan they were selected by."""
+    plan = resolve_plan(store, q, default_weights, period)
+    return plan_rows(store, plan), plan
+
+
+def plan_rows(store: Store, plan: QueryPlan, all_records: bool = False) -> pd.DataFrame:
+    """The rows of :func:`offence_rows` for a resolved plan (one scan). ``all_records``: every record in the
+    plan's scope (any offence type, ASB included) with a boolean ``selected`` column and harm 0 where not
+    selected - the forecast's all-record part."""
+    base, params = plan.base_sql()
+    cols = f"o.h3_{plan.resolution} AS cell, o.h3_10, o.occurred_from, o.precision"
+    if all_records:
+        scope, params = plan.scope_sql()
+        sel = plan.selection_sql()
+        sql = (f"SELECT {cols}, CASE WHEN {sel} THEN kw.days ELSE 0.0 END AS harm, o.x, o.y, ({sel}) AS selected "
+               f"FROM offences o LEFT JOIN kw ON kw.offence_key = o.offence_key WHERE {scope}")
+    else:
+        sql = f"SELECT {cols}, kw.days AS harm, o.x, o.y {base}"
     cur = store.cursor()
     try:
-        cur.register("kw", f.chosen[["offence_key", "days", "exact"]])
-        rows = cur.execute(f"""SELECT o.h3_{q.resolution} AS cell, o.h3_10, o.occurred_from, o.precision,
-                                      kw.days AS harm, o.x, o.y {f.base}""", f.params).df()
+        plan.register(cur)
+        rows = cur.execute(sql, params).df()
     finally:
         cur.close()
     rows["cell"] = rows["cell"].to_numpy(dtype=np.uint64)
     rows["h3_10"] = rows["h3_10"].to_numpy(dtype=np.uint64)
-    return rows, f
+    if all_records:
+        rows["selected"] = rows["selected"].fillna(False).astype(bool)
+    return rows
 
 
-def harm_spots(store: Store, q: HotspotQuery, default_weights: WeightsTable) -> HotspotResult:
-    """Run a harm-spot query against the store."""
-    f = offence_filter(store, q, default_weights)
-    table, start, end, rule, preset, chosen, base, params = (f.table, f.start, f.end, f.rule, f.preset, f.chosen,
-                                                             f.base, f.params)
-    domain_layer, domain_ids, domain_label = f.domain
+def harm_spots(store: Store, q: HotspotQuery, default_weights: WeightsTable,
+               default_method: str = "observed") -> HotspotResult:
+    """Run a harm-spot query against the store: resolve its plan, then one scan (:func:`run_plan`).
+    ``default_method`` is the door's default when ``q.method`` is null (tasking passes 'forecast')."""
+    return run_plan(store, resolve_plan(store, q, default_weights, default_method=default_method))
+
+
+def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
+    """The embedded executor: one DuckDB scan of the plan, then numpy over the cells."""
+    q = plan.query
     res = q.resolution
+    present = _present_counts(plan.preset)
+    forecast = plan.method == "forecast"
     cur = store.cursor()
     try:
-        cur.register("kw", chosen[["offence_key", "days", "exact"]])
+        plan.register(cur)
         # one scan: per cell, precision and offence key: harm, count, and how many records carry each field a
-        # preset condition needs (only the preset's own conditions: the others are never reported)
-        present = _present_counts(preset)
-        per = cur.execute(f"""SELECT o.h3_{res} AS cell, o.precision, o.offence_key, sum(kw.days) AS harm,
-                                     count(*) AS count{"".join(f", count({e}) AS {c}" for c, e in present)}
-                              {base} GROUP BY 1, 2, 3""", params).fetchnumpy()
+        # preset condition needs (only the preset's own conditions: the others are never reported). The
+        # forecast scans the scope (every record type) once, by day, counting the selection beside all records.
+        if forecast:
+            scope, params = plan.scope_sql()
+            sel = plan.selection_sql()
+            sql = f"""SELECT o.h3_{res} AS cell, o.precision, o.offence_key, date_trunc('day', o.occurred_from) AS t,
+                             coalesce(sum(kw.days) FILTER (WHERE {sel}), 0) AS harm,
+                             count(*) FILTER (WHERE {sel}) AS count, count(*) AS records
+                             {"".join(f", count({e}) FILTER (WHERE {sel}) AS {c}" for c, e in present)}
+                      FROM offences o LEFT JOIN kw ON kw.offence_key = o.offence_key WHERE {scope}
+                      GROUP BY 1, 2, 3, 4"""
+        else:
+            base, params = plan.base_sql()
+            sql = f"""SELECT o.h3_{res} AS cell, o.precision, o.offence_key, sum(kw.days) AS harm,
+                             count(*) AS count{"".join(f", count({e}) AS {c}" for c, e in present)}
+                      {base} GROUP BY 1, 2, 3"""
+        per = cur.execute(sql, params).fetchnumpy()
     finally:
         cur.close()
     # plain numpy columns (fetchnumpy masks a column only where it holds NULLs); no per-row Python below
     per = {k: (np.ma.filled(v, None) if v.dtype == object else np.ma.getdata(v)) if np.ma.isMaskedArray(v) else v
            for k, v in per.items()}
+    fc = None
+    if forecast:
+        fc = forecast_part(plan, per["cell"], per["t"], per["harm"], per["records"])
+        keep = per["count"] > 0
+        per = {k: v[keep] for k, v in per.items() if k not in ("t", "records")}
     for c in _FLAG_COLUMNS:
         per[c] = per["count"] - per.pop(c) if c in per else np.zeros(len(per["count"]), dtype=np.int64)
     # a group holds one offence key, so its exact harm is all of its harm or none of it
+    chosen = plan.keys
     exact_keys = chosen.loc[chosen["exact"].to_numpy(dtype=bool), "offence_key"].to_numpy()
     per["exact_harm"] = np.where(np.isin(per["offence_key"], exact_keys), per["harm"], 0.0)
     cell, harm, count = per["cell"], per["harm"], per["count"]
-    agg = rank_cells(pd.DataFrame({"cell": cell, "harm": harm, "count": count, "exact_harm": per["exact_harm"]})
-                     .groupby("cell", as_index=False, sort=False).sum(), q.rank_by)
+    agg = (pd.DataFrame({"cell": cell.astype(np.uint64), "harm": harm.astype(float), "count": count,
+                         "exact_harm": per["exact_harm"]}).groupby("cell", as_index=False, sort=False).sum())
+    agg = rank_forecast(agg, fc[0]) if fc is not None else rank_cells(agg, q.rank_by)
     flags = _flags_by_precision(per)
     top_n = len(agg) if q.top is None else min(q.top, len(agg))
     in_top = np.isin(cell, agg["cell"].to_numpy()[:top_n])
@@ -248,8 +184,58 @@ def harm_spots(store: Store, q: HotspotQuery, default_weights: WeightsTable) -> 
                             "offence": [label_of.get(k) for k in per["offence_key"][in_top].tolist()],
                             "harm": harm[in_top], "count": count[in_top]})
               .groupby(["cell", "offence"], as_index=False)[["harm", "count"]].sum())
-    return assemble_result(store, q, table, start, end, rule, preset, chosen, agg, flags, labels,
-                           (domain_layer, domain_ids, domain_label))
+    return assemble_result(plan, agg, flags, labels, fc[1] if fc is not None else None)
+
+
+def forecast_part(plan: QueryPlan, cells: np.ndarray, times: np.ndarray, harm: np.ndarray,
+                  records: np.ndarray) -> tuple[pd.DataFrame, dict]:
+    """The forecast columns per cell (every cell with any record in the scope) and the response's ``forecast``
+    block, from rows grouped by cell and time; shared by every executor."""
+    params = DEFAULT_PARAMS
+    month_only = plan.dataset.month_only
+    exposure = exposure_months(plan.start, plan.end, month_only, params.half_life_months)
+    h_from, h_to, h_months = horizon(plan.end, month_only)
+    frame, per_record = forecast_cells(cells, record_age_months(times, plan.end), harm, records, exposure,
+                                       h_months, params)
+    block = {
+        "method": "forecast",
+        "forecast_period": {"from": h_from.date().isoformat(),
+                            "to": (pd.Timestamp(h_to) - pd.Timedelta(days=1)).date().isoformat()},
+        "look_back": {"from": pd.Timestamp(plan.start).date().isoformat(),
+                      "to": (pd.Timestamp(plan.end) - pd.Timedelta(days=1)).date().isoformat(), "rule": plan.rule},
+        "model": FORECAST_MODEL,
+        "parameters": {**params.describe(), "exposure_months": round(exposure, 4),
+                       "horizon_months": round(h_months, 4), "harm_per_record": round(per_record, 4)},
+        "fields": FORECAST_FIELDS,
+        "backtest_skill": skill(plan.resolution),
+        "caveats": FORECAST_CAVEATS,
+    }
+    return frame, block
+
+
+FORECAST_MODEL = ("expected harm next period = (1 - records_weight) x the cell's own harm rate + records_weight x "
+                  "its rate of ALL records (every crime type and ASB) x the study area's harm per record; both rates "
+                  "are exponentially decayed means over the look-back (weight 0.5 ** (age / half_life_months)), "
+                  "scaled to the forecast period. Only records up to the end of the look-back are used.")
+FORECAST_CAVEATS = [
+    "a forecast of where harm will be recorded, from where it was recorded: it assumes next period resembles the "
+    "decayed past (no seasonality, events or operations are modelled)",
+    "police.uk locations are snapped to anonymous map points: the forecast ranks those points' cells",
+    "cells with records of any type but no selected offence get a forecast from their record volume alone",
+]
+
+
+def rank_forecast(agg: pd.DataFrame, fc: pd.DataFrame) -> pd.DataFrame:
+    """Observed per-cell sums joined to the forecast (every cell with any record), ordered by forecast harm
+    (6 decimals, as rank_cells), then harm, count and cell id."""
+    out = fc.merge(agg, on="cell", how="left")
+    out[["harm", "exact_harm"]] = out[["harm", "exact_harm"]].fillna(0.0)
+    out["count"] = out["count"].fillna(0).astype(np.int64)
+    out = out[["cell", "harm", "count", "exact_harm", *FORECAST_COLUMNS]]
+    keys = (-np.round(out["count"].to_numpy(float), 0), -np.round(out["harm"].to_numpy(float), 6),
+            -np.round(out["forecast_harm"].to_numpy(float), 6))
+    order = np.lexsort((out["cell"].to_numpy(), *keys))
+    return out.take(order).reset_index(drop=True)
 
 
 def rank_cells(agg: pd.DataFrame, rank_by: str) -> pd.DataFrame:
@@ -286,12 +272,13 @@ def _flags_by_precision(per: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def assemble_result(store: Store, q: HotspotQuery, table: WeightsTable, start: datetime, end: datetime, rule: str,
-                    preset: Preset | None, chosen: pd.DataFrame, agg: pd.DataFrame, flags: pd.DataFrame,
-                    labels: pd.DataFrame, domain: tuple[str, list, str]) -> HotspotResult:
-    """Turn per-cell aggregates (ranked by :func:`rank_cells`) into a :class:`HotspotResult`; shared by every
-    executor (the embedded DuckDB one above and hotspots.executors.dask_backend), so the statistics exist once."""
-    domain_layer, domain_ids, domain_label = domain
+def assemble_result(plan: QueryPlan, agg: pd.DataFrame, flags: pd.DataFrame, labels: pd.DataFrame,
+                    forecast: dict | None = None) -> HotspotResult:
+    """Turn per-cell aggregates (ranked by :func:`rank_cells` or :func:`rank_forecast`) into a
+    :class:`HotspotResult`; shared by every executor (the embedded DuckDB one above and
+    hotspots.executors.dask_backend), so the statistics exist once. Reads nothing from the store."""
+    q, table, preset, chosen = plan.query, plan.table, plan.preset, plan.keys
+    start, end, rule = plan.start, plan.end, plan.rule
     top_n = len(agg) if q.top is None else min(q.top, len(agg))
     not_applied: list[str] = []
     caveats: list[str] = []
@@ -312,11 +299,7 @@ def assemble_result(store: Store, q: HotspotQuery, table: WeightsTable, start: d
     cells = pd.DataFrame(columns, index=agg.index)
     cells["top_offences"] = _top_offences(labels, cell_ids, top_n)
 
-    domain = _domain_cells(store, domain_layer, domain_ids, q)
-    domain_rule = domain_label or store.cached(("dataset_area_name", q.dataset), lambda: store.scalar(
-        "SELECT name FROM areas WHERE layer = ? AND feature_id = ?", [DATASET_LAYER, q.dataset])) or "cells with offences"
-    if q.bbox:
-        domain_rule += " within the bbox"
+    domain, domain_rule = plan.domain_cells, plan.domain_rule
     concentration = concentration_curve(cells["harm"].to_numpy(float), domain)
 
     precisions = sorted(flags["precision"].dropna().unique().tolist()) if len(flags) else []
@@ -343,14 +326,15 @@ def assemble_result(store: Store, q: HotspotQuery, table: WeightsTable, start: d
         caveats.append(f"harm weights are approximate for {100 * (1 - exact_share):.1f}% of harm (weighted by "
                        f"offence group or police.uk category, not by Home Office code); method: {table.category_method}")
     if not q.include_asb:
-        caveats.append("anti-social behaviour is excluded (it has no CCHI value)")
+        caveats.append("anti-social behaviour is excluded (it has no CCHI value)"
+                       + (" from harm and counts; the forecast's all-record part counts it" if forecast else ""))
     return HotspotResult(
         query=q, period_from=start, period_to_exclusive=end, period_rule=rule, cells=cells,
         total_harm=total_harm, total_count=total_count, domain_cells=domain, domain_rule=domain_rule,
         concentration=concentration, weights_table=table.name,
         weights_exact="exact" if exact_share >= 0.9999 else ("approximate" if exact_share == 0 else "mixed"),
         exact_share=exact_share, time_precision=precisions, not_applied=not_applied, caveats=caveats,
-        preset=preset.to_dict() if preset else None,
+        preset=preset.to_dict() if preset else None, method=plan.method, forecast=forecast,
     )
 
 

@@ -10,6 +10,7 @@ from hotspots.ranking.presets import PRESETS
 
 PERIOD_PATTERN = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")
 MAX_TOP = 100_000
+METHODS = ("observed", "forecast")  # see HotspotQuery.method
 
 
 def period_start(text: str) -> datetime:
@@ -48,6 +49,11 @@ class HotspotQuery(BaseModel):
     top: int | None = Field(50, ge=1, le=MAX_TOP, description="Return the N highest-harm cells (all when null).")
     include_asb: bool = Field(False, description="Count anti-social behaviour (it carries no harm).")
     rank_by: str = Field("harm", description="Order cells by 'harm' (CCHI days) or 'count'.")
+    method: str | None = Field(None, description="'observed': cells ranked by what happened in the period "
+                               "(from/to). 'forecast': cells ranked by expected harm in the period after 'to', "
+                               "from records up to 'to' only ('from' starts the look-back; default all history); "
+                               "see docs/hotspots.md#forecast. Default (null): each door's own default - "
+                               "observed for /hotspots and the OGC collection, forecast for tasking.")
 
     model_config = {"populate_by_name": True}
 
@@ -107,6 +113,17 @@ class HotspotQuery(BaseModel):
         if v not in ("harm", "count"):
             raise ValueError("rank_by is 'harm' or 'count'")
         return v
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str | None) -> str | None:
+        if v is not None and v not in METHODS:
+            raise ValueError(f"method is one of {list(METHODS)}")
+        return v
+
+    def with_method(self, default: str) -> "HotspotQuery":
+        """This query with ``method`` filled in by a door's default when the caller left it null."""
+        return self if self.method is not None else self.model_copy(update={"method": default})
 
     @model_validator(mode="after")
     def _order(self) -> "HotspotQuery":

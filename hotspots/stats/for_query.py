@@ -27,7 +27,8 @@ from geodata.store import DATASET_LAYER, Store, StoreError
 from hotspots.stats.backtest import BacktestConfig, BacktestResult, run_backtest
 from hotspots.stats.emerging import EmergingResult, emerging_hotspots
 from hotspots.stats.gistar import Domain, GiStarResult, gistar, neighbour_matrix
-from hotspots.ranking.harmspots import HotspotResult, OffenceFilter, offence_rows
+from hotspots.ranking.harmspots import HotspotResult, offence_rows
+from hotspots.ranking.plan import QueryPlan, dataset_info
 from hotspots.ranking.query import HotspotQuery, period_end_exclusive, period_start
 from hotspots.stats.spikes import SpikeResult, window_start, find_spikes
 from hotspots.stats.timeslices import coarsest_precision, parse_slice
@@ -100,19 +101,17 @@ def _weights_for(q: HotspotQuery, domain: Domain, k: int):
     return w
 
 
-def _all_data_period(store: Store, q: HotspotQuery) -> tuple[datetime, datetime, str]:
+def all_data_period(store: Store, q: HotspotQuery) -> tuple[datetime, datetime, str]:
     """The space-time engines default to every record of the dataset (the query's from/to when given)."""
-    span = store.query_df("SELECT min(occurred_from) AS a, max(occurred_to) AS b FROM offences WHERE dataset = ?",
-                          [q.dataset])
-    a, b = span["a"].iloc[0], span["b"].iloc[0]
-    if pd.isna(a):
+    info = dataset_info(store, q.dataset)
+    if info.first is None:
         raise StoreError(f"dataset '{q.dataset}' has no offences")
-    start = period_start(q.date_from) if q.date_from else pd.Timestamp(a).to_pydatetime()
-    end = period_end_exclusive(q.date_to) if q.date_to else pd.Timestamp(b).to_pydatetime()
+    start = period_start(q.date_from) if q.date_from else info.first
+    end = period_end_exclusive(q.date_to) if q.date_to else info.last
     return start, end, "as requested" if (q.date_from or q.date_to) else "all records of the dataset"
 
 
-def _period_meta(f: OffenceFilter) -> dict:
+def _period_meta(f: QueryPlan) -> dict:
     return {"from": f.start.date().isoformat(), "to": (f.end - pd.Timedelta(days=1)).date().isoformat(),
             "period_rule": f.rule, "weights_table": f.table.name}
 
@@ -158,7 +157,7 @@ def add_gistar(result: HotspotResult, gi: GiStarResult, value: str) -> tuple[Hot
 
 def emerging_for_query(store: Store, q: HotspotQuery, default_weights: WeightsTable, *, slice_: str | None = None,
                        value: str = "count", transform: str | None = None, k: int = 1) -> tuple[EmergingResult, dict]:
-    rows, f = offence_rows(store, q, default_weights, _all_data_period(store, q))
+    rows, f = offence_rows(store, q, default_weights, all_data_period(store, q))
     if rows.empty:
         raise StoreError("no offences match the query")
     domain = study_domain(store, q, f.domain)
@@ -189,7 +188,7 @@ def spikes_for_query(store: Store, q: HotspotQuery, default_weights: WeightsTabl
 
     The baseline is cut to the data actually held: a 12-month baseline on 3 months of data would otherwise
     expect a quarter of the true rate and flag everything."""
-    rows, f = offence_rows(store, q, default_weights, _all_data_period(store, q))
+    rows, f = offence_rows(store, q, default_weights, all_data_period(store, q))
     if rows.empty:
         raise StoreError("no offences match the query")
     notes: list[str] = []
@@ -257,7 +256,7 @@ def backtest_for_query(store: Store, q: HotspotQuery, default_weights: WeightsTa
                        config: BacktestConfig | None = None,
                        progress: Callable[[int, int, str], None] | None = None) -> Evaluation:
     """Rolling-origin backtest of the query's offence selection over every record of the dataset (or from/to)."""
-    rows, f = offence_rows(store, q, default_weights, _all_data_period(store, q))
+    rows, f = offence_rows(store, q, default_weights, all_data_period(store, q))
     if rows.empty:
         raise StoreError("no offences match the query")
     domain = study_domain(store, q, f.domain)
