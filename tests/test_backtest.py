@@ -44,7 +44,7 @@ def test_monthly_backtest_finds_stable_hot_cells(domain, tmp_path):
     assert calls and calls[-1][0] == calls[-1][1] == 4
     s = res.summary.set_index(["method", "coverage"])
     assert set(s.index.get_level_values(0)) == {"harm_spots", "prior_counts", "prior_period_harm", "gistar", "kde",
-                                               "prospective"}
+                                               "prospective", "forecast"}
     # the hot cells are 2 % of the area: at 2 % coverage counts-based selection is near perfect
     assert s.loc[("prior_counts", 0.02), "pei"] > 0.95
     assert s.loc[("harm_spots", 0.02), "pai"] > 20

@@ -91,9 +91,9 @@ def exposure_months(start: datetime, end: datetime, month_only: bool, half_life_
 def horizon(end: datetime, month_only: bool) -> tuple[datetime, datetime, float]:
     """The forecast period after ``end``: (start, exclusive end, its length in months)."""
     end = pd.Timestamp(end)
-    if month_only:
+    if month_only:  # one month, as each month of the look-back counts one month of exposure
         nxt = end + pd.DateOffset(months=1)
-        return end.to_pydatetime(), nxt.to_pydatetime(), (nxt - end).days / DAYS_PER_MONTH
+        return end.to_pydatetime(), nxt.to_pydatetime(), 1.0
     nxt = end + pd.Timedelta(days=DATED_HORIZON_DAYS)
     return end.to_pydatetime(), nxt.to_pydatetime(), DATED_HORIZON_DAYS / DAYS_PER_MONTH
 

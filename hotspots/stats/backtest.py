@@ -23,14 +23,21 @@ Methods (all from the training window; KDE and prospective need BNG x/y per even
 * ``prospective``       Bowers, Johnson & Pease (2004): sum over offences within 400 m and the last 8 weeks
                         (2 months for month-only data) of 1/(1+d) x 1/(1+t), d in whole 25 m half-widths of
                         their 50 m grid, t in whole weeks (whole months for month-only data) before the origin
+* ``forecast``          the service's forecast (``hotspots.ranking.forecast``): decayed harm over ALL slices
+                        before the origin (not only the training window) shrunk towards the decayed count of all
+                        records (``context``: every crime type and ASB; the events themselves when not given)
+
+Baselines use the ``train_slices`` slices before each origin (``expanding=True``: every slice before it, as the
+forecast does); origins start after ``train_slices`` slices either way.
 
 Bootstrap intervals resample origins with replacement (percentile 95 % intervals): they express variation over
-time, and origins are autocorrelated, so read them as optimistic.
+time, and origins are autocorrelated, so read them as optimistic. With fewer than ``MIN_RELIABLE_ORIGINS`` origins
+they are flagged unreliable (``interval_reliable`` false): a percentile interval over 2-4 values is no interval.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -38,12 +45,16 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from hotspots.ranking.forecast import DAYS_PER_MONTH, DEFAULT_PARAMS, ForecastParams, blend, decay
 from hotspots.stats.gistar import Domain, gistar_z, neighbour_matrix
 from hotspots.stats.timeslices import Slices, cube, make_slices
 
 Progress = Callable[[int, int, str], None]
 
-METHODS = ("harm_spots", "prior_counts", "prior_period_harm", "gistar", "kde", "prospective")
+METHODS = ("harm_spots", "prior_counts", "prior_period_harm", "gistar", "kde", "prospective", "forecast")
+BASELINES = tuple(m for m in METHODS if m != "forecast")
+MIN_RELIABLE_ORIGINS = 5
+DEFAULT_TRAIN_SLICES = 12
 METRICS = ("hit_rate", "pai", "harm_pai", "pei", "harm_pei")
 
 CAVEATS = [
@@ -62,7 +73,10 @@ CAVEATS = [
 @dataclass
 class BacktestConfig:
     slice: str | int | None = None  # None: 1 month for month-only data, 14 days for dated data
-    train_slices: int = 12  # 12 months (month-only) / 12 x 14 days = 24 weeks (dated)
+    # 12 months (month-only) / 12 x 14 days = 24 weeks (dated); None: 12, or the longest window the data allow
+    # (slices - test_slices) when they hold fewer, said in the result's caveats
+    train_slices: int | None = DEFAULT_TRAIN_SLICES
+    expanding: bool = False  # baselines on every slice before the origin instead of the last train_slices
     test_slices: int = 1
     step: int = 1  # slices between origins
     coverages: tuple[float, ...] = (0.01, 0.02, 0.05)
@@ -75,6 +89,8 @@ class BacktestConfig:
     seed: int = 0
     end: str | None = None
     curve_points: int = 201
+    forecast_half_life_months: float = DEFAULT_PARAMS.half_life_months
+    forecast_records_weight: float = DEFAULT_PARAMS.records_weight
 
 
 @dataclass
@@ -103,6 +119,10 @@ class BacktestResult:
             cells = [f"{r[m]:.3f} [{r[m + '_lo']:.3f}, {r[m + '_hi']:.3f}]" if m.endswith("rate") or "pei" in m
                      else f"{r[m]:.2f} [{r[m + '_lo']:.2f}, {r[m + '_hi']:.2f}]" for m in metrics]
             lines.append(f"| {r.method} | {r.coverage:.0%} | " + " | ".join(cells) + " |")
+        if "interval_reliable" in self.summary and not self.summary["interval_reliable"].all():
+            n = int(self.summary["n_origins"].min())
+            lines.append(f"\nUnreliable intervals: {n} origin(s), fewer than {MIN_RELIABLE_ORIGINS}; a 95 % interval "
+                         "over so few origins looks far more precise than it is.")
         return "\n".join(lines)
 
     def plot_capture(self, path: str | Path, max_area: float = 0.2, title: str | None = None) -> Path:
@@ -211,7 +231,8 @@ def bootstrap_summary(per_origin: pd.DataFrame, n_boot: int, seed: int) -> pd.Da
     rng = np.random.default_rng(seed)
     rows = []
     for (method, cov), g in per_origin.groupby(["method", "coverage"], sort=False):
-        row = {"method": method, "coverage": cov, "n_origins": len(g)}
+        row = {"method": method, "coverage": cov, "n_origins": len(g),
+               "interval_reliable": bool(len(g) >= MIN_RELIABLE_ORIGINS)}
         idx = rng.integers(0, len(g), size=(n_boot, len(g)))
         for m in METRICS:
             v = g[m].to_numpy(dtype=float)
@@ -222,15 +243,55 @@ def bootstrap_summary(per_origin: pd.DataFrame, n_boot: int, seed: int) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def ratio_to_best(per_origin: pd.DataFrame, method: str = "forecast", metric: str = "harm_pai",
+                  baselines: tuple[str, ...] | None = None, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per coverage: ``method``'s mean ``metric`` over origins / the best baseline's (the baseline with the
+    highest mean at that coverage, chosen once on all origins), with a paired 95 % bootstrap interval (origins
+    resampled together for both methods). ``baselines``: default every method in ``per_origin`` but ``method``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for cov, g in per_origin.groupby("coverage", sort=True):
+        wide = g.pivot_table(index="origin", columns="method", values=metric, aggfunc="first")
+        if method not in wide:
+            continue
+        base = [b for b in (baselines or wide.columns) if b != method and b in wide]
+        if not base:
+            continue
+        means = wide[base].mean()
+        best = str(means.idxmax())
+        a, b = wide[method].to_numpy(float), wide[best].to_numpy(float)
+        idx = rng.integers(0, len(a), size=(max(n_boot, 1), len(a)))
+        boots = np.nanmean(a[idx], axis=1) / np.nanmean(b[idx], axis=1)
+        lo, hi = np.nanpercentile(boots, [2.5, 97.5])
+        out.append({"coverage": float(cov), "metric": metric, "method": method, "best_baseline": best,
+                    "method_mean": float(np.nanmean(a)), "baseline_mean": float(np.nanmean(b)),
+                    "ratio": float(np.nanmean(a) / np.nanmean(b)), "ratio_lo": float(lo), "ratio_hi": float(hi),
+                    "n_origins": int(len(a)), "interval_reliable": bool(len(a) >= MIN_RELIABLE_ORIGINS)})
+    return pd.DataFrame(out)
+
+
+def forecast_scores(harm: np.ndarray, records: np.ndarray, starts: pd.DatetimeIndex, s: int,
+                    params: ForecastParams) -> np.ndarray:
+    """The forecast's ranking score at origin ``s`` from (cells x slices) cubes: every slice before ``s``,
+    weighted by 0.5 ** (age / half-life), age = months from the slice start to the origin (as the API dates a
+    month-only record by its month start)."""
+    age = (starts[s] - starts[:s]).days.to_numpy(dtype=float) / DAYS_PER_MONTH
+    w = decay(age, params.half_life_months)
+    return blend(harm[:, :s] @ w, records[:, :s] @ w, params)[0]
+
+
 # ---------------------------------------------------------------------------------------------------- engine
 
 
 def run_backtest(events: pd.DataFrame, domain: Domain, config: BacktestConfig | None = None, *,
                  cell_col: str = "cell", time_col: str = "occurred_from", precision_col: str | None = "precision",
                  harm_col: str = "harm", x_col: str = "x", y_col: str = "y",
+                 context: pd.DataFrame | None = None,
                  progress: Progress | None = None) -> BacktestResult:
     """Rolling-origin backtest. ``events``: one row per offence with its cell (at the domain's resolution), time,
-    precision, harm (days) and BNG x/y (needed for KDE and prospective methods)."""
+    precision, harm (days) and BNG x/y (needed for KDE and prospective methods). ``context``: every record
+    (any crime type and ASB) with ``cell_col`` and ``time_col``, for the forecast's all-record part; without it
+    the forecast counts ``events``."""
     from geodata.cells import cell_area_km2
 
     cfg = config or BacktestConfig()
@@ -245,6 +306,16 @@ def run_backtest(events: pd.DataFrame, domain: Domain, config: BacktestConfig | 
     sl: Slices = make_slices(ev[time_col], precision, cfg.slice, end=cfg.end)
     s_idx = sl.assign(ev[time_col])
     n, S = len(domain), len(sl)
+    notes: list[str] = []
+    if cfg.train_slices is None:
+        train = min(DEFAULT_TRAIN_SLICES, S - cfg.test_slices)
+        if train < 1:
+            raise ValueError(f"{S} slice(s) of {sl.label}: need at least {1 + cfg.test_slices} for one origin")
+        if train < DEFAULT_TRAIN_SLICES:
+            notes.append(f"training window shortened to {train} slice(s) of {sl.label} (default "
+                         f"{DEFAULT_TRAIN_SLICES}): the data hold only {S} slices, and {cfg.test_slices} must be "
+                         "left for the test; this is the longest window the data allow")
+        cfg = replace(cfg, train_slices=train)
     if S < cfg.train_slices + cfg.test_slices:
         raise ValueError(f"{S} slices of {sl.label}: need at least {cfg.train_slices + cfg.test_slices}")
     counts = cube(idx, s_idx, n, S)
@@ -275,13 +346,20 @@ def run_backtest(events: pd.DataFrame, domain: Domain, config: BacktestConfig | 
             # time ticks: whole months (month-only) or whole weeks before the origin
             t_ev = pd.to_datetime(ev[time_col]).to_numpy(dtype="datetime64[ns]")
     w_gi = neighbour_matrix(domain.cells, 1) if "gistar" in cfg.methods else None
+    f_params = ForecastParams(cfg.forecast_half_life_months, cfg.forecast_records_weight)
+    if "forecast" in cfg.methods:
+        if context is not None:
+            c_idx, c_in = domain.index_of(context[cell_col].to_numpy(dtype=np.uint64))
+            records = cube(np.where(c_in, c_idx, -1), sl.assign(context[time_col]), n, S)
+        else:
+            records = counts
 
     origins = list(range(cfg.train_slices, S - cfg.test_slices + 1, cfg.step))
     rows, curves = [], {m: [] for m in (*cfg.methods, "oracle")}
     for o_num, s in enumerate(origins):
         if progress:
             progress(o_num, len(origins), f"origin {sl.labels()[s]}")
-        train = slice(s - cfg.train_slices, s)
+        train = slice(0 if cfg.expanding else s - cfg.train_slices, s)
         test = slice(s, s + cfg.test_slices)
         t_count = counts[:, test].sum(axis=1)
         t_harm = harm[:, test].sum(axis=1)
@@ -312,6 +390,8 @@ def run_backtest(events: pd.DataFrame, domain: Domain, config: BacktestConfig | 
                     weeks = ((origin_t.to_datetime64() - t_ev[sel]) // np.timedelta64(7, "D")).astype(float)
                     w_pts = np.bincount(p_idx[sel], weights=1.0 / (1.0 + weeks), minlength=kernels[m].shape[1])
                 scores[m] = kernels[m] @ w_pts
+            elif m == "forecast":
+                scores[m] = forecast_scores(harm, records, sl.starts, s, f_params)
         scores["oracle"] = t_harm
         base = {"origin": sl.labels()[s], "test_start": str(sl.starts[s].date()),
                 "test_end": str(sl.ends[s + cfg.test_slices - 1].date()),
@@ -336,6 +416,10 @@ def run_backtest(events: pd.DataFrame, domain: Domain, config: BacktestConfig | 
     conf["coverages"] = list(cfg.coverages)
     conf["methods"] = list(cfg.methods)
     conf["prospective_time_unit"] = "month" if monthly else "week"
+    n_orig = int(per_origin["origin"].nunique())
+    if n_orig < MIN_RELIABLE_ORIGINS:
+        notes.append(f"only {n_orig} origin(s): the intervals are flagged unreliable (interval_reliable false; "
+                     f"{MIN_RELIABLE_ORIGINS} or more origins are needed before an interval over origins means much)")
     return BacktestResult(per_origin=per_origin, summary=summary, curves=curve_frame, config=conf,
                           slices=sl.describe(), domain=domain.describe(), events_used=int((s_idx >= 0).sum()),
-                          events_outside_domain=int((~inside).sum()))
+                          events_outside_domain=int((~inside).sum()), caveats=[*notes, *CAVEATS])

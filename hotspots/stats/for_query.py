@@ -27,8 +27,8 @@ from geodata.store import DATASET_LAYER, Store, StoreError
 from hotspots.stats.backtest import BacktestConfig, BacktestResult, run_backtest
 from hotspots.stats.emerging import EmergingResult, emerging_hotspots
 from hotspots.stats.gistar import Domain, GiStarResult, gistar, neighbour_matrix
-from hotspots.ranking.harmspots import HotspotResult, offence_rows
-from hotspots.ranking.plan import QueryPlan, dataset_info
+from hotspots.ranking.harmspots import HotspotResult, offence_rows, plan_rows
+from hotspots.ranking.plan import QueryPlan, dataset_info, resolve_plan
 from hotspots.ranking.query import HotspotQuery, period_end_exclusive, period_start
 from hotspots.stats.spikes import SpikeResult, window_start, find_spikes
 from hotspots.stats.timeslices import coarsest_precision, parse_slice
@@ -255,11 +255,21 @@ class Evaluation:
 def backtest_for_query(store: Store, q: HotspotQuery, default_weights: WeightsTable,
                        config: BacktestConfig | None = None,
                        progress: Callable[[int, int, str], None] | None = None) -> Evaluation:
-    """Rolling-origin backtest of the query's offence selection over every record of the dataset (or from/to)."""
-    rows, f = offence_rows(store, q, default_weights, all_data_period(store, q))
+    """Rolling-origin backtest of the query's offence selection over every record of the dataset (or from/to).
+    One scan of the plan's scope: the selected offences are the events, every record (any type, ASB included)
+    the forecast's all-record context."""
+    plan = resolve_plan(store, q, default_weights, all_data_period(store, q))
+    cfg = config or BacktestConfig()
+    if "forecast" in cfg.methods:
+        scope = plan_rows(store, plan, all_records=True)
+        rows = scope[scope["selected"]].reset_index(drop=True)
+    else:
+        scope, rows = None, plan_rows(store, plan)
     if rows.empty:
         raise StoreError("no offences match the query")
-    domain = study_domain(store, q, f.domain)
-    cfg = config or BacktestConfig()
-    res = run_backtest(rows, domain, cfg, progress=progress)
-    return Evaluation(res, {**_query_meta(q), **_period_meta(f), "events": int(len(rows))})
+    domain = study_domain(store, q, plan.domain)
+    res = run_backtest(rows, domain, cfg, context=scope, progress=progress)
+    meta = {**_query_meta(q), **_period_meta(plan), "events": int(len(rows))}
+    if scope is not None:
+        meta["records_in_scope"] = int(len(scope))
+    return Evaluation(res, meta)
