@@ -42,7 +42,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_hotspots(args: argparse.Namespace, settings: Settings) -> int:
     from app.render import to_csv, to_geojson, to_json
-    from app.routes.hotspots import FIELDS
+    from app.routes.hotspots import fields_for
     from app.state import load_weights
     from hotspots.ranking.harmspots import harm_spots
     from hotspots.ranking.query import HotspotQuery, parse_bbox
@@ -54,19 +54,20 @@ def cmd_hotspots(args: argparse.Namespace, settings: Settings) -> int:
             "dataset": args.dataset, "from": args.date_from, "to": args.date_to, "preset": args.preset,
             "offences": args.offences.split(",") if args.offences else None, "bbox": parse_bbox(args.bbox),
             "area": args.area, "resolution": args.resolution, "weights": args.weights, "top": args.top,
-            "include_asb": args.include_asb, "rank_by": args.rank_by})
+            "include_asb": args.include_asb, "rank_by": args.rank_by, "method": args.method})
         if args.engine == "dask":
             result = _dask_run(store, q, weights, args)
         else:
             result = harm_spots(store, q, weights)
     finally:
         store.close()
+    fields = fields_for(result)
     if args.format == "csv":
-        sys.stdout.write(to_csv(result.top_cells, FIELDS))
+        sys.stdout.write(to_csv(result.top_cells, fields))
     elif args.format == "geojson":
-        print(json.dumps(to_geojson(result.meta(), result.top_cells, FIELDS)))
+        print(json.dumps(to_geojson(result.meta(), result.top_cells, fields)))
     else:
-        print(json.dumps(to_json(result.meta(), result.top_cells, FIELDS), indent=1, default=str))
+        print(json.dumps(to_json(result.meta(), result.top_cells, fields), indent=1, default=str))
     return 0
 
 
@@ -155,7 +156,8 @@ def cmd_tasking(args: argparse.Namespace, settings: Settings) -> int:
     try:
         weights = load_weights(settings, store)
         q = HotspotQuery.model_validate({"dataset": args.dataset, "from": args.date_from, "to": args.date_to,
-                                         "preset": args.preset, "area": args.area, "resolution": args.resolution})
+                                         "preset": args.preset, "area": args.area, "resolution": args.resolution,
+                                         "method": args.method})
         params = tasking.TaskingParams(area_layer=args.layer, spots_per_area=args.spots_per_area,
                                        total_minutes=args.total_minutes, visits_per_day=args.visits_per_day,
                                        plan_from=args.plan_from, plan_days=args.plan_days)
@@ -351,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     hs.add_argument("--top", type=int, default=20)
     hs.add_argument("--include-asb", action="store_true")
     hs.add_argument("--rank-by", default="harm", choices=["harm", "count"])
+    hs.add_argument("--method", choices=["observed", "forecast"],
+                    help="observed (default): ranked by the period's harm; forecast: by expected harm after --to")
     hs.add_argument("--format", default="json", choices=["json", "csv", "geojson"])
     hs.add_argument("--engine", default="embedded", choices=["embedded", "dask"],
                     help="embedded: DuckDB store; dask: dask.dataframe over a Parquet export (--parquet)")
@@ -365,9 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tk = sub.add_parser("tasking", help="tasking pack: top harm spots per area within capacity (docs/patrol-planning.md)")
     tk.add_argument("--dataset", required=True)
-    tk.add_argument("--from", dest="date_from", help="look-back start (default: last month / last 14 days)")
+    tk.add_argument("--from", dest="date_from", help="look-back start (default: all history for the forecast; "
+                    "last month / last 14 days with --method observed)")
     tk.add_argument("--to", dest="date_to")
     tk.add_argument("--preset", default="op-ark")
+    tk.add_argument("--method", choices=["observed", "forecast"],
+                    help="forecast (default): spots by expected harm after the look-back; observed: by its harm")
     tk.add_argument("--area", help="restrict to one area (layer:feature_id or a name)")
     tk.add_argument("--resolution", type=int, default=10)
     tk.add_argument("--layer", default="districts", help="boundary layer of patrol areas")
@@ -393,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     bt = sub.add_parser("backtest", help="rolling-origin backtest of hot spot methods (docs/statistics.md#backtest)")
     bt.add_argument("--dataset", required=True)
     bt.add_argument("--resolution", type=int, default=10, help="H3 resolution (default 10, as /evaluation)")
-    bt.add_argument("--train-slices", type=int, default=12, help="training slices before each origin")
+    bt.add_argument("--train-slices", type=int, default=None,
+                    help="training slices before each origin (default 12, or the longest the data allow)")
     bt.add_argument("--slice", help="slice length, e.g. 14D or 1M (default: 1M month-only data, else 14D)")
     bt.add_argument("--methods", help="comma-separated methods (default: all)")
     bt.add_argument("--preset", default="op-ark", help="offence selection (default op-ark, as /evaluation)")

@@ -36,7 +36,7 @@ CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 TRS = "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"
 # the /hotspots parameters the cell collections take (documented on the items operation)
 HOTSPOT_PARAMETERS = ("dataset", "from", "to", "preset", "offences", "area", "resolution", "weights", "top",
-                      "rank_by", "include_asb")
+                      "rank_by", "include_asb", "method")
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -134,7 +134,7 @@ def hotspot_query_for_items(state: ServiceState, req: ItemsRequest) -> HotspotQu
             preset=p.get("preset") or "op-ark", offences=p.get("offences"), days=p.get("days"),
             hours=p.get("hours"), bbox=None, area=p.get("area"), resolution=int(p.get("resolution") or 10),
             weights=p.get("weights"), top=p.get("top"), include_asb=bool(p.get("include_asb")),
-            rank_by=p.get("rank_by") or "harm")
+            rank_by=p.get("rank_by") or "harm", method=p.get("method"))
     except ApiError as exc:  # OGC API - Features: an invalid parameter value is a 400
         if exc.status == 422:
             raise ApiError(400, exc.code, exc.message, exc.details) from exc

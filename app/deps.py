@@ -81,6 +81,11 @@ def hotspot_query(
     top: Annotated[int | None, Query(ge=1, le=100_000, description="Number of cells (highest harm first).")] = 50,
     include_asb: Annotated[bool, Query(description="Count anti-social behaviour (no harm).")] = False,
     rank_by: Annotated[Literal["harm", "count"], Query(description="Order by harm or by count.")] = "harm",
+    method: Annotated[Literal["observed", "forecast"] | None, Query(
+        description="observed: cells ranked by what was recorded in from/to. forecast: cells ranked by expected "
+        "harm in the period after `to` (next month for month-only data, next 14 days otherwise), from records up "
+        "to `to` only; `from` starts the look-back (default: all history). Default: observed on /hotspots and "
+        "the harm-spots collection, forecast on /tasking. docs/hotspots.md#forecast.")] = None,
 ) -> HotspotQuery:
     if dataset is None:
         dataset = default_dataset(state)
@@ -90,7 +95,7 @@ def hotspot_query(
             "offences": [o for o in offences.split(",") if o.strip()] if offences else None,
             "days": _int_list(days, "days"), "hours": _int_list(hours, "hours"), "bbox": parse_bbox(bbox),
             "area": area, "resolution": resolution, "weights": weights, "top": top, "include_asb": include_asb,
-            "rank_by": rank_by})
+            "rank_by": rank_by, "method": method})
     except ValueError as exc:  # pydantic ValidationError is a ValueError
         errors = getattr(exc, "errors", lambda: [])()
         msg = "; ".join((f"{'.'.join(str(x) for x in e['loc'])}: " if e["loc"] else "")
@@ -154,7 +159,7 @@ def gistar_params(
         "every cell, computed over every cell of the study area (zero cells included), and the Gi* "
         "assumptions to the response. Off by default: it adds ~85 ms at res 10 on the sample (~0.7 s for "
         "the first query of a study area, ~4 s at res 11).")] = "none",
-    gi_value: Annotated[Literal["harm", "count"], Query(description="Gi* on harm (CCHI days) or on "
+    gi_value: Annotated[Literal["harm", "count"], Query(description="Gi* on harm (days under the weights table) or on "
                                                                     "offence counts.")] = "harm",
     transform: Annotated[Literal["none", "log", "cap"], Query(
         description="Transform before Gi*: log = log(1 + harm), cap = winsorise at the 99th percentile of "

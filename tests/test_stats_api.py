@@ -106,8 +106,18 @@ def test_evaluation(api):
     assert len(body["per_origin"]) == 2 * 9 and "| method |" in body["table_markdown"]
     png = api.get("/evaluation", params={**params, "format": "png"})
     assert png.headers["content-type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
-    too_long = api.get("/evaluation", params={"dataset": "essex-sample", "resolution": 9})  # 4 months of data, 12 training months
+    assert body["intervals_reliable"] is False and all(r["interval_reliable"] is False for r in body["summary"])
+    assert any("unreliable" in c for c in body["caveats"])
+    # 4 months of data: explicit 12 training months cannot run; the default takes the longest window they allow
+    too_long = api.get("/evaluation", params={"dataset": "essex-sample", "resolution": 9, "train_slices": 12})
     assert too_long.status_code == 422 and "need at least 13" in too_long.json()["error"]["message"]
+    default = api.get("/evaluation", params={"dataset": "essex-sample", "resolution": 9, "bootstrap": 100})
+    assert default.status_code == 200, default.text
+    d = default.json()
+    assert d["config"]["train_slices"] == 3 and d["origins"] == 1 and d["intervals_reliable"] is False
+    assert any("training window shortened to 3" in c and "longest window the data allow" in c for c in d["caveats"])
+    assert {r["method"] for r in d["summary"]} >= {"forecast", "prior_counts", "harm_spots", "kde", "prospective"}
+    assert {r["coverage"] for r in d["forecast_vs_best_baseline"]} == {0.01, 0.02, 0.05}
     assert api.get("/evaluation", params={"dataset": "essex-sample", "methods": "magic", "train_slices": 2}).status_code == 422
 
 
@@ -140,5 +150,5 @@ def test_cli_backtest(tmp_path):
     r = run(["backtest", "--dataset", "essex", "--resolution", "9", "--train-slices", "2", "--bootstrap", "100",
              "--methods", "harm_spots", "--format", "json", "--quiet"], tmp_path)
     assert r.returncode == 0 and '"summary"' in r.stdout
-    r = run(["backtest", "--dataset", "essex"], tmp_path)
+    r = run(["backtest", "--dataset", "essex", "--train-slices", "12"], tmp_path)
     assert r.returncode == 2 and "need at least" in r.stderr

@@ -5,6 +5,7 @@ import re
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -29,7 +30,7 @@ def _params(**kw) -> tasking.TaskingParams:
 
 def test_pack_respects_capacity_and_has_stable_ids(env):
     store, w = env
-    q = HotspotQuery(dataset=LEICS)
+    q = HotspotQuery(dataset=LEICS, method="observed")
     pack = tasking.build_pack(store, q, w, _params(spots_per_area=4))
     s = pack.spots
     assert pack.meta()["lookback"] == {"from": "2022-10-01", "to": "2022-10-31", "rule": "last full month of data"}
@@ -44,6 +45,29 @@ def test_pack_respects_capacity_and_has_stable_ids(env):
     # the same data gives the same ids
     again = tasking.build_pack(store, q, w, _params(spots_per_area=4))
     assert again.spots["spot_id"].tolist() == s["spot_id"].tolist()
+
+
+def test_pack_ranks_by_the_forecast_by_default(env):
+    """Tasking plans the next period: its spots are the forecast's unless method=observed is asked for."""
+    from hotspots.ranking.harmspots import harm_spots
+
+    store, w = env
+    pack = tasking.build_pack(store, HotspotQuery(dataset=LEICS), w, _params(spots_per_area=3))
+    meta, s = pack.meta(), pack.spots
+    assert meta["method"] == "forecast" and meta["forecast"]["forecast_period"] == {"from": "2022-11-01",
+                                                                                   "to": "2022-11-30"}
+    assert meta["lookback"]["from"] == "2019-12-01" and meta["lookback"]["to"] == "2022-10-31"
+    assert meta["capacity"]["ranked_by"] == "forecast_harm" and (s["forecast_harm"] > 0).all()
+    # inside each area the spots are the area's highest forecast cells, in order
+    fc = harm_spots(store, HotspotQuery(dataset=LEICS, method="forecast", top=None), w).cells
+    for area_id, g in s.groupby("area_id"):
+        g = g.sort_values("area_rank")
+        assert (np.diff(g["forecast_harm"].to_numpy()) <= 1e-9).all()
+    top = fc.iloc[0]
+    assert top["h3"] in set(s["h3"])  # the force's highest forecast cell is tasked
+    observed = tasking.build_pack(store, HotspotQuery(dataset=LEICS, method="observed"), w, _params(spots_per_area=3))
+    assert observed.meta()["method"] == "observed" and observed.spots["forecast_harm"].isna().all()
+    assert set(observed.spots["h3"]) != set(s["h3"])
 
 
 def test_total_minutes_cut_is_round_robin(env):

@@ -16,6 +16,7 @@ from app.errors import ApiError
 from app.render import CELL_FIELDS, GEOJSON_MEDIA, cells_response, to_geojson
 from app.state import ServiceState
 from hotspots.publish.disclosure import DisclosurePolicy, public_harm_spots
+from hotspots.ranking.forecast import FORECAST_COLUMNS
 from hotspots.ranking.harmspots import HotspotResult, harm_spots
 from hotspots.ranking.query import HotspotQuery
 from hotspots.stats.for_query import GI_FIELDS, add_gistar, gistar_for_query
@@ -59,27 +60,47 @@ def _hotspots(state, q: HotspotQuery, disclosure: DisclosurePolicy | None, gi: G
     return render(result, fmt, [*FIELDS[:-1], *GI_FIELDS, FIELDS[-1]], extra_meta={"gistar": gmeta})
 
 
+def fields_for(result: HotspotResult, fields: list[str] = FIELDS) -> list[str]:
+    """The cell fields of a result: the forecast value and its parts follow `count` when method=forecast."""
+    if result.method != "forecast":
+        return fields
+    at = fields.index("count") + 1
+    return [*fields[:at], *FORECAST_COLUMNS, *fields[at:]]
+
+
+def _no_public_forecast(q, disclosure) -> None:
+    if disclosure is not None and q.method == "forecast":
+        raise ApiError(422, "invalid_parameter", "method=forecast is not available in public mode (its all-record "
+                       "part counts records of every type, including cells that public output withholds)")
+
+
 def render(result: HotspotResult, fmt: str, fields: list[str] = FIELDS, filename: str = "hotspots",
            extra_meta: dict | None = None) -> Response:
-    return cells_response({**result.meta(), **(extra_meta or {})}, result.top_cells, fields, fmt, filename,
+    return cells_response({**result.meta(), **(extra_meta or {})}, result.top_cells, fields_for(result, fields), fmt,
+                          filename,
                           {"X-Harmspot-Weights-Table": result.weights_table,
                            "X-Harmspot-Time-Precision": ",".join(result.time_precision)})
 
 
 @router.get(
     "/hotspots",
-    summary="Harm spots: H3 cells ranked by harm (CCHI days)",
+    summary="Harm spots: H3 cells ranked by harm (days under the harm weights table)",
     description="Offences filtered by period, preset or offence list, time window and area; weighted by the harm "
     "table; aggregated to H3 cells at the requested resolution; ranked by harm, highest first. Each response names "
     "the weights table, whether weights were exact (Home Office code) or approximate (police.uk category), the time "
     "precision of the records, and what the preset could not apply. `format=csv` for tasking scripts, "
     "`format=geojson` for GIS. `stats=gistar` adds Getis-Ord Gi* columns (gi_z, gi_p, gi_q, gi_class) to every "
-    "cell and a `gistar` block (domain, inference, assumptions, caveats) to the response.",
+    "cell and a `gistar` block (domain, inference, assumptions, caveats) to the response. `method=forecast` ranks "
+    "cells by expected harm in the period after `to` instead (from records up to `to` only; `from` starts the "
+    "look-back, default all history): every cell then carries forecast_harm and its parts (forecast_own_harm, "
+    "forecast_records, forecast_records_harm) and the response a `forecast` block (model, parameters, forecast "
+    "period, measured backtest skill, caveats); harm and count stay the look-back's observed values.",
     responses={200: {"content": {"application/json": {"example": HOTSPOT_EXAMPLE}, "text/csv": {},
                                  GEOJSON_MEDIA: {}}}},
 )
 async def get_hotspots(request: Request, state: State, q: Query_, disclosure: Disclosure, gi: GiStar,
                  format: Annotated[Format, Query(description="json (default), csv or geojson")] = "json") -> Response:
+    _no_public_forecast(q, disclosure)
     if disclosure is not None and gi.on:
         raise ApiError(422, "invalid_parameter", "stats=gistar is not available in public mode (it is "
                        "computed from every cell, including withheld ones)")
@@ -91,6 +112,7 @@ async def get_hotspots(request: Request, state: State, q: Query_, disclosure: Di
             description="The same cells as /hotspots, as GeoJSON polygons (WGS84 lon/lat, counter-clockwise rings).",
             responses={200: {"content": {GEOJSON_MEDIA: {}}}})
 async def get_hotspots_geojson(request: Request, state: State, q: Query_, disclosure: Disclosure) -> Response:
+    _no_public_forecast(q, disclosure)
     return await cached_response_async(request, state, ("hotspots", q, disclosure, None, "geojson"),
                                        lambda: _hotspots(state, q, disclosure, GiStarParams(), "geojson"))
 
@@ -128,15 +150,17 @@ def harm_spot_items(state: ServiceState, req: ItemsRequest) -> Items:
         result = hotspot_result(state, q.model_copy(update={"top": _label_depth(deepest, q.top)}))
     cells = result.cells.set_index("h3", drop=False).loc[page["h3"].tolist()].reset_index(drop=True)
     meta = {**result.meta(), "top": q.top}
-    fc = to_geojson(meta, cells, FIELDS)
-    return Items(fc["features"], int(len(ranked)), fc["metadata"], FIELDS)
+    fields = fields_for(result)
+    fc = to_geojson(meta, cells, fields)
+    return Items(fc["features"], int(len(ranked)), fc["metadata"], fields)
 
 
 HARM_SPOTS = Collection(
     id="harm-spots", title="Harm spots",
-    description="H3 cells ranked by harm (CCHI days): the same query and cells as GET /hotspots. Query "
-    "parameters dataset, from, to, preset, offences, area, resolution, weights, top, rank_by, include_asb "
-    "work as on /hotspots (default: every cell with harm, ranked); datetime sets the period (whole days); "
+    description="H3 cells ranked by harm (days under the harm weights table; `harm_unit` in the metadata names it): the same query and cells as GET /hotspots. Query "
+    "parameters dataset, from, to, preset, offences, area, resolution, weights, top, rank_by, include_asb and "
+    "method work as on /hotspots (default: every cell with harm, ranked by observed harm; method=forecast ranks "
+    "by expected harm in the period after `to`); datetime sets the period (whole days); "
     "bbox keeps the ranked cells whose hexagon intersects it (ranks and shares are not recomputed).",
     items=harm_spot_items, extent=offences_extent, kind="cells",
     style={"property": "harm", "type": "sequential"}, keywords=("harm", "hotspots", "H3", "CCHI"))

@@ -355,12 +355,15 @@ def get_items(
                                          json_schema_extra={"enum": ["harm", "count"]})] = None,
     include_asb: Annotated[str | None, Query(description="true: count anti-social behaviour" + _HOTSPOT_PARAM_DOC,
                                              json_schema_extra={"type": "boolean"})] = None,
+    method: Annotated[str | None, Query(description="observed or forecast" + _HOTSPOT_PARAM_DOC,
+                                        json_schema_extra={"enum": ["observed", "forecast"]})] = None,
 ) -> Response:
     c = registry.get(state, collection_id)
     fmt = _format(request, f)
     query = {"dataset": dataset, "from": date_from, "to": date_to, "preset": preset, "offences": offences,
              "area": area, "resolution": _int_param("resolution", resolution), "weights": weights,
-             "top": _int_param("top", top), "rank_by": rank_by, "include_asb": _bool_param("include_asb", include_asb)}
+             "top": _int_param("top", top), "rank_by": rank_by, "include_asb": _bool_param("include_asb", include_asb),
+             "method": method}
     req = _items_request(bbox, datetime_, limit, offset, query)
     items = c.items(state, req)
     passthrough = {k: v for k, v in request.query_params.items() if k not in ("offset", "f")}
@@ -416,11 +419,13 @@ def get_item(
     resolution: Annotated[str | None, Query(description="H3 resolution" + _HOTSPOT_PARAM_DOC,
                                             json_schema_extra={"type": "integer"})] = None,
     weights: Annotated[str | None, Query(description="Harm weights table" + _HOTSPOT_PARAM_DOC)] = None,
+    method: Annotated[str | None, Query(description="observed or forecast" + _HOTSPOT_PARAM_DOC,
+                                        json_schema_extra={"enum": ["observed", "forecast"]})] = None,
 ) -> Response:
     c = registry.get(state, collection_id)
     fmt = _format(request, f)
     query = {"dataset": dataset, "from": date_from, "to": date_to, "preset": preset,
-             "resolution": _int_param("resolution", resolution), "weights": weights}
+             "resolution": _int_param("resolution", resolution), "weights": weights, "method": method}
     items = c.items(state, ItemsRequest(query=query, feature_id=feature_id, limit=1))
     if not items.features:
         raise ApiError(404, "not_found", f"no feature '{feature_id}' in collection '{c.id}'")

@@ -25,7 +25,7 @@ from app.render import GEOJSON_MEDIA, JSONResponse, cells_response, records, to_
 from app.routes.hotspots import gistar_result
 from app.state import ServiceState
 from geodata.cells import cell_centres, to_hex
-from hotspots.stats.backtest import METHODS, BacktestConfig
+from hotspots.stats.backtest import METHODS, MIN_RELIABLE_ORIGINS, BacktestConfig, ratio_to_best
 from hotspots.stats.for_query import (backtest_for_query, emerging_cells, emerging_for_query,
                                        spike_units, spikes_for_query)
 
@@ -156,7 +156,9 @@ def _coverages(text: str) -> tuple[float, ...]:
     "cells covering each `coverages` share of the area are selected, and they are scored on the next "
     "`test_slices` slice(s): hit rate, PAI, harm PAI, PEI, harm PEI, with bootstrap 95 % intervals over origins. "
     "Methods: harm_spots, prior_counts, prior_period_harm, gistar, kde (quartic, 400 m; kde_<m>m for another "
-    "bandwidth), prospective (Bowers et al. 2004). `format=json` returns the summary table and per-origin rows; "
+    "bandwidth), prospective (Bowers et al. 2004) and forecast (the service's method=forecast, on every slice "
+    "before the origin; `forecast_vs_best_baseline` gives its harm-PAI ratio to the best other method with a "
+    "paired bootstrap interval). Intervals from fewer than 5 origins are flagged `interval_reliable: false`. `format=json` returns the summary table and per-origin rows; "
     "`csv` the summary; `png` the harm-capture curve (share of next-period harm vs share of area). Default "
     "resolution is the query's (10); the committed Leicestershire report uses 9.",
     responses={200: {"content": {"application/json": {}, "text/csv": {}, "image/png": {}}}},
@@ -166,8 +168,10 @@ async def get_evaluation(
     methods: Annotated[str | None, Query(description=f"Comma-separated methods; default all of {list(METHODS)}.",
                                          examples=["harm_spots,prior_counts,kde"])] = None,
     coverages: Annotated[str, Query(description="Area shares to select, in percent.")] = "1,2,5",
-    train_slices: Annotated[int, Query(ge=1, le=120, description="Training slices before each origin (12 = 12 "
-                                       "months for police.uk, 24 weeks for dated data).")] = 12,
+    train_slices: Annotated[int | None, Query(ge=1, le=120, description="Training slices before each origin (12 = "
+                                              "12 months for police.uk, 24 weeks for dated data). Default: 12, or "
+                                              "the longest window the data allow when they hold fewer slices (said "
+                                              "in `caveats` and `config.train_slices`).")] = None,
     test_slices: Annotated[int, Query(ge=1, le=24, description="Slices scored after each origin.")] = 1,
     slice: Annotated[str | None, Query(description="Slice length ('14D', '1M'); default 1M month-only, else 14D.")] = None,
     bootstrap: Annotated[int, Query(ge=0, le=10000, description="Bootstrap resamples of origins.")] = 2000,
@@ -198,8 +202,12 @@ def _evaluation(state, q, cfg: BacktestConfig, per_origin: bool, format: str) ->
                         headers={"Content-Disposition": 'attachment; filename="evaluation.csv"'})
     body = {**ev.meta, "config": res.config, "slices": res.slices, "domain": res.domain,
             "events_used": res.events_used, "events_outside_domain": res.events_outside_domain,
-            "origins": int(res.per_origin["origin"].nunique()), "summary": records(res.summary),
+            "origins": int(res.per_origin["origin"].nunique()),
+            "intervals_reliable": bool(res.per_origin["origin"].nunique() >= MIN_RELIABLE_ORIGINS),
+            "summary": records(res.summary),
             "table_markdown": res.table(), "caveats": res.caveats}
+    if "forecast" in cfg.methods and len(cfg.methods) > 1:
+        body["forecast_vs_best_baseline"] = records(ratio_to_best(res.per_origin, n_boot=cfg.bootstrap))
     if per_origin:
         body["per_origin"] = records(res.per_origin)
     return JSONResponse(json.loads(json.dumps(body, default=_json_default)))

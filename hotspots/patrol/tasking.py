@@ -1,6 +1,8 @@
 """Tasking pack: the top harm spots per patrol area for the next period, within a patrol capacity.
 
-Built on one `harm_spots` query (the shared `HotspotQuery`): every cell with harm in the look-back window is
+Built on one resolved plan of the shared `HotspotQuery` (``hotspots.ranking.plan``), by default ranked by the
+forecast (``method=forecast``: expected harm in the period after the look-back; ``method=observed`` ranks by the
+look-back's own harm as before): every cell with a positive score is
 assigned to an area of a boundary layer (res-10 cells in ``area_cells``), ranked inside its area, cut to
 ``spots_per_area`` and then to the total patrol minutes (round robin over areas, so every area keeps its first
 spot before any area gets a second).  Each spot has a stable id (``HS-`` + the H3 cell hex), its nearest street
@@ -36,8 +38,9 @@ TASKING_FIELDS: dict[str, str] = {
     "status": "new / continuing (in the previous saved pack) / dropped (in the previous pack, not in this one)",
     "area_id": "feature id of the patrol area (e.g. district code)",
     "area_name": "patrol area name",
-    "area_rank": "rank of the spot by harm inside its area (1 = most harm)",
-    "rank": "rank by harm among all spots in the pack",
+    "area_rank": "rank of the spot inside its area by forecast harm (method=forecast, the default) or by harm "
+                 "(method=observed); 1 = most",
+    "rank": "rank among all spots in the pack, by the same measure",
     "h3": "H3 cell index (hex)",
     "resolution": "H3 resolution of the cell",
     "lat": "cell centre latitude (WGS84)",
@@ -45,6 +48,8 @@ TASKING_FIELDS: dict[str, str] = {
     "streets": "nearest street names: the most frequent location texts of the cell's records ('; '-separated)",
     "harm": "harm in the look-back window (days, per the weights table)",
     "count": "offences in the look-back window",
+    "forecast_harm": "expected harm in the period after the look-back (method=forecast, the default; empty with "
+                     "method=observed): docs/hotspots.md#forecast",
     "harm_share": "share of the area's harm in the look-back window",
     "top_offences": "main offence types by harm, with counts",
     "peak_days": "days of week with most harm (timed data only)",
@@ -115,6 +120,8 @@ class TaskingPack:
             "plan": {"from": self.plan_from.isoformat(),
                      "to": (self.plan_to_exclusive - timedelta(days=1)).isoformat(), "days": self.params.plan_days},
             "lookback": {"from": hs["from"], "to": hs["to"], "rule": hs["period_rule"]},
+            "method": hs["method"],
+            **({"forecast": hs["forecast"]} if "forecast" in hs else {}),
             "preset": hs["preset"], "offences": hs["offences"], "resolution": self.query.resolution,
             "dose": {"visit_minutes": self.params.visit_minutes, "visits_per_day": self.params.visits_per_day,
                      "source": "visit length: Koper (1995) Justice Quarterly 12(4) - disorder-free time after a "
@@ -173,12 +180,17 @@ def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: Tas
                today: date | None = None) -> TaskingPack:
     """Compute a tasking pack (not saved; see :func:`save_pack`)."""
     ensure_schema(store)
-    plan = resolve_plan(store, q.model_copy(update={"top": None}), weights)
+    # tasking plans the next period: by default its spots are the forecast's (method=forecast), not last period's
+    plan = resolve_plan(store, q.model_copy(update={"top": None}), weights, default_method="forecast")
     res = run_plan(store, plan)
     caveats: list[str] = []
-    cells = res.cells[res.cells["harm"] > 0].copy()
+    score = "forecast_harm" if plan.method == "forecast" else "harm"
+    cells = res.cells[res.cells[score] > 0].copy()
+    if score == "harm":
+        cells["forecast_harm"] = np.nan
     # parallel float sums differ in the last bits between runs: round so equal-harm ties break by cell id
     cells["harm"] = cells["harm"].round(6)
+    cells[score] = cells[score].round(6)
     areas = store.areas(params.area_layer)
     if areas.empty:
         raise TaskingError(f"no area layer '{params.area_layer}' is loaded; layers: "
@@ -188,7 +200,7 @@ def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: Tas
     outside = int(cells["feature_id"].isna().sum())
     if outside:
         caveats.append(f"{outside} cells with harm lie outside every '{params.area_layer}' area and are not tasked")
-    cells = cells[cells["feature_id"].notna()].sort_values(["harm", "count", "cell"], ascending=[False, False, True],
+    cells = cells[cells["feature_id"].notna()].sort_values([score, "count", "cell"], ascending=[False, False, True],
                                                             kind="mergesort")
     cells["area_rank"] = cells.groupby("feature_id").cumcount() + 1
     area_harm = cells.groupby("feature_id")["harm"].transform("sum")
@@ -203,10 +215,10 @@ def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: Tas
         raise TaskingError(f"total_minutes {params.total_minutes:g} is less than one spot's dose ({per_spot:g} "
                            f"minutes = {params.visits_per_day:g} visits/day x {params.plan_days} days x "
                            f"{params.visit_minutes} min)")
-    order = cand.sort_values(["area_rank", "harm", "cell"], ascending=[True, False, True], kind="mergesort")
+    order = cand.sort_values(["area_rank", score, "cell"], ascending=[True, False, True], kind="mergesort")
     chosen = order.head(max_spots)
     cut = len(cand) - len(chosen)
-    chosen = chosen.sort_values(["harm", "count", "cell"], ascending=[False, False, True], kind="mergesort")
+    chosen = chosen.sort_values([score, "count", "cell"], ascending=[False, False, True], kind="mergesort")
     chosen = chosen.reset_index(drop=True)
     chosen["rank"] = np.arange(1, len(chosen) + 1)
     chosen["spot_id"] = SPOT_PREFIX + chosen["h3"]
@@ -235,8 +247,9 @@ def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: Tas
                 "spots": int(len(chosen)), "minutes_planned": float(per_spot * len(chosen)),
                 "minutes_per_day": float(per_spot * len(chosen) / params.plan_days),
                 "candidates_cut_by_minutes": int(cut),
-                "rule": "top spots_per_area per area by harm; if total_minutes binds, round robin over areas "
-                        "(all areas' #1 by harm, then all #2 ...)"}
+                "ranked_by": score,
+                "rule": f"top spots_per_area per area by {score}; if total_minutes binds, round robin over areas "
+                        f"(all areas' #1 by {score}, then all #2 ...)"}
     summary = chosen.groupby("area_id").agg(spots=("spot_id", "size"), harm=("harm", "sum")).reset_index()
     areas = areas.rename(columns={"feature_id": "area_id"}).merge(summary, on="area_id", how="left")
     areas[["spots", "harm"]] = areas[["spots", "harm"]].fillna(0)

@@ -50,6 +50,7 @@ class HotspotResult:
     caveats: list[str] = field(default_factory=list)
     preset: dict | None = None
     method: str = "observed"
+    harm_unit: str = "days"  # 'CCHI days' with a CCHI table, else "days (weights table '<name>')"
     forecast: dict | None = None  # the forecast block (method=forecast): model, parameters, skill, caveats
 
     @property
@@ -70,6 +71,7 @@ class HotspotResult:
             "rank_by": "forecast_harm" if self.method == "forecast" else q.rank_by,
             "top": q.top,
             "weights_table": self.weights_table,
+            "harm_unit": self.harm_unit,
             "weights_exact": self.weights_exact,
             "exact_share_of_harm": round(self.exact_share, 4),
             "time_precision": self.time_precision,
@@ -326,7 +328,7 @@ def assemble_result(plan: QueryPlan, agg: pd.DataFrame, flags: pd.DataFrame, lab
         caveats.append(f"harm weights are approximate for {100 * (1 - exact_share):.1f}% of harm (weighted by "
                        f"offence group or police.uk category, not by Home Office code); method: {table.category_method}")
     if not q.include_asb:
-        caveats.append("anti-social behaviour is excluded (it has no CCHI value)"
+        caveats.append("anti-social behaviour is excluded (it carries no harm weight)"
                        + (" from harm and counts; the forecast's all-record part counts it" if forecast else ""))
     return HotspotResult(
         query=q, period_from=start, period_to_exclusive=end, period_rule=rule, cells=cells,
@@ -335,6 +337,7 @@ def assemble_result(plan: QueryPlan, agg: pd.DataFrame, flags: pd.DataFrame, lab
         weights_exact="exact" if exact_share >= 0.9999 else ("approximate" if exact_share == 0 else "mixed"),
         exact_share=exact_share, time_precision=precisions, not_applied=not_applied, caveats=caveats,
         preset=preset.to_dict() if preset else None, method=plan.method, forecast=forecast,
+        harm_unit=plan.harm_unit,
     )
 
 

@@ -85,6 +85,12 @@ class QueryPlan:
             return np.empty(0, dtype=np.int64)
         return self.keys.loc[self.keys["offence_group"].isin(ROBBERY_GROUPS), "offence_key"].to_numpy(np.int64)
 
+    @property
+    def harm_unit(self) -> str:
+        """What a harm figure counts: 'CCHI days' only when the weights table is a Cambridge Crime Harm Index
+        table, else days under the named table (the open default is Sentencing Council starting points)."""
+        return harm_unit(self.table)
+
     def with_period(self, start: datetime, end: datetime, rule: str) -> "QueryPlan":
         return replace(self, start=start, end=end, rule=rule)
 
@@ -139,6 +145,14 @@ class QueryPlan:
 
 
 # ------------------------------------------------------------------------------------------------ resolving
+
+
+def harm_unit(table: WeightsTable) -> str:
+    """'CCHI days' for a Cambridge Crime Harm Index table (by name or source), else "days (weights table 'x')"."""
+    text = f"{table.name} {table.source}".lower()
+    if "cchi" in text or "cambridge crime harm index" in text:
+        return "CCHI days"
+    return f"days (weights table '{table.name}')"
 
 
 def offence_selection(q: HotspotQuery) -> tuple[Preset | None, frozenset[str], frozenset[str]]:

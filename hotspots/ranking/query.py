@@ -48,7 +48,7 @@ class HotspotQuery(BaseModel):
                                 "service's default table.")
     top: int | None = Field(50, ge=1, le=MAX_TOP, description="Return the N highest-harm cells (all when null).")
     include_asb: bool = Field(False, description="Count anti-social behaviour (it carries no harm).")
-    rank_by: str = Field("harm", description="Order cells by 'harm' (CCHI days) or 'count'.")
+    rank_by: str = Field("harm", description="Order cells by 'harm' (days under the weights table) or 'count'.")
     method: str | None = Field(None, description="'observed': cells ranked by what happened in the period "
                                "(from/to). 'forecast': cells ranked by expected harm in the period after 'to', "
                                "from records up to 'to' only ('from' starts the look-back; default all history); "
