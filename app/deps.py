@@ -159,8 +159,8 @@ def gistar_params(
         "every cell, computed over every cell of the study area (zero cells included), and the Gi* "
         "assumptions to the response. Off by default: it adds ~85 ms at res 10 on the sample (~0.7 s for "
         "the first query of a study area, ~4 s at res 11).")] = "none",
-    gi_value: Annotated[Literal["harm", "count"], Query(description="Gi* on harm (days under the weights table) or on "
-                                                                    "offence counts.")] = "harm",
+    gi_value: Annotated[Literal["harm", "count"], Query(description="Gi* on harm (days under the weights table) "
+                                                                    "or on offence counts.")] = "harm",
     transform: Annotated[Literal["none", "log", "cap"], Query(
         description="Transform before Gi*: log = log(1 + harm), cap = winsorise at the 99th percentile of "
         "non-zero cells; damps single very harmful offences.")] = "none",
