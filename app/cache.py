@@ -108,8 +108,13 @@ def estimate_size(obj: Any, _depth: int = 0) -> int:
     """Approximate bytes held by ``obj`` (frames, arrays, containers, dataclasses; nested a few levels)."""
     if _depth > 4:
         return sys.getsizeof(obj)
-    if isinstance(obj, (pd.DataFrame, pd.Series, pd.Index)):
-        return int(obj.memory_usage(deep=True).sum() if isinstance(obj, pd.DataFrame) else obj.memory_usage(deep=True))
+    if isinstance(obj, pd.DataFrame):
+        return int(sum(estimate_size(obj[c], _depth + 1) for c in obj.columns)) + 256
+    if isinstance(obj, (pd.Series, pd.Index)):
+        if obj.dtype == object and len(obj):  # lists/dicts per cell (top offences): pandas counts only the shells
+            sample = obj.iloc[:: max(1, len(obj) // 64)] if isinstance(obj, pd.Series) else obj[:: max(1, len(obj) // 64)]
+            return int(len(obj) * (8 + np.mean([estimate_size(v, _depth + 1) for v in sample])))
+        return int(obj.memory_usage(deep=True))
     if isinstance(obj, np.ndarray):
         return int(obj.nbytes)
     if isinstance(obj, (bytes, bytearray, str)):

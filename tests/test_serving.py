@@ -58,6 +58,16 @@ def test_cache_is_bounded_least_recently_used_first():
     assert cache.peek(1, "huge") is None and cache.peek(1, "k0") is not None
 
 
+def test_size_estimate_counts_nested_cell_values():
+    import pandas as pd
+
+    from app.cache import estimate_size
+
+    labels = [[{"offence": f"Violence and sexual offences {i}", "harm": 1.5, "count": 3}] * 3 for i in range(2000)]
+    frame = pd.DataFrame({"cell": range(2000), "top_offences": labels})
+    assert estimate_size(frame) > 3 * int(frame.memory_usage(deep=True).sum())  # pandas counts the list shells
+
+
 def test_duplicate_requests_in_flight_wait_for_one_computation():
     cache, calls = ResultCache(1 << 20), []
     release = threading.Event()
