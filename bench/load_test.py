@@ -207,7 +207,8 @@ async def loop_until(deadline: float, step) -> None:
 def new_client(clients: int):
     import httpx
 
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    # idle connections dropped after 4 s, before uvicorn's 5 s keep-alive closes them under a request in flight
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4, keepalive_expiry=4)
     return httpx.AsyncClient(timeout=120, limits=limits)
 
 
@@ -332,38 +333,50 @@ async def scenario_ingest(base: str, key: str, analyst: str, distinct: Distinct,
         return {"quiet": quiet, "during_ingest": during}
 
 
-def in_process_top50(data_dir: Path, key: str, queries: list[dict]) -> dict:
-    """The top50_http queries through the in-process client on the same store (server stopped), same key."""
-    import logging
+IN_PROCESS = """
+import json, logging, sys, time
+from fastapi.testclient import TestClient
+from app.main import create_app
+from geodata.settings import Settings
+data_dir, key, queries = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+logging.disable(logging.INFO)
+lat = []
+with TestClient(create_app(Settings(data_dir=data_dir, load_sample=False))) as client:
+    client.headers["X-API-Key"] = key
+    client.get("/hotspots", params=queries[0])
+    for q in queries:
+        t = time.perf_counter()
+        r = client.get("/hotspots", params=q)
+        lat.append(time.perf_counter() - t)
+        assert r.status_code == 200, r.text[:300]
+print(json.dumps(lat))
+"""
 
-    from fastapi.testclient import TestClient
 
-    from app.main import create_app
-    from geodata.settings import Settings
-
-    settings = Settings(data_dir=data_dir, load_sample=False)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    lat = []
-    with TestClient(create_app(settings)) as client:
-        client.headers["X-API-Key"] = key
-        client.get("/hotspots", params={"dataset": DATASET})
-        for q in queries:
-            t = time.perf_counter()
-            r = client.get("/hotspots", params=q)
-            lat.append(time.perf_counter() - t)
-            assert r.status_code == 200, r.text[:300]
-    ms = np.array(lat) * 1000
-    return {"requests": len(lat), "p50_ms": round(float(np.percentile(ms, 50)), 1),
+def in_process_top50(data_dir: Path, key: str, queries: list[dict], code: Path = ROOT) -> dict:
+    """The top50_http queries through the in-process client (``TestClient``, the same key) on the same store,
+    server stopped, in a fresh process of the checkout ``code``."""
+    out = subprocess.run([sys.executable, "-c", IN_PROCESS, str(data_dir), key, json.dumps(queries)], cwd=code,
+                         env={**os.environ, "PYTHONPATH": str(code)}, capture_output=True, text=True, check=True)
+    ms = np.array(json.loads(out.stdout.strip().splitlines()[-1])) * 1000
+    return {"requests": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 1),
             "p90_ms": round(float(np.percentile(ms, 90)), 1)}
 
 
 # ------------------------------------------------------------------------------------------------- main
-def start_server(env: dict, port: int) -> subprocess.Popen:
+def start_server(env: dict, port: int, code: Path | None = None) -> subprocess.Popen:
+    """``harmspot serve``; or, with ``code`` (another checkout, e.g. the commit before a change), that checkout's
+    app served by uvicorn with the pure-Python HTTP parser and asyncio loop it had (h11, no uvloop)."""
     import urllib.request
 
     log = open(Path(env["HARMSPOT_DATA_DIR"]) / "server.log", "wb")
-    server = subprocess.Popen([str(HARMSPOT), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
+    if code is None:
+        cmd, cwd = [str(HARMSPOT), "serve", "--host", "127.0.0.1", "--port", str(port)], None
+    else:
+        cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1", "--port",
+               str(port), "--http", "h11", "--loop", "asyncio"]
+        cwd, env = str(code), {**env, "PYTHONPATH": str(code)}
+    server = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     for _ in range(600):  # up to 120 s for start-up
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
@@ -398,7 +411,7 @@ def run(args) -> dict:
     top50 = [distinct.next("top50") for _ in range(args.top50)]
     results: dict = {"machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                      "offences": info["stored"], "store_ingest_s": info["ingest_s"], "clients": args.clients,
-                     "seconds": args.seconds, "commit": _commit()}
+                     "seconds": args.seconds, "commit": _commit(Path(args.server_from) if args.server_from else ROOT)}
     with tempfile.TemporaryDirectory(prefix="harmspot-load-") as tmp:
         data_dir = Path(tmp)
         shutil.copy(built / "harmspot.duckdb", data_dir / "harmspot.duckdb")
@@ -406,7 +419,7 @@ def run(args) -> dict:
         viewer, analyst = create_key(env, "viewer"), create_key(env, "analyst")
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = start_server(env, port)
+        server = start_server(env, port, Path(args.server_from) if args.server_from else None)
         try:
             steps = [
                 ("top50_http", lambda: scenario_sequential(base, viewer, [("/hotspots", q) for q in top50])),
@@ -433,7 +446,8 @@ def run(args) -> dict:
             server.terminate()
             server.wait(60)
         shutil.copy(data_dir / "server.log", OUT / "load_server.log")
-        results["top50_in_process"] = in_process_top50(data_dir, viewer, top50)
+        results["top50_in_process"] = in_process_top50(data_dir, viewer, top50,
+                                                       Path(args.server_from) if args.server_from else ROOT)
     one = results["one_distinct"]["rps"]
     results["ratios"] = {"mix_vs_one_distinct": round(results["mix"]["rps"] / one, 2),
                          "distinct_vs_one_distinct": round(results["distinct"]["rps"] / one, 2),
@@ -443,9 +457,9 @@ def run(args) -> dict:
     return results
 
 
-def _commit() -> str:
+def _commit(where: Path = ROOT) -> str:
     try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+        return subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True).stdout.strip()
     except OSError:
         return "?"
@@ -557,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ingest", action="store_true", help="skip the ingest scenario")
     p.add_argument("--quick", action="store_true", help="10 clients x 8 s at 100,000 offences")
     p.add_argument("--before", help="results JSON of an earlier run, shown as the before column")
+    p.add_argument("--server-from", help="serve another checkout's app (e.g. a worktree of the commit before a "
+                   "change) to measure the before figures in the same window as the after ones")
     p.add_argument("--json", default=str(OUT / "load_results.json"))
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks-load.md"))
     args = p.parse_args(argv)
