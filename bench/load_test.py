@@ -522,6 +522,16 @@ def markdown(res: dict, before: dict | None) -> str:
         + (f" (before: {before['distinct']['rps']:.1f} req/s, {before['ratios']['distinct_vs_one_distinct']:.2f}x)"
            if before else "") + ".",
     ]
+    loads = [r.get("load_average") for r in (one, mix, dist) if r.get("load_average") is not None]
+    if loads and max(loads) > 2 * (os.cpu_count() or 1):
+        lines += [
+            "",
+            f"**This run shared the machine**: load average {min(loads):.0f}-{max(loads):.0f} on {os.cpu_count()} CPUs, "
+            "so the server and its clients had a fraction of one core and every latency is several times what an "
+            "idle machine gives (compare the single-client top-50 with the foundation bench's in-process figure). "
+            "Throughput ratios and server CPU per request are the figures to compare; the latency targets need a "
+            "quiet run.",
+        ]
     if "ingest" in res:
         q, d = res["ingest"]["quiet"], res["ingest"]["during_ingest"]
         lines += [
