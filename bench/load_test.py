@@ -4,6 +4,13 @@
     .venv/bin/python -m bench.load_test --quick         # 10 clients x 8 s, 100,000 offences (smoke)
     .venv/bin/python -m bench.load_test --before bench/out/load_before.json   # add a before column to the doc
 
+Before and after in the same window of a shared machine (the "before" served from a checkout of the old commit):
+
+    git worktree add ../serving-before 058eb64
+    .venv/bin/python -m bench.load_test --server-from ../serving-before --json bench/out/load_before.json \
+        --out /tmp/before.md
+    .venv/bin/python -m bench.load_test --before bench/out/load_before.json
+
 Scenarios, all in one run against one server process, so every figure is compared with baselines of the same run
 (issue 14 targets; issue 13 item 5):
 
