@@ -35,6 +35,17 @@ def add_parsers(sub) -> None:
     c.add_argument("--format", default="csv", choices=["csv", "json", "png"])
     c.add_argument("--out", help="write here (needed for png); default: stdout")
 
+    r = sub.add_parser("report", help="harm-trend scrutiny report per quarter or month and area (CSV, JSON, HTML, PNG)")
+    r.add_argument("--dataset", required=True)
+    r.add_argument("--preset", default="all-crime")
+    r.add_argument("--offences", help="comma-separated categories or groups (overrides --preset)")
+    r.add_argument("--weights", help="harm weights table (default: the service's)")
+    r.add_argument("--by", default="quarter", choices=["quarter", "month"])
+    r.add_argument("--area-layer", default="districts", help="boundary layer of the areas, or 'none'")
+    r.add_argument("--types", type=int, default=5, help="main offence types counted")
+    r.add_argument("--format", default="csv", choices=["csv", "json", "html", "png"])
+    r.add_argument("--out", help="write here (needed for png); default: stdout")
+
 
 def cmd_patrols(args: argparse.Namespace, settings: Settings) -> int:
     from geodata.store import Store
@@ -82,4 +93,34 @@ def _write(out: str | None, content: str | bytes) -> None:
         sys.stdout.write(content if isinstance(content, str) else content.decode())
 
 
-HANDLERS = {"patrols": cmd_patrols}
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from app.render import to_csv, to_json
+    from app.routes.reports import report_html
+    from app.state import load_weights
+    from geodata.store import Store
+    from hotspots.patrol import harmtrend
+    from hotspots.ranking.query import HotspotQuery
+
+    store = Store(settings.store_path)
+    try:
+        weights = load_weights(settings, store)
+        q = HotspotQuery.model_validate({"dataset": args.dataset, "preset": args.preset, "weights": args.weights,
+                                         "offences": args.offences.split(",") if args.offences else None})
+        layer = None if args.area_layer.lower() == "none" else args.area_layer
+        rep = harmtrend.harm_trend(store, q, weights, args.by, layer, args.types)
+    finally:
+        store.close()
+    if args.format == "png":
+        if not args.out:
+            raise ValueError("--format png needs --out FILE.png")
+        _write(args.out, harmtrend.chart_png(rep))
+    elif args.format == "html":
+        _write(args.out, report_html(rep))
+    elif args.format == "csv":
+        _write(args.out, to_csv(rep.rows))
+    else:
+        _write(args.out, json.dumps({**rep.meta, "rows": to_json({}, rep.rows)["cells"]}, indent=1, default=str))
+    return 0
+
+
+HANDLERS = {"patrols": cmd_patrols, "report": cmd_report}

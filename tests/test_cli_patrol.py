@@ -68,3 +68,16 @@ def test_patrols_gps_then_compliance(sample_dir, tmp_path):
     bad.write_text("foo,bar\n1,2\n")
     r = run(["patrols", "gps", str(bad)], d)
     assert r.returncode == 2 and "lacks" in r.stderr
+
+
+def test_report_command(sample_dir, tmp_path):
+    d, _ = sample_dir
+    r = run(["report", "--dataset", "essex-sample", "--by", "month", "--preset", "op-ark"], d)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert {row["period"] for row in rows} == {"2024-01", "2024-02", "2024-03", "2024-04"}
+    page = tmp_path / "r.html"
+    assert run(["report", "--dataset", "essex-sample", "--format", "html", "--out", str(page)], d).returncode == 0
+    assert "Harm trend" in page.read_text()
+    r = run(["report", "--dataset", "essex-sample", "--area-layer", "parishes"], d)
+    assert r.returncode == 2 and "no area layer" in r.stderr
