@@ -103,6 +103,8 @@ HOSTILE = [
     ("json-body", json.dumps({"pings": []}).encode(), "application/json", 415),
     ("no-content-type", b"unit,timestamp,lon,lat\n", None, 415),
     ("over-limit", b"unit,timestamp,lon,lat\n" + b"Car,2024-04-03T21:00:00,0.5,51.5\n" * 40_000, "text/csv", 413),
+    ("over-limit-chunked", b"unit,timestamp,lon,lat\n" + b"Car,2024-04-03T21:00:00,0.5,51.5\n" * 40_000, "text/csv",
+     413),
 ]
 
 
@@ -110,7 +112,7 @@ HOSTILE = [
 def test_hostile_bodies(server, name, data, ctype, status):
     before = counts(server)
     rss = live.rss_mb(server.proc.pid)
-    err = assert_error(server.post("/patrols/gps", data, content_type=ctype), status)
+    err = assert_error(server.post("/patrols/gps", data, content_type=ctype, chunked=name.endswith("chunked")), status)
     if name == "all-rows-bad":
         lines = {d["line"] for d in err["details"]}
         assert lines == {2, 3}, err

@@ -140,8 +140,17 @@ class KeyDateSetIn(BaseModel):
 
 
 @router.get("/keydates", summary="Key-date sets (shipped England 2020-21 roadmap and user sets)")
-def get_keydates(state: State) -> JSONResponse:
-    return JSONResponse({"sets": [s.to_dict() for s in kd.list_sets(state.store)],
+def get_keydates(state: State, dataset: Annotated[str | None, Query(description="Mark each date against this "
+                                                                   "dataset's data (in_data, status).")] = None
+                 ) -> JSONResponse:
+    sets = [s.to_dict() for s in kd.list_sets(state.store)]
+    if dataset:
+        state.store.require_dataset(dataset)
+        for kset, body in zip(kd.list_sets(state.store), sets):
+            cov = kd.coverage(state.store, dataset, kset)
+            for d in body["dates"]:
+                d.update(cov[date.fromisoformat(d["date"])])
+    return JSONResponse({"sets": sets, "dataset": dataset,
                          "analogue_rule": "explicit analogue if given, else the latest earlier date of the same kind"})
 
 
@@ -169,6 +178,10 @@ def get_keydate_hotspots(
     month_rule: Annotated[kd.MonthRule, Query(description="Straddling month: exclude (default) or majority.")] = "exclude",
     blend: Annotated[float, Query(ge=0, le=1, description="Weight of the analogue pattern in the forecast.")] = 0.5,
     format: Annotated[TaskFormat, Query()] = "json",
+    layer: Annotated[Literal["after", "change", "forecast", "all"], Query(
+        description="format=geojson/csv: the top cells after the date (after), the top cells by size of change in "
+        "harm per day against before (change), the analogue forecast (forecast), or all three with a `layer` "
+        "property (the map's key-date layers).")] = "after",
 ) -> Response:
     try:
         kset = kd.get_set(state.store, set_name)
@@ -181,6 +194,12 @@ def get_keydate_hotspots(
     except kd.KeyDateError as exc:
         raise _bad(exc) from exc
     cells = res.cells.head(top)
+    if layer != "after" and format in ("csv", "geojson"):
+        rows = keydate_layers(res, top, layer)
+        fields = ["layer", *KEYDATE_FIELDS, *[f for f in FORECAST_FIELDS if f not in KEYDATE_FIELDS]]
+        if format == "csv":
+            return Response(to_csv(rows, fields), media_type="text/csv; charset=utf-8")
+        return JSONResponse(to_geojson({**res.meta(), "layers": LAYER_NOTES}, rows, fields), media_type=GEOJSON_MEDIA)
     if format == "csv":
         return Response(to_csv(cells, KEYDATE_FIELDS), media_type="text/csv; charset=utf-8")
     if format == "geojson":
@@ -189,6 +208,30 @@ def get_keydate_hotspots(
         return HTMLResponse(keydate_html(res, kset, state.store, q))
     return JSONResponse({**to_json(res.meta(), cells, KEYDATE_FIELDS),
                          "forecast": to_json({}, res.forecast, FORECAST_FIELDS)["cells"]})
+
+
+LAYER_NOTES = {
+    "after": "top cells by harm in the window after the key date; harm_per_day_after = harm / days of the window",
+    "change": "top cells by the size of the change in harm per day, after minus before (both windows must be in the "
+              "data); change_per_day > 0 = more harm after",
+    "forecast": "analogue forecast: harm per day expected after the date (blend of the analogue's after-window "
+                "pattern and recent data)",
+}
+
+
+def keydate_layers(res: kd.KeyDateResult, top: int, which: str) -> pd.DataFrame:
+    """The map's key-date layers as one table with a `layer` column: after, change, forecast (or one of them)."""
+    s = res.summary
+    parts = []
+    if which in ("after", "all") and s["harm_after"] is not None:
+        parts.append(res.cells.head(top).assign(layer="after"))
+    if which in ("change", "all") and s["harm_after"] is not None and s["harm_before"] is not None:
+        order = res.cells["change_per_day"].abs().sort_values(ascending=False, kind="mergesort").index
+        parts.append(res.cells.loc[order].head(top).assign(layer="change"))
+    if which in ("forecast", "all"):
+        parts.append(res.forecast.head(top).assign(layer="forecast"))
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else res.cells.head(0).assign(layer=None)
 
 
 # ============================================================================================ patrols

@@ -476,7 +476,7 @@
       }) : Promise.resolve();
       return ready.then(function () {
         PARAMS.forEach(function (k) { if (initial.get(k)) el(k).value = initial.get(k); });
-        initKeyDates();
+        if (window.harmspotKeyDates) window.harmspotKeyDates.init(); else initKeyDates();  // keydates.js
         return load(true);
       });
     }).catch(function (e) { el("status").textContent = "Error: " + e.message; });
@@ -484,7 +484,7 @@
     ["preset", "resolution", "area", "dataset"].forEach(function (k) {
       el(k).addEventListener("change", function () { load(k === "area").then(refreshActiveOverlays); });
     });
-    el("keydate").addEventListener("change", onKeyDate);
+    if (!window.harmspotKeyDates) el("keydate").addEventListener("change", onKeyDate);
     el("dl-geojson").addEventListener("click", keyedDownload);
     el("dl-csv").addEventListener("click", keyedDownload);
     el("print").addEventListener("click", function () { printView(!document.body.classList.contains("print-view")); });

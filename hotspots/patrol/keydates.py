@@ -292,6 +292,21 @@ def data_coverage(store: Store, dataset: str) -> tuple[date, date, str, list[str
             "month" if precisions == ["month"] else "day", precisions)
 
 
+def coverage(store: Store, dataset: str, kset: KeyDateSet, window_days: int = DEFAULT_WINDOW_DAYS,
+             month_rule: MonthRule = "exclude") -> dict[date, dict]:
+    """Per key date of the set: whether its before and after windows lie in the dataset's data (a date outside
+    the data has no observed spots or no change, only a forecast)."""
+    first, last_excl, precision, _ = data_coverage(store, dataset)
+    out = {}
+    for k in kset.dates:
+        w = key_date_windows(k.date, precision, window_days, month_rule)
+        a, b = _covered(w.after, first, last_excl), _covered(w.before, first, last_excl)
+        status = ("in data" if a and b else "after window beyond the data: forecast only" if b and not a
+                  else "before window not in the data: no change" if a else "outside the data: forecast only")
+        out[k.date] = {"in_data": a and b, "after_in_data": a, "before_in_data": b, "status": status}
+    return out
+
+
 def _window_cells(store: Store, base: HotspotQuery, win: Window, weights: WeightsTable,
                   label_top: int) -> tuple[pd.DataFrame, dict]:
     """Every cell with harm in the window (offence labels only for the top ``label_top``: they cost a group-by)."""

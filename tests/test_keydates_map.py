@@ -1,0 +1,178 @@
+"""Key dates on the map (app/static/keydates.js) in headless Chromium, on the Leicestershire file: the after,
+change and forecast layers for 2021-05-17 match GET /keydates/.../hotspots, each with its legend and the key
+date's label; a date beyond the data is marked and shows the forecast only; the compact selector does not add a
+header row; editing From/To clears it.
+
+Set HARMSPOT_SCREENSHOTS=docs/screenshots to refresh docs/screenshots/keydates-map-2021-05-17-*.png.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from patrol_data import leics_store
+from tests import live
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+pytestmark = pytest.mark.browser
+KD = "england-2020-21|2021-05-17"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("headless Chromium not installed (apt-get install chromium chromium-driver)")
+    pytest.importorskip("selenium")
+    store = leics_store(tmp_path_factory, "kdmap")
+    path = store.path
+    store.close()
+    data = tmp_path_factory.mktemp("kdmap-data")
+    shutil.copyfile(path, data / "harmspot.duckdb")
+    srv, _ = live.start(data, data / "server.log", {"HARMSPOT_LOAD_SAMPLE": "false"})
+    made = srv.post("/keydates", json.dumps({"name": "later", "dates": [
+        {"date": "2023-05-01", "label": "A date after the data ends (2022-10)", "kind": "test"}]}),
+        content_type="application/json")
+    assert made.status == 201, made.body
+    yield srv
+    live.stop(srv.proc)
+
+
+@pytest.fixture(scope="module")
+def driver(server, tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--window-size=1280,720", "--disable-dev-shm-usage",
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        opts.add_argument(arg)
+    d = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    d.set_page_load_timeout(120)
+    yield d
+    d.quit()
+
+
+def wait_for(driver, script: str, timeout: float = 120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.2)
+    status = driver.execute_script("return document.getElementById('status').textContent")
+    raise AssertionError(f"timed out: {script}; status: {status}")
+
+
+def screenshot(driver, name: str) -> None:
+    target = os.environ.get("HARMSPOT_SCREENSHOTS")
+    if target:
+        out = (ROOT / target) if not Path(target).is_absolute() else Path(target)
+        out.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(out / name))
+
+
+def choose(driver, value: str) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element("id", "keydate")).select_by_value(value)
+
+
+LAYER = """var prop = arguments[1];
+return window.harmspotKeyDates.state.layers[arguments[0]].getLayers().map(function (l) {
+  return [l.feature.properties.h3, l.options.fillColor, l.feature.properties[prop]]; });"""
+
+
+def test_key_date_layers_on_leicestershire(server, driver):
+    driver.get(server.base + "/map?dataset=leics&preset=all-crime&top=200")
+    wait_for(driver, "return document.body.dataset.cells && !document.body.dataset.loading")
+    wait_for(driver, "return !document.getElementById('keydate-wrap').hidden && "
+                     "document.getElementById('keydate').options.length > 8")
+    # the compact selector: dates only, labels in tooltips; it adds no header row
+    texts = driver.execute_script("return Array.from(document.getElementById('keydate').options).map(o => [o.text, o.title])")
+    assert all(len(t) <= 26 for t, _ in texts), texts
+    assert any("indoor hospitality" in title for _, title in texts)
+    assert ["2023-05-01 · forecast only", "2023-05-01 A date after the data ends (2022-10) (outside the data: "
+            "forecast only)"] in texts
+    for width in (1024, 1280, 1600, 1920):  # the key date under the title adds no row, whatever wraps
+        driver.set_window_size(width, 720)
+        time.sleep(0.3)
+        shown = driver.execute_script("return document.getElementById('bar').getBoundingClientRect().height")
+        hidden = driver.execute_script(
+            "var w = document.getElementById('keydate-wrap'), s = document.getElementById('subtitle'); "
+            "w.hidden = true; s.hidden = false; var h = document.getElementById('bar').getBoundingClientRect().height; "
+            "w.hidden = false; s.hidden = true; return h;")
+        assert abs(shown - hidden) < 3, (width, shown, hidden)  # inside the form it added a ~40 px row
+    driver.set_window_size(1280, 720)
+
+    choose(driver, KD)
+    wait_for(driver, "return document.body.dataset.keydateMode === 'after' && !document.body.dataset.keydateLoading")
+    time.sleep(0.5)
+    panel = driver.find_element("id", "keydate-panel").text
+    assert "2021-05-17" in panel and "indoor hospitality" in panel and "harm per day after the date" in panel
+    assert "before 2021-04" in panel and "after 2021-06" in panel
+    assert driver.execute_script("return [document.getElementById('from').value, document.getElementById('to').value]") \
+        == ["2021-06", "2021-06"]
+    assert not driver.execute_script("return window.harmspot.map.hasLayer(window.harmspot.hexes)")
+    screenshot(driver, "keydates-map-2021-05-17-after.png")
+
+    with urllib.request.urlopen(f"{server.base}/keydates/england-2020-21/2021-05-17/hotspots?dataset=leics"
+                                "&preset=all-crime&resolution=10&top=200&format=geojson&layer=all") as r:
+        api = json.loads(r.read())
+    by_layer: dict[str, list] = {}
+    for f in api["features"]:
+        by_layer.setdefault(f["properties"]["layer"], []).append(f["properties"])
+    after = driver.execute_script(LAYER, "after", "harm_per_day_after")
+    assert [a[0] for a in after] == [p["h3"] for p in by_layer["after"]] and len(after) == 200
+    assert [a[2] for a in after] == pytest.approx([p["harm_per_day_after"] for p in by_layer["after"]])
+    # per-day rates as /keydates computes them: June 2021 has 30 days
+    assert by_layer["after"][0]["harm_per_day_after"] == pytest.approx(by_layer["after"][0]["harm_after"] / 30)
+
+    driver.execute_script("window.harmspotKeyDates.show('change')")
+    time.sleep(0.8)
+    change = driver.execute_script(LAYER, "change", "change_per_day")
+    reds, blues = {"#fddbc7", "#ef8a62", "#b2182b"}, {"#2166ac", "#67a9cf", "#d1e5f0"}
+    assert len(change) == 200 and all((c in reds) if v > 0 else (c in blues) for _, c, v in change)
+    assert {c for _, c, v in change if v > 0} and {c for _, c, v in change if v < 0}  # both directions present
+    mags = [abs(p["change_per_day"]) for p in by_layer["change"]]
+    assert mags == sorted(mags, reverse=True)  # the biggest changes, up or down
+    assert "after − before" in driver.find_element("id", "kd-legend").text
+    assert "2021-05-17" in driver.find_element("css selector", ".kd-caption").text
+    screenshot(driver, "keydates-map-2021-05-17-change.png")
+
+    driver.execute_script("window.harmspotKeyDates.show('forecast')")
+    time.sleep(0.8)
+    fc = driver.execute_script(LAYER, "forecast", "forecast_harm_per_day")
+    assert [f[0] for f in fc] == [p["h3"] for p in by_layer["forecast"]]
+    legend = driver.find_element("id", "kd-legend").text
+    assert "forecast harm per day" in legend and "analogue 2020-07-04" in legend
+    screenshot(driver, "keydates-map-2021-05-17-forecast.png")
+
+    # a hand-edited period is no longer the key date's window
+    driver.find_element("id", "from").send_keys("x")
+    wait_for(driver, "return document.getElementById('keydate').value === '' && "
+                     "window.harmspot.map.hasLayer(window.harmspot.hexes)")
+    assert driver.execute_script("return document.getElementById('keydate-panel').hidden")
+
+
+def test_key_date_beyond_the_data(server, driver):
+    driver.get(server.base + "/map?dataset=leics&preset=all-crime&top=50")
+    wait_for(driver, "return document.body.dataset.cells && !document.body.dataset.loading")
+    wait_for(driver, "return document.getElementById('keydate').options.length > 8")
+    choose(driver, "later|2023-05-01")
+    wait_for(driver, "return document.body.dataset.keydateMode === 'forecast' && !document.body.dataset.keydateLoading")
+    panel = driver.find_element("id", "keydate-panel").text
+    assert "outside the data: forecast only" in panel
+    counts = driver.execute_script("var l = window.harmspotKeyDates.state.layers; "
+                                   "return [l.after.count, l.change.count, l.forecast.count];")
+    assert counts[0] == 0 and counts[1] == 0 and counts[2] == 50
+    driver.execute_script("window.harmspotKeyDates.show('after')")
+    assert "not in the data" in driver.find_element("id", "kd-legend").text
