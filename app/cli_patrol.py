@@ -115,7 +115,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
             raise ValueError("--format png needs --out FILE.png")
         _write(args.out, harmtrend.chart_png(rep))
     elif args.format == "html":
-        _write(args.out, report_html(rep))
+        _write(args.out, report_html(rep, settings.protective_marking))
     elif args.format == "csv":
         _write(args.out, to_csv(rep.rows))
     else:

@@ -232,6 +232,7 @@ def test_report_door(api):
     assert page.status_code == 200 and "data:image/png;base64," in page.text
     assert "The combined harm score for All areas in 2024-04 was" in page.text
     assert "<script" not in page.text and "src=\"http" not in page.text  # prints offline
+    assert page.text.count("<div class=\"marking\">OFFICIAL</div>") == 2  # protective marking, top and bottom
     assert api.get(base + "&by=week").status_code == 422
     assert api.get(base + "&area_layer=parishes").status_code == 422
     assert api.get("/reports/harm-trend?dataset=nope").status_code == 404

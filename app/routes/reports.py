@@ -38,9 +38,11 @@ def build_report(state, dataset: str, preset: str | None, offences: str | None, 
             summary="Harm-trend scrutiny report: harm per quarter or month and area, changes and whether beyond chance",
             description="Per whole period (`by` quarter or month) and area of `area_layer` (plus an 'All areas' row): "
             "combined harm, offences, counts of the main offence types, and the change against the previous period "
-            "and the same period a year earlier. Harm changes: 95 % interval of the ratio of harm per day from a "
-            "Poisson bootstrap over records (harm is heavy-tailed); counts: exact conditional Poisson test. A change "
-            "is `beyond_chance` when the interval excludes 1 (harm) or p < 0.05 (counts). `format=csv`, `png` "
+            "and the same period a year earlier. Harm changes (harm is heavy-tailed): beyond chance when p < 0.05 "
+            "in a conditional randomisation test of equal harm per day (the pooled records of the two periods, "
+            "each in this period with probability by days; exact for any weights), with a 95 % interval of the "
+            "ratio of harm per day from a Poisson bootstrap over records; counts: exact conditional Poisson test, "
+            "beyond chance when p < 0.05. `format=csv`, `png` "
             "(small multiples) or `html` (printable page with the chart, the sentence the quarterly report writes, "
             "and tables). Partial periods at either end of the data are left out (listed in the response).",
             responses={200: {"content": {"application/json": {}, "text/csv": {}, "image/png": {}, "text/html": {}}}})
@@ -67,7 +69,7 @@ def get_harm_trend(
         return Response(ht.chart_png(rep), media_type="image/png",
                         headers={"Content-Disposition": f'inline; filename="{name}.png"'})
     if format == "html":
-        return HTMLResponse(report_html(rep))
+        return HTMLResponse(report_html(rep, state.settings.protective_marking))
     return JSONResponse({**rep.meta, "rows": to_json({}, rep.rows)["cells"]})
 
 
@@ -82,6 +84,7 @@ th { background: #eee; } td.l, th.l { text-align: left; }
 .up { color: #b2182b; font-weight: bold; } .down { color: #2166ac; font-weight: bold; } .ns { color: #555; }
 img { max-width: 100%; } ul.story li { margin-bottom: 3px; }
 section.area { page-break-inside: avoid; }
+.marking { text-align: center; color: #b00; font-weight: bold; letter-spacing: 0.08em; margin: 2px 0; }
 """
 
 
@@ -99,8 +102,9 @@ def _change(pct, flag) -> str:
     return f"<td class='{cls}'>{pct:+.0f} %{mark}</td>"
 
 
-def report_html(rep: ht.HarmTrend) -> str:
-    """A printable page: header, chart, one sentence per area for the latest period, a table per area."""
+def report_html(rep: ht.HarmTrend, marking: str = "OFFICIAL") -> str:
+    """A printable page: the protective marking (top and bottom), header, chart, one sentence per area for the
+    latest period, a table per area."""
     e = html.escape
     m = rep.meta
     png = base64.b64encode(ht.chart_png(rep)).decode()
@@ -131,6 +135,7 @@ def report_html(rep: ht.HarmTrend) -> str:
                 if m["partial_periods_left_out"] else "")
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>harmspot harm trend {e(m['dataset'])}</title>
 <style>{_CSS}</style></head><body>
+<div class="marking">{e(marking)}</div>
 <h1>Harm trend · {e(m['dataset'])} · by {e(m['by'])}</h1>
 <div class="meta">Offences: {e(m['preset'] or ', '.join(m['offences'] or []))} · weights {e(m['weights_table'])} ·
 areas: {e(m['area_layer'] or 'whole dataset only')} · periods {e(m['periods'][0])} to {e(latest)}{e(left_out)} ·
@@ -141,4 +146,5 @@ made {datetime.now():%Y-%m-%d %H:%M}</div>
 {''.join(sections)}
 <h2>Method</h2><ul>{method}</ul>
 <h2>Caveats</h2><ul class="caveat">{caveats}</ul>
+<div class="marking">{e(marking)}</div>
 </body></html>"""
