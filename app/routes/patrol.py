@@ -195,11 +195,11 @@ def get_keydate_hotspots(
         raise _bad(exc) from exc
     cells = res.cells.head(top)
     if layer != "after" and format in ("csv", "geojson"):
-        rows = keydate_layers(res, top, layer)
+        rows = kd.layer_table(res, top, layer)
         fields = ["layer", *KEYDATE_FIELDS, *[f for f in FORECAST_FIELDS if f not in KEYDATE_FIELDS]]
         if format == "csv":
             return Response(to_csv(rows, fields), media_type="text/csv; charset=utf-8")
-        return JSONResponse(to_geojson({**res.meta(), "layers": LAYER_NOTES}, rows, fields), media_type=GEOJSON_MEDIA)
+        return JSONResponse(to_geojson({**res.meta(), "layers": kd.LAYER_NOTES}, rows, fields), media_type=GEOJSON_MEDIA)
     if format == "csv":
         return Response(to_csv(cells, KEYDATE_FIELDS), media_type="text/csv; charset=utf-8")
     if format == "geojson":
@@ -208,30 +208,6 @@ def get_keydate_hotspots(
         return HTMLResponse(keydate_html(res, kset, state.store, q))
     return JSONResponse({**to_json(res.meta(), cells, KEYDATE_FIELDS),
                          "forecast": to_json({}, res.forecast, FORECAST_FIELDS)["cells"]})
-
-
-LAYER_NOTES = {
-    "after": "top cells by harm in the window after the key date; harm_per_day_after = harm / days of the window",
-    "change": "top cells by the size of the change in harm per day, after minus before (both windows must be in the "
-              "data); change_per_day > 0 = more harm after",
-    "forecast": "analogue forecast: harm per day expected after the date (blend of the analogue's after-window "
-                "pattern and recent data)",
-}
-
-
-def keydate_layers(res: kd.KeyDateResult, top: int, which: str) -> pd.DataFrame:
-    """The map's key-date layers as one table with a `layer` column: after, change, forecast (or one of them)."""
-    s = res.summary
-    parts = []
-    if which in ("after", "all") and s["harm_after"] is not None:
-        parts.append(res.cells.head(top).assign(layer="after"))
-    if which in ("change", "all") and s["harm_after"] is not None and s["harm_before"] is not None:
-        order = res.cells["change_per_day"].abs().sort_values(ascending=False, kind="mergesort").index
-        parts.append(res.cells.loc[order].head(top).assign(layer="change"))
-    if which in ("forecast", "all"):
-        parts.append(res.forecast.head(top).assign(layer="forecast"))
-    parts = [p for p in parts if len(p)]
-    return pd.concat(parts, ignore_index=True) if parts else res.cells.head(0).assign(layer=None)
 
 
 # ============================================================================================ patrols

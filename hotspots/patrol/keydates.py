@@ -503,3 +503,29 @@ def _forecast_check(forecast: pd.DataFrame, recent: pd.DataFrame, a_after: pd.Da
 
 def iso(d: datetime | date) -> str:
     return d.isoformat()
+
+
+LAYER_NOTES = {
+    "after": "top cells by harm in the window after the key date; harm_per_day_after = harm / days of the window",
+    "change": "top cells by the size of the change in harm per day, after minus before (both windows must be in the "
+              "data); change_per_day > 0 = more harm after",
+    "forecast": "analogue forecast: harm per day expected after the date (blend of the analogue's after-window "
+                "pattern and recent data)",
+}
+
+
+def layer_table(res: KeyDateResult, top: int, which: str = "all") -> pd.DataFrame:
+    """The key-date layers as one table with a ``layer`` column - after (top cells by harm after the date),
+    change (top cells by |change in harm per day|, when both windows are in the data), forecast - or one of them.
+    The map (GET /keydates/...?layer=) and the offline map packs draw these."""
+    s = res.summary
+    parts = []
+    if which in ("after", "all") and s["harm_after"] is not None:
+        parts.append(res.cells.head(top).assign(layer="after"))
+    if which in ("change", "all") and s["harm_after"] is not None and s["harm_before"] is not None:
+        order = res.cells["change_per_day"].abs().sort_values(ascending=False, kind="mergesort").index
+        parts.append(res.cells.loc[order].head(top).assign(layer="change"))
+    if which in ("forecast", "all"):
+        parts.append(res.forecast.head(top).assign(layer="forecast"))
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else res.cells.head(0).assign(layer=None)
