@@ -464,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     from app import cli_patrol  # patrols gps|compliance, report, map export
 
     cli_patrol.add_parsers(sub)
+    from app import cli_areas  # areas add|list|delete
+
+    cli_areas.add_parsers(sub)
     return p
 
 
@@ -479,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     from app.cli_patrol import HANDLERS as patrol_handlers
 
     handlers.update(patrol_handlers)
+    from app.cli_areas import HANDLERS as area_handlers
+
+    handlers.update(area_handlers)
     try:
         return handlers[args.command](args, settings)
     except (ValueError, OSError) as exc:  # IngestError, StoreError, WeightsError, ValidationError are ValueErrors

@@ -83,6 +83,7 @@ class Registry:
     def __init__(self) -> None:
         self.static: tuple[Collection, ...] = ()
         self.dynamic: tuple[Callable[[ServiceState], list[Collection]], ...] = ()
+        self._dynamic_at: tuple[int, ...] = ()  # how many static collections preceded each dynamic provider
 
     def add(self, *collections: Collection) -> None:
         taken = {c.id for c in self.static}
@@ -94,9 +95,18 @@ class Registry:
 
     def add_dynamic(self, make: Callable[[ServiceState], list[Collection]]) -> None:
         self.dynamic = (*self.dynamic, make)
+        self._dynamic_at = (*self._dynamic_at, len(self.static))
 
     def collections(self, state: ServiceState) -> list[Collection]:
-        return [c for c in self.static if c.available(state)] + [c for make in self.dynamic for c in make(state)]
+        """Static (when available) and dynamic collections, in registration order."""
+        out: list[Collection] = []
+        at = list(self._dynamic_at) + [len(self.static)] * (len(self.dynamic) - len(self._dynamic_at))
+        done = 0
+        for make, pos in zip(self.dynamic, at):
+            out += [c for c in self.static[done:pos] if c.available(state)]
+            done = max(done, pos)
+            out += make(state)
+        return out + [c for c in self.static[done:] if c.available(state)]
 
     def get(self, state: ServiceState, collection_id: str) -> Collection:
         found = self.collections(state)

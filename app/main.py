@@ -16,7 +16,7 @@ from app.errors import install_error_handlers
 from app.eventloop import LoopGuard
 from app.limits import BodyLimitMiddleware
 from app.render import JSONResponse
-from app.routes import datasets, hotspots, meta
+from app.routes import areas, datasets, hotspots, meta
 from app.rowwriter import RowWriter
 from app.security import install_security, keyring_of
 from app.state import open_state
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(LoopGuard, warn_ms=settings.loop_lag_warn_ms)  # no store call on the loop (app/eventloop.py)
     install_error_handlers(app)
     app.state.harmspot_collections = Registry()  # OGC collections, registered by the routers that own them
-    for module in (hotspots, datasets, meta):
+    for module in (hotspots, datasets, meta, areas):
         _include(app, module)
     _include_optional_routers(app)
     _install_openapi_extras(app)

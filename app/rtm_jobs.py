@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from geodata import layer_store
+from geodata.areas import resolve_area
 from geodata.store import DATASET_LAYER, Store, StoreError, utc_now
 from hotspots.ranking.query import HotspotQuery, period_end_exclusive, period_start
 
@@ -100,7 +101,7 @@ def plan_run(store: Store, default_weights, body: dict) -> RunPlan:
         resolve_offences(q.offences)
     if q.weights:
         store.weights_table(q.weights)
-    layer, ids = (store.resolve_area(q.area)[:2] if q.area else (DATASET_LAYER, [dataset]))
+    layer, ids = (resolve_area(store, q.area, dataset)[:2] if q.area else (DATASET_LAYER, [dataset]))
     n10 = int(store.scalar(f"SELECT count(DISTINCT h3_10) FROM area_cells WHERE layer = ? AND feature_id IN "
                            f"({','.join('?' * len(ids))})", [layer, *ids]) or 0)
     cells = n10 * 7.0 ** (q.resolution - 10)  # ~7 children per cell per finer resolution

@@ -49,6 +49,8 @@ EXTRACT_ALIASES: dict[str, tuple[str, ...]] = {
     "category": ("category", "crime_type", "police_uk_category"),
     "location": ("location", "street", "street_name", "location_text", "address"),
     "lsoa_code": ("lsoa_code", "lsoa", "lsoa11cd", "lsoa21cd"),
+    "lsoa_name": ("lsoa_name", "lsoa11nm", "lsoa21nm"),
+    "district": ("district", "beat", "sector", "neighbourhood", "policing_area", "lad_name", "local_authority"),
     "domestic": ("domestic", "domestic_abuse", "da_flag", "domestic_flag"),
     "public_place": ("public_place", "public", "public_place_flag"),
     "knife": ("knife", "knife_enabled", "knife_crime", "weapon", "knife_flag"),
@@ -58,7 +60,8 @@ EXTRACT_ALIASES: dict[str, tuple[str, ...]] = {
 
 STORED_COLUMNS = ["record_id", "occurred_from", "occurred_to", "precision", "dow", "hour", "lon", "lat", "x", "y",
                   *[f"h3_{r}" for r in RESOLUTIONS], "category", "offence_group", "ho_code", "offence_title",
-                  "location", "lsoa_code", "domestic", "public_place", "knife", "nte", "victim_age"]
+                  "location", "lsoa_code", "domestic", "public_place", "knife", "nte", "victim_age", "lsoa_name",
+                  "district"]
 
 
 __all__ = ["IngestError", "IngestLimitError", "IngestLimits", "Parsed", "StudyArea", "parse_files", "parse_stream",
@@ -72,7 +75,8 @@ ROW_SCHEMA = pa.schema([
     ("category", pa.string()), ("offence_group", pa.string()), ("ho_code", pa.string()),
     ("offence_title", pa.string()), ("location", pa.string()), ("lsoa_code", pa.string()),
     ("domestic", pa.bool_()), ("public_place", pa.bool_()), ("knife", pa.bool_()), ("nte", pa.bool_()),
-    ("victim_age", pa.int16()), ("_line", pa.int64()), ("_file", pa.string()),
+    ("victim_age", pa.int16()), ("lsoa_name", pa.string()), ("district", pa.string()),  # areas from the records
+    ("_line", pa.int64()), ("_file", pa.string()),
 ])
 
 
@@ -347,6 +351,7 @@ def normalise_policeuk(table: pa.Table, file: str, area: StudyArea, limits: Inge
         "location": kept("Location"), "lsoa_code": kept("LSOA code"),
         "domestic": nulls(pa.bool_()), "public_place": nulls(pa.bool_()), "knife": nulls(pa.bool_()),
         "nte": nulls(pa.bool_()), "victim_age": nulls(pa.int16()),
+        "lsoa_name": kept("LSOA name"), "district": nulls(pa.string()),
         "_line": kept("_line"), "_file": _constant(file, m),
     }
     columns.update(geo_columns(lon[alive], lat[alive]))
@@ -549,6 +554,8 @@ def normalise_extract(frame: pd.DataFrame, file: str, area: StudyArea,
         "offence_title": title[alive].to_numpy(),
         "location": col("location")[alive].astype("string").to_numpy(),
         "lsoa_code": col("lsoa_code")[alive].astype("string").to_numpy(),
+        "lsoa_name": col("lsoa_name")[alive].astype("string").to_numpy(),
+        "district": col("district")[alive].astype("string").to_numpy(),
         "_line": keep["_line"].to_numpy(),
     })
     for name, values in flags.items():

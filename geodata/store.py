@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 
+from geodata.auto_areas import derive_auto_areas
 from geodata.cells import AREA_RESOLUTION, RESOLUTIONS, cell_centres, cells_at_all_resolutions, polygon_cells
 from geodata.harm import WeightsTable
 from geodata.ingest import Parsed, StudyArea
@@ -40,7 +41,10 @@ CREATE TABLE IF NOT EXISTS offences (
     lon DOUBLE, lat DOUBLE, x DOUBLE, y DOUBLE,
     {", ".join(f"h3_{r} UBIGINT" for r in RESOLUTIONS)},
     offence_title VARCHAR, location VARCHAR, lsoa_code VARCHAR,
-    domestic BOOLEAN, public_place BOOLEAN, knife BOOLEAN, nte BOOLEAN, victim_age SMALLINT);
+    domestic BOOLEAN, public_place BOOLEAN, knife BOOLEAN, nte BOOLEAN, victim_age SMALLINT,
+    lsoa_name VARCHAR, district VARCHAR);
+ALTER TABLE offences ADD COLUMN IF NOT EXISTS lsoa_name VARCHAR;  -- stores made before automatic areas
+ALTER TABLE offences ADD COLUMN IF NOT EXISTS district VARCHAR;
 CREATE TABLE IF NOT EXISTS rejects (
     dataset VARCHAR, batch_id INTEGER, file VARCHAR, line BIGINT, reason VARCHAR, raw VARCHAR);
 CREATE TABLE IF NOT EXISTS weights (
@@ -142,7 +146,8 @@ def _offence_keys(cur, table: pa.Table) -> np.ndarray:
 
 INSERT_COLUMNS = ["dataset", "batch_id", "record_id", "offence_key", "occurred_from", "occurred_to", "precision",
                   "dow", "hour", "lon", "lat", "x", "y", *[f"h3_{r}" for r in RESOLUTIONS], "offence_title",
-                  "location", "lsoa_code", "domestic", "public_place", "knife", "nte", "victim_age"]
+                  "location", "lsoa_code", "domestic", "public_place", "knife", "nte", "victim_age", "lsoa_name",
+                  "district"]
 PostIngestStep = Callable[[duckdb.DuckDBPyConnection, str, int], None]
 
 
@@ -207,7 +212,7 @@ class Store:
         # the store is unchanged
         self._version = 0
         self._memo: dict = {}
-        self._post_ingest: list[PostIngestStep] = []
+        self._post_ingest: list[PostIngestStep] = [derive_auto_areas]  # lad/lsoa layers from the records
         if not read_only:
             self._con.execute(SCHEMA)
             self.reindex_h3()

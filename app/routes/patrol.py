@@ -16,7 +16,6 @@ import shapely
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
-from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from app.cache import cached_response_async

@@ -24,7 +24,9 @@ from app.errors import ApiError
 from app.render import GEOJSON_MEDIA, JSONResponse, cells_response, records, to_csv, to_geojson
 from app.routes.hotspots import gistar_result
 from app.state import ServiceState
+from geodata.areas import choose_layer
 from geodata.cells import cell_centres, to_hex
+from geodata.store import StoreError
 from hotspots.stats.backtest import METHODS, MIN_RELIABLE_ORIGINS, BacktestConfig, ratio_to_best
 from hotspots.stats.for_query import (backtest_for_query, emerging_cells, emerging_for_query,
                                        spike_units, spikes_for_query)
@@ -95,8 +97,10 @@ def _emerging(state, q, slice, value, transform, include_no_pattern, format) -> 
 )
 async def get_spikes(
     request: Request, state: State, q: Query_,
-    unit: Annotated[str, Query(description="cell (H3 at `resolution`) or an area layer: districts, wards, "
-                               "or any loaded boundary layer.", examples=["cell", "districts", "wards"])] = "cell",
+    unit: Annotated[str, Query(description="cell (H3 at `resolution`) or an area layer: districts (the loaded "
+                               "layer when it covers the dataset, else the automatic districts), lad, lsoa (automatic, "
+                               "from the records), wards, or any loaded boundary layer; the response's `area_layer` "
+                               "names the layer used.", examples=["cell", "districts", "lad", "wards"])] = "cell",
     recent: Annotated[str | None, Query(description="Recent window: '28D', '14D', '1M'. Default 1M (month-only "
                                         "data) or 28D.")] = None,
     baseline: Annotated[str | None, Query(description="Baseline window: '12W', '12M'. Default 12M or 12W.")] = None,
@@ -112,13 +116,19 @@ async def get_spikes(
 
 
 def _spikes(state, q, unit, recent, baseline, method, min_observed, all_units, format) -> Response:
-    if unit != "cell" and not state.store.scalar("SELECT count(*) FROM areas WHERE layer = ?", [unit]):
-        raise ApiError(422, "invalid_parameter", f"unit: 'cell' or a loaded area layer "
-                       f"({state.store.area_layers()['layer'].tolist()})")
+    layer = None
+    if unit != "cell":
+        try:
+            layer = choose_layer(state.store, q.dataset, unit)
+        except StoreError as exc:
+            raise ApiError(422, "invalid_parameter", f"unit: 'cell' or an area layer; {exc}") from exc
+        unit = layer.stored
     res, meta = _engine_errors(spikes_for_query, state.store, q, state.default_weights, unit=unit, recent=recent,
                                baseline=baseline, method=method, min_observed=min_observed)
     units = spike_units(state.store, res, unit, not all_units, q.top)
     meta = {**meta, "summary": res.summary(), "top": q.top, "units_returned": int(len(units))}
+    if layer is not None:
+        meta.update(unit=layer.name, area_layer=layer.to_dict())
     if unit == "cell":
         return cells_response(meta, units, ["h3", *SPIKE_FIELDS, "lat", "lon"], format, "spikes")
     fields = ["id", "name", "district", *SPIKE_FIELDS]

@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from geodata.areas import choose_layer
 from geodata.cells import AREA_RESOLUTION, cell_centres, parents, to_hex
 from geodata.harm import WeightsTable
-from geodata.store import Store
+from geodata.store import Store, StoreError
 from hotspots.ranking.harmspots import harm_spots
 from hotspots.ranking.plan import offence_selection
 from hotspots.ranking.presets import select_keys
@@ -141,6 +142,10 @@ def evaluate(store: Store, q: HotspotQuery, weights: WeightsTable, spot_ids: lis
                               f"({pd.Timestamp(first).date() if not pd.isna(first) else '-'}.."
                               f"{(pd.Timestamp(last).ceil('D') - pd.Timedelta(days=1)).date() if not pd.isna(last) else '-'})")
 
+    try:  # 'districts' on a dataset no loaded layer covers: its automatic districts (geodata.areas)
+        area_layer = choose_layer(store, q.dataset, area_layer).stored
+    except StoreError as exc:
+        raise EvaluationError(str(exc)) from exc
     dom = _domain(store, area_layer, res)
     for name, win in (("b", b_win), ("a", a_win)):
         out = _window_outcomes(store, q, weights, win).rename(columns={"harm": f"harm_{name}", "count": f"count_{name}"})

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from geodata.areas import LayerChoice, choose_layer, public_layers
 from geodata.cells import AREA_RESOLUTION, parents
 from geodata.harm import WeightsTable
 from geodata.store import Store, StoreError, utc_now
@@ -80,7 +81,9 @@ class TaskingError(ValueError):
 class TaskingParams(BaseModel):
     """Capacity and dose of a tasking pack; every default is explained in docs/patrol-planning.md."""
 
-    area_layer: str = Field("districts", description="Boundary layer whose features are the patrol areas.")
+    area_layer: str = Field("districts", description="Boundary layer whose features are the patrol areas: "
+                            "'districts' means the loaded districts layer when it covers the dataset, else the "
+                            "dataset's automatic 'lad' layer (districts named from the records' LSOA names).")
     spots_per_area: int = Field(5, ge=1, le=100, description="Most spots per area.")
     total_minutes: float | None = Field(None, gt=0, description="Patrol minutes available over the whole plan "
                                         "period, all areas together; null = no limit beyond spots_per_area.")
@@ -105,6 +108,11 @@ class TaskingPack:
     peak_note: str | None
     pack_id: int | None = None
     caveats: list[str] = field(default_factory=list)
+    layer: LayerChoice | None = None  # the area layer actually used (see geodata.areas.choose_layer)
+
+    @property
+    def area_layer(self) -> str:
+        return self.layer.name if self.layer else self.params.area_layer
 
     @property
     def rows(self) -> pd.DataFrame:
@@ -116,7 +124,8 @@ class TaskingPack:
         counts = self.spots["status"].value_counts().to_dict() if len(self.spots) else {}
         return {
             "pack_id": self.pack_id, "previous_pack_id": self.previous_pack_id, "dataset": self.query.dataset,
-            "area_layer": self.params.area_layer,
+            "area_layer": self.area_layer,
+            "area_layer_info": self.layer.to_dict() if self.layer else None,
             "plan": {"from": self.plan_from.isoformat(),
                      "to": (self.plan_to_exclusive - timedelta(days=1)).isoformat(), "days": self.params.plan_days},
             "lookback": {"from": hs["from"], "to": hs["to"], "rule": hs["period_rule"]},
@@ -191,15 +200,21 @@ def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: Tas
     # parallel float sums differ in the last bits between runs: round so equal-harm ties break by cell id
     cells["harm"] = cells["harm"].round(6)
     cells[score] = cells[score].round(6)
-    areas = store.areas(params.area_layer)
+    try:
+        layer = choose_layer(store, q.dataset, params.area_layer)
+    except StoreError as exc:
+        raise TaskingError(str(exc)) from exc
+    areas = store.areas(layer.stored)
     if areas.empty:
         raise TaskingError(f"no area layer '{params.area_layer}' is loaded; layers: "
-                           f"{store.area_layers()['layer'].tolist()}")
-    assigned = assign_areas(store, params.area_layer, cells["cell"].to_numpy(np.uint64), q.resolution)
+                           f"{public_layers(store, q.dataset)}")
+    if layer.approximate:
+        caveats.append(f"patrol areas: {layer.rule}")
+    assigned = assign_areas(store, layer.stored, cells["cell"].to_numpy(np.uint64), q.resolution)
     cells = cells.merge(assigned, on="cell", how="left")
     outside = int(cells["feature_id"].isna().sum())
     if outside:
-        caveats.append(f"{outside} cells with harm lie outside every '{params.area_layer}' area and are not tasked")
+        caveats.append(f"{outside} cells with harm lie outside every '{layer.name}' area and are not tasked")
     cells = cells[cells["feature_id"].notna()].sort_values([score, "count", "cell"], ascending=[False, False, True],
                                                             kind="mergesort")
     cells["area_rank"] = cells.groupby("feature_id").cumcount() + 1
@@ -235,7 +250,7 @@ def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: Tas
     peak_days, peak_hours, peak_note = _peaks(store, plan, res, chosen["cell"].to_numpy(np.uint64))
     chosen["peak_days"], chosen["peak_hours"] = peak_days, peak_hours
 
-    prev_id, prev = _previous_pack(store, q.dataset, params.area_layer)
+    prev_id, prev = _previous_pack(store, q.dataset, layer.name)
     prev_ids = set(prev["spot_id"]) if prev is not None else set()
     chosen["status"] = np.where(chosen["spot_id"].isin(prev_ids), "continuing", "new")
     dropped = _dropped(prev, chosen, cells)
@@ -256,7 +271,7 @@ def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: Tas
     spots = chosen[["cell", *TASKING_FIELDS]].sort_values(["area_name", "area_rank"], kind="mergesort")
     return TaskingPack(q, params, plan_from, plan_from + timedelta(days=params.plan_days),
                        spots.reset_index(drop=True), dropped, areas, res, prev_id, capacity, peak_note,
-                       caveats=caveats)
+                       caveats=caveats, layer=layer)
 
 
 def _window(res: HotspotResult) -> tuple[datetime, datetime]:
@@ -367,7 +382,7 @@ def save_pack(store: Store, pack: TaskingPack) -> int:
     with store.transaction() as cur:
         pid = int(cur.execute("SELECT nextval('tasking_pack_seq')").fetchall()[0][0])
         cur.execute("INSERT INTO tasking_packs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [pid, pack.query.dataset, pack.params.area_layer, utc_now(), pack.plan_from,
+                    [pid, pack.query.dataset, pack.area_layer, utc_now(), pack.plan_from,
                      pack.plan_to_exclusive - timedelta(days=1), hs.period_from.date(),
                      (hs.period_to_exclusive - timedelta(days=1)).date(), pack.params.visits_per_day,
                      pack.params.visit_minutes,

@@ -21,6 +21,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from geodata.areas import resolve_area
 from geodata.cells import AREA_RESOLUTION
 from geodata.harm import WeightsTable
 from geodata.store import DATASET_LAYER, Store, StoreError
@@ -239,13 +240,13 @@ def _area(store: Store, q: HotspotQuery) -> tuple[str, tuple[str, ...], str, np.
         return DATASET_LAYER, (q.dataset,), "", None
 
     def fetch():
-        layer, ids, label = store.resolve_area(q.area)
+        layer, ids, label = resolve_area(store, q.area, q.dataset)  # knows the dataset's automatic layers
         ph = ",".join("?" * len(ids))
         cells = store.query_df(f"SELECT DISTINCT h3_10 FROM area_cells WHERE layer = ? AND feature_id IN ({ph})",
                                [layer, *ids])["h3_10"].to_numpy(np.uint64)
         return layer, tuple(ids), f"area {label}", np.sort(cells)
 
-    return store.cached(("plan_area", q.area), fetch)
+    return store.cached(("plan_area", q.area, q.dataset), fetch)
 
 
 def resolve_plan(store: Store, q: HotspotQuery, default_weights: WeightsTable,
