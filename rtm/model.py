@@ -1,11 +1,16 @@
-"""RTM model selection: elastic-net screening with spatially blocked CV, then bidirectional stepwise by BIC."""
+"""RTM model selection: elastic-net screening with spatially blocked CV, then bidirectional stepwise by BIC.
+
+The numerics are libraries' (glum's elastic-net path, statsmodels' GLMs: :mod:`rtm.enet`, :mod:`rtm.glm`,
+:mod:`rtm.tweedie`); this module holds the RTM method around them: the folds, the CV choice of lambda, the
+stepwise moves and the exact row collapsing (:class:`_Data`) that lets every fit see distinct design rows only."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from rtm.glm import Agg, CountFit, enet_poisson_path, fit_count, fit_negbin, poisson_neg_loglik, row_groups
+from rtm.enet import enet_path, neg_loglik
+from rtm.glm import Agg, CountFit, fit_count, fit_negbin, row_groups
 from rtm.tweedie import Positive, fit_tweedie
 
 FAMILIES = ("poisson", "negbin", "tweedie")
@@ -57,7 +62,12 @@ class ScreenResult:
 def screen(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alpha: float = 0.5, n_lambda: int = 15,
            lambda_ratio: float = 1e-2, rule: str = "min", allow_protective: bool = False,
            max_candidates: int | None = 60, power: float = 1.0) -> ScreenResult:
-    """Elastic-net Poisson path; pick lambda by k-fold (spatially blocked) CV; keep the non-zero variables.
+    """Elastic-net Poisson path (glum); pick lambda by k-fold (spatially blocked) CV; keep the variables with
+    non-zero (unless ``allow_protective``, positive) coefficients.
+
+    Cells are collapsed to distinct (design row, fold) pairs with their cell count and summed outcome, so each
+    fold's training and held-out sets are unions of those rows.  Every fold is fitted on the full path's
+    lambdas and standardisation; the CV loss is the held-out negative log-likelihood per cell.
 
     power > 1 screens a continuous outcome (harm) with the Tweedie quasi-likelihood of that power instead."""
     k = int(folds.max()) + 1
@@ -66,18 +76,18 @@ def screen(X: np.ndarray, y: np.ndarray, folds: np.ndarray, alpha: float = 0.5, 
     s = np.bincount(inv, weights=y)
     Xg = X[first].astype(float)
     fg = folds[first]
-    full = enet_poisson_path(Xg, n, s, alpha=alpha, n_lambda=n_lambda, lambda_ratio=lambda_ratio, power=power)
+    full = enet_path(Xg, n, s, alpha=alpha, n_lambda=n_lambda, lambda_ratio=lambda_ratio, power=power)
     losses = np.zeros((k, len(full.lambdas)))
     ncell = np.zeros(k)
     for f in range(k):
         tr, te = fg != f, fg == f
         if not te.any() or not tr.any():
             continue
-        path = enet_poisson_path(Xg[tr], n[tr], s[tr], alpha=alpha, lambdas=full.lambdas, scale=full.scale,
+        path = enet_path(Xg[tr], n[tr], s[tr], alpha=alpha, lambdas=full.lambdas, scale=full.scale,
                                  power=power)
         ncell[f] = n[te].sum()
         for i in range(len(full.lambdas)):
-            losses[f, i] = poisson_neg_loglik(Xg[te], n[te], s[te], path.intercepts[i], path.coefs[i], power)
+            losses[f, i] = neg_loglik(Xg[te], n[te], s[te], path.intercepts[i], path.coefs[i], power)
     used = ncell > 0
     per_cell = losses[used] / ncell[used, None]
     cv = losses[used].sum(axis=0) / ncell[used].sum()

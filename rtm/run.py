@@ -13,7 +13,7 @@ from scipy import stats
 
 from rtm.features import (DEFAULT_BLOCK_MULTIPLES, DEFAULT_DISTANCES, DENSITY_SD, OPERATIONALISATIONS, FeatureMatrix,
                           Variable, build_features)
-from rtm.glm import aggregate
+from rtm.glm import aggregate, design
 from rtm.grid import Grid, square_ids
 from rtm.model import block_ids, row_aggregate, screen, spatial_folds, stepwise
 from rtm.tweedie import Positive, fit_beta, fit_tweedie, profile_power
@@ -214,7 +214,7 @@ def _estimate_power(X: np.ndarray, y: np.ndarray, pos: Positive, best, power: fl
     and BIC at the estimated power).  Returns (selection result, power) and records the steps in ``info``."""
     sel = best.selected
     agg = row_aggregate(X[:, sel], y)
-    p_hat, _ = profile_power(pos, agg.w, agg.w * agg.y, lambda p: fit_beta(agg, p)[1])
+    p_hat, _ = profile_power(pos, agg.w, agg.w * agg.y, lambda p: np.asarray(fit_beta(agg, p).mu))
     p_hat = round(p_hat, 4)
     info["estimate_on_selected_model"] = p_hat
     if abs(p_hat - power) > 0.05:
@@ -226,20 +226,46 @@ def _estimate_power(X: np.ndarray, y: np.ndarray, pos: Positive, best, power: fl
     return best, p_hat
 
 
+def _final_fit(X: np.ndarray, y: np.ndarray, family: str, fit, power: float):
+    """The factor table's fit: statsmodels GLM on the collapsed rows at the selected dispersion (NB alpha,
+    Tweedie ML phi), and the same GLM on one row per cell as a check that the collapsing is exact.
+
+    Returns (collapsed-row result, Pearson chi2 per df over cells, check dict).  For the Tweedie the Pearson
+    figure is the moment estimate of phi (compare the ML ``tweedie_phi``); the covariance at the ML phi is the
+    Fisher-information one, phi (Z'WZ)^-1."""
+    if family == "tweedie":
+        agg, weights = row_aggregate(X, y), "var_weights"
+        fam, scale = sm.families.Tweedie(var_power=power, eql=False), fit.phi
+    else:
+        agg, weights = aggregate(X, y), "freq_weights"
+        fam = sm.families.Poisson() if family == "poisson" else sm.families.NegativeBinomial(alpha=fit.alpha)
+        scale = 1.0
+    with warnings_.catch_warnings():  # a model saturated on its distinct rows fits the row means exactly:
+        warnings_.simplefilter("ignore")  # statsmodels then warns of "separation" and a 0-df scale, unused here
+        glm = sm.GLM(agg.y, design(agg), family=fam, **{weights: agg.w}).fit(scale=scale)
+        cells = sm.GLM(y, np.column_stack([np.ones(len(y)), X.astype(float)]), family=fam).fit(scale=scale)
+    pearson = float(cells.pearson_chi2 / max(len(y) - len(cells.params), 1))
+    check = {"per_cell_fit": "statsmodels GLM on one row per cell",
+             "max_abs_coef_diff": float(np.max(np.abs(np.asarray(glm.params) - np.asarray(cells.params)))),
+             "llf": float(cells.llf)}
+    return glm, pearson, check
+
+
 def run_rtm(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig | None = None, *,
             harm: str | None = "harm", date: str = "occurred_from", progress: Progress | None = None,
             extra_scores: dict[str, np.ndarray] | None = None, blas_threads: int | None = 1) -> RTMResult:
     """Run a Risk Terrain Model (see :func:`_run` for the arguments).
 
-    blas_threads: BLAS threads during the run (default 1: the model works on many small matrices, where
-    threading costs more than it gains -- measured 3x slower with 2 threads on this machine; None = leave).
+    blas_threads: BLAS and OpenMP threads during the run (default 1: the model works on many small matrices,
+    where threading costs more than it gains -- measured 3x slower with 2 BLAS threads on this machine, and
+    glum's OpenMP loops were ~30x slower per fit with 2 threads on the shared 2-core machine; None = leave).
     """
     if blas_threads is None:
         return _run(crimes, layers, grid, config, harm=harm, date=date, progress=progress,
                     extra_scores=extra_scores)
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=blas_threads, user_api="blas"):
+    with threadpool_limits(limits=blas_threads):  # every loaded BLAS and OpenMP runtime (glum's included)
         return _run(crimes, layers, grid, config, harm=harm, date=date, progress=progress,
                     extra_scores=extra_scores)
 
@@ -364,25 +390,8 @@ def _run(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig |
 
     # ---------------------------------------------------------------- final fit (statsmodels) and factor table
     prog("model", 0.65)
-    if family == "tweedie":
-        # collapsed rows with the mean harm and var_weights = cells give the per-cell estimating equations;
-        # statsmodels' covariance at the ML phi is the Fisher-information one (phi (Z'WZ)^-1)
-        agg = row_aggregate(fm.X[:, sel], y_model)
-        Z = sm.add_constant(agg.Z, has_constant="add") if agg.Z.shape[1] else np.ones((len(agg.y), 1))
-        with warnings_.catch_warnings():  # a model saturated on its distinct rows fits the row means exactly:
-            warnings_.simplefilter("ignore")  # statsmodels then warns of "separation" and a 0-df scale, unused here
-            glm = sm.GLM(agg.y, Z, family=sm.families.Tweedie(var_power=power, eql=False),
-                         var_weights=agg.w).fit(scale=best.fit.phi)
-        mu_cells = np.exp(np.clip(glm.params[0] + fm.X[:, sel] @ np.asarray(glm.params[1:]), -30, 30))
-        # per cell; for a Tweedie model this is the moment estimate of phi (compare tweedie_phi, the ML one)
-        pearson = float(np.sum((y_model - mu_cells) ** 2 / mu_cells ** power) / max(n - Z.shape[1], 1))
-    else:
-        agg = aggregate(fm.X[:, sel], y)
-        Z = sm.add_constant(agg.Z, has_constant="add") if agg.Z.shape[1] else np.ones((len(agg.y), 1))
-        fam_obj = (sm.families.Poisson() if family == "poisson"
-                   else sm.families.NegativeBinomial(alpha=best.fit.alpha))
-        glm = sm.GLM(agg.y, Z, family=fam_obj, freq_weights=agg.w).fit()
-        pearson = float(glm.pearson_chi2 / max(agg.n - len(np.asarray(glm.params)), 1))
+    glm, pearson, check = _final_fit(fm.X[:, sel], y_model if family == "tweedie" else y, family, best.fit,
+                                     power)
     coef = np.asarray(glm.params)
     se = np.asarray(glm.bse)
     zq = stats.norm.ppf(0.975)
@@ -411,8 +420,7 @@ def _run(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig |
         "training_harm": float(prior_h.sum()) if prior_h is not None else None,
         "bic_by_family": {f: float(s.fit.bic) for f, s in steps.items()},
         "selected_by_family": {f: [variables[j].key for j in s.selected] for f, s in steps.items()},
-        "statsmodels_check": ({"llf": float(glm.llf)} if family != "tweedie" else
-                              {"max_abs_coef_diff": float(np.max(np.abs(coef - best.fit.coef)))}),
+        "statsmodels_check": check,
     }
     t = mark("model", t)
 

@@ -10,20 +10,24 @@ summed outcome ``s_g``:
 
     loglik = sum_{y_i > 0} c(y_i; phi, p)  +  (1/phi) * sum_g [ s_g mu_g^(1-p)/(1-p) - n_g mu_g^(2-p)/(2-p) ]
 
-where c(y; phi, p) = -log y + log W(y; phi, p) is the series term of Dunn & Smyth (2005), evaluated here by
-``scipy.special.log_wright_bessel`` exactly as ``statsmodels.genmod.families.Tweedie(eql=False)`` does (the test
-suite checks the two agree).  c does not depend on the model, so at fixed (phi, p) competing models are
-compared through the group sums alone; phi is then profiled by maximum likelihood for the final comparison.
+where c(y; phi, p) is the model-free term of the density (the Dunn & Smyth 2005 series).  It is taken from
+statsmodels' exact density, ``statsmodels.genmod.families.Tweedie(eql=False).loglike_obs`` (which sums the
+series with ``scipy.special.log_wright_bessel``), less its mean-dependent part.  c does not depend on the model,
+so at fixed (phi, p) competing models are compared through the group sums alone; phi is then profiled by
+maximum likelihood for the final comparison.  Coefficients are statsmodels GLM Tweedie fits on the collapsed
+rows (row means with ``var_weights`` = cells: the per-cell estimating equations).  statsmodels estimates phi by
+moments only (Pearson or deviance) and the power by a moment condition, so the maximum-likelihood profiles of
+phi and p (bounded Brent searches) are ours.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import special
 from scipy.optimize import minimize_scalar
+from statsmodels.genmod.families import Tweedie
 
-from rtm.glm import MU_CLIP, Agg, CountFit
+from rtm.glm import Agg, CountFit, design, fit_glm
 
 POWER_BOUNDS = (1.05, 1.95)
 
@@ -49,7 +53,10 @@ class Positive:
 
 
 def series_term(pos: Positive, phi: float, power: float) -> float:
-    """sum over positive cells of w * [-log y + log W(y; phi, p)] (Dunn & Smyth 2005, via log_wright_bessel)."""
+    """sum over positive cells of w * c(y; phi, p), the model-free term of the Tweedie log-density.
+
+    statsmodels' exact log-density at mean mu is c(y) + (y mu^(1-p)/(1-p) - mu^(2-p)/(2-p)) / phi; it is
+    evaluated at mu = y, where the second part is y^(2-p) / (phi (1-p)(2-p)), and that part is subtracted."""
     if len(pos.y) == 0:
         return 0.0
     key = (float(phi), float(power))
@@ -57,9 +64,8 @@ def series_term(pos: Positive, phi: float, power: float) -> float:
     if hit is not None:
         return hit
     p = power
-    a = (2 - p) / (1 - p)
-    x = ((p - 1) * phi / pos.y) ** a / ((2 - p) * phi)
-    out = float(np.sum(pos.w * (-np.log(pos.y) + special.log_wright_bessel(-a, 0, x))))
+    logdens = Tweedie(var_power=p, eql=False).loglike_obs(pos.y, pos.y, scale=phi)
+    out = float(pos.w @ (logdens - pos.y ** (2 - p) / (phi * (1 - p) * (2 - p))))
     if len(pos._cache) > 256:
         pos._cache.clear()
     pos._cache[key] = out
@@ -106,55 +112,25 @@ class TweedieFit(CountFit):
         return len(self.coef) + 1  # + phi (the power is chosen once for all models compared)
 
 
-def fit_beta(agg: Agg, power: float, start: np.ndarray | None = None, max_iter: int = 60,
-             tol: float = 1e-9) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Coefficients by Fisher scoring on collapsed rows (agg.w = cells, agg.y = mean outcome per row).
+def fit_beta(agg: Agg, power: float, start: np.ndarray | None = None):
+    """statsmodels GLM Tweedie(p) fit on collapsed rows (agg.y = mean outcome per row, var_weights = cells).
 
-    Returns (coef, mu per row, converged).  The estimates do not depend on phi."""
-    Z = np.column_stack([np.ones(len(agg.y)), agg.Z])
-    n, s = agg.w, agg.w * agg.y
-    if start is None:
-        beta = np.zeros(Z.shape[1])
-        beta[0] = np.log(max(s.sum() / n.sum(), 1e-8))
-    else:
-        beta = start.astype(float).copy()
-    converged = False
-    p = power
-    for _ in range(max_iter):
-        mu = np.clip(np.exp(Z @ beta), *MU_CLIP)
-        score = Z.T @ ((s - n * mu) * mu ** (1 - p))
-        info = (Z * (n * mu ** (2 - p))[:, None]).T @ Z
-        try:
-            step = np.linalg.solve(info + 1e-10 * np.eye(len(beta)), score)
-        except np.linalg.LinAlgError:
-            step = np.linalg.lstsq(info, score, rcond=None)[0]
-        big = np.max(np.abs(step))
-        if big > 5:  # damp (quasi-separation: a variable whose cells have no harm)
-            step *= 5 / big
-        beta += step
-        if np.max(np.abs(step)) < tol * (1 + np.max(np.abs(beta))):
-            converged = True
-            break
-    return beta, np.clip(np.exp(Z @ beta), *MU_CLIP), converged
+    Returns the statsmodels result, fitted at scale 1: its coefficients do not depend on phi and its
+    ``normalized_cov_params`` times phi is the Fisher-information covariance."""
+    return fit_glm(agg.y, design(agg), Tweedie(var_power=power, eql=False), start, var_weights=agg.w)
 
 
 def fit_tweedie(agg: Agg, pos: Positive, power: float, phi: float | None = None,
                 start: np.ndarray | None = None, phi_near: float | None = None) -> TweedieFit:
-    """Tweedie fit: coefficients by scoring; phi by profile likelihood (or held at ``phi``)."""
-    beta, mu, converged = fit_beta(agg, power, start)
-    n, s = agg.w, agg.w * agg.y
-    mt = mean_term(n, s, mu, power)
+    """Tweedie fit: coefficients by statsmodels; phi by profile likelihood (or held at ``phi``)."""
+    res = fit_beta(agg, power, start)
+    mt = mean_term(agg.w, agg.w * agg.y, np.asarray(res.mu), power)
     if phi is None:
         phi, ll = profile_phi(pos, mt, power, near=phi_near)
     else:
         ll = series_term(pos, phi, power) + mt / phi
-    Z = np.column_stack([np.ones(len(agg.y)), agg.Z])
-    info = (Z * (n * mu ** (2 - power))[:, None]).T @ Z / phi
-    try:
-        cov = np.linalg.inv(info)
-    except np.linalg.LinAlgError:
-        cov = np.linalg.pinv(info)
-    return TweedieFit(coef=beta, alpha=0.0, loglik=ll, n=agg.n, cov=cov, converged=converged, phi=phi,
+    return TweedieFit(coef=np.asarray(res.params), alpha=0.0, loglik=ll, n=agg.n,
+                      cov=np.asarray(res.normalized_cov_params) * phi, converged=bool(res.converged), phi=phi,
                       power=power)
 
 

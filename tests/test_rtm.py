@@ -9,7 +9,8 @@ import pytest
 import statsmodels.api as sm
 
 from rtm import RTMConfig, build_features, cells_geojson, cells_table, run_rtm, square_grid, synthetic
-from rtm.glm import aggregate, enet_poisson_path, fit_count, fit_negbin, row_groups
+from rtm.enet import enet_path
+from rtm.glm import aggregate, fit_count, fit_negbin, row_groups
 from rtm.validate import auc, capture
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -92,6 +93,8 @@ def test_features_proximity_and_density_exact():
 
 
 def test_count_fits_match_statsmodels():
+    """Fits on collapsed rows (statsmodels GLM with frequency weights; NB alpha by profile likelihood) equal
+    statsmodels on one row per cell (Poisson GLM; discrete NegativeBinomial, alpha by joint ML)."""
     rng = np.random.default_rng(0)
     X = (rng.random((5000, 2)) < [0.2, 0.3]).astype(np.uint8)
     mu = 0.4 * np.exp(X @ [0.9, 0.4])
@@ -115,7 +118,7 @@ def test_enet_kkt():
     y = rng.poisson(0.3 * np.exp(X @ [1.0, 0, 0.5, 0, 0, 0]))
     first, inv = row_groups(X)
     n, s = np.bincount(inv).astype(float), np.bincount(inv, weights=y)
-    path = enet_poisson_path(X[first], n, s, alpha=0.5)
+    path = enet_path(X[first], n, s, alpha=0.5)
     for k in (4, 9, 14):
         lam, b = path.lambdas[k], path.coefs[k] * path.scale
         Xs = X[first] / path.scale
