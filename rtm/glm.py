@@ -8,8 +8,9 @@ frequency weight without changing any estimate (exact, not an approximation): :f
 * :func:`fit_count` -- Poisson (alpha = 0) or NB2 with fixed alpha: ``statsmodels.api.GLM`` (IRLS), its
   log-likelihood and Fisher-information covariance.
 * :func:`fit_negbin` -- NB2 with alpha by profile likelihood: bounded Brent search over log(alpha), a GLM fit
-  at each alpha.  (statsmodels' ``discrete.NegativeBinomial`` estimates alpha jointly but takes no frequency
-  weights, so it would need one row per cell; the tests check that both give the same estimates.)
+  at each alpha; :func:`negbin_alpha_se` its standard error.  (statsmodels' ``discrete.NegativeBinomial``
+  estimates alpha jointly but takes no frequency weights, so it would need one row per cell; the tests check
+  that both give the same estimates.)
 
 The elastic-net screen is in :mod:`rtm.enet` (glum).
 """
@@ -68,7 +69,6 @@ class CountFit:
     n: float
     cov: np.ndarray | None = None  # covariance of coef (conditional on alpha)
     converged: bool = True
-    alpha_se: float | None = None
 
     @property
     def k(self) -> int:
@@ -105,22 +105,38 @@ def fit_count(agg: Agg, alpha: float = 0.0, start: np.ndarray | None = None) -> 
                     cov=np.asarray(res.cov_params()), converged=bool(res.converged))
 
 
-def fit_negbin(agg: Agg, start: CountFit | None = None, bounds=(-12.0, 4.0)) -> CountFit:
-    """NB2 by profile likelihood: Brent search over log(alpha), coefficients by a GLM fit at each alpha."""
-    base = start if start is not None else fit_count(agg, 0.0)
-    cache: dict[float, CountFit] = {}
+def fit_negbin(agg: Agg, start: np.ndarray | None = None, near: float | None = None,
+               bounds=(-12.0, 4.0)) -> CountFit:
+    """NB2 by profile likelihood: bounded Brent search over log(alpha), coefficients by a GLM fit at each alpha.
+
+    Each fit starts from the previous one's coefficients (``start`` for the first; the search's successive
+    alphas are close).  ``near``: an alpha close to the answer (the current model's in stepwise selection); the
+    search then runs in log(near) +- 1 first and widens to ``bounds`` only if the optimum sits on that
+    bracket's edge, as :func:`rtm.tweedie.profile_phi` does for phi."""
+    fits: dict[float, CountFit] = {}
+    last = [start]
 
     def negll(theta: float) -> float:
-        f = fit_count(agg, float(np.exp(theta)), start=base.coef)
-        cache[theta] = f
+        f = fit_count(agg, float(np.exp(theta)), start=last[0])
+        fits[theta] = f
+        last[0] = f.coef
         return -f.loglik
 
-    res = minimize_scalar(negll, bounds=bounds, method="bounded", options={"xatol": 1e-4})
-    best = cache.get(res.x) or fit_count(agg, float(np.exp(res.x)), start=base.coef)
-    # SE of alpha from the curvature of the profile log-likelihood in log(alpha)
-    h = 1e-3
-    lp = fit_count(agg, best.alpha * np.exp(h), start=best.coef).loglik
-    lm = fit_count(agg, best.alpha * np.exp(-h), start=best.coef).loglik
-    curv = -(lp - 2 * best.loglik + lm) / h ** 2
-    best.alpha_se = float(best.alpha / np.sqrt(curv)) if np.isfinite(curv) and curv > 0 else None
-    return best
+    def search(lo: float, hi: float) -> tuple[float, CountFit]:
+        theta = float(minimize_scalar(negll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4}).x)
+        return theta, fits.get(theta) or fit_count(agg, float(np.exp(theta)), start=last[0])
+
+    if near is not None and near > 0:
+        lo, hi = np.log(near) - 1.0, np.log(near) + 1.0
+        theta, best = search(lo, hi)
+        if lo + 1e-3 < theta < hi - 1e-3:
+            return best
+    return search(*bounds)[1]
+
+
+def negbin_alpha_se(agg: Agg, fit: CountFit, h: float = 1e-3) -> float | None:
+    """SE of the NB2 alpha from the curvature of the profile log-likelihood in log(alpha) (delta method)."""
+    lp = fit_count(agg, fit.alpha * np.exp(h), start=fit.coef).loglik
+    lm = fit_count(agg, fit.alpha * np.exp(-h), start=fit.coef).loglik
+    curv = -(lp - 2 * fit.loglik + lm) / h ** 2
+    return float(fit.alpha / np.sqrt(curv)) if np.isfinite(curv) and curv > 0 else None

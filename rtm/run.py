@@ -13,7 +13,7 @@ from scipy import stats
 
 from rtm.features import (DEFAULT_BLOCK_MULTIPLES, DEFAULT_DISTANCES, DENSITY_SD, OPERATIONALISATIONS, FeatureMatrix,
                           Variable, build_features)
-from rtm.glm import aggregate, design
+from rtm.glm import aggregate, design, negbin_alpha_se
 from rtm.grid import Grid, square_ids
 from rtm.model import block_ids, row_aggregate, screen, spatial_folds, stepwise
 from rtm.tweedie import Positive, fit_beta, fit_tweedie, profile_power
@@ -405,7 +405,8 @@ def _run(crimes: pd.DataFrame, layers: Sequence, grid: Grid, config: RTMConfig |
                               rrv_ci_high=float(np.exp(coef[k] + zq * se[k])), cells=int(fm.X[:, j].sum())))
     rows.sort(key=lambda r: -r.rrv)
     dispersion = {"negbin_alpha": float(best.fit.alpha) if family == "negbin" else None,
-                  "negbin_alpha_se": best.fit.alpha_se if family == "negbin" else None,
+                  "negbin_alpha_se": (negbin_alpha_se(aggregate(fm.X[:, sel], y), best.fit) if family == "negbin"
+                                      else None),
                   "pearson_chi2_per_df": pearson}
     if family == "tweedie":
         dispersion.update({"tweedie_phi": float(best.fit.phi), "tweedie_power": float(power),
