@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 OTHERS = [("bench.bench_gistar", "benchmarks-gistar.md"), ("bench.bench_rtm", "benchmarks-rtm.md"),
           ("bench.bench_map", "benchmarks-map.md"), ("bench.bench_dask", "benchmarks-dask.md"),
-          ("bench.load_test", "benchmarks-load.md"), ("bench.bench_national", "benchmarks-national.md")]
+          ("bench.load_test", "benchmarks-load.md"), ("bench.bench_national", "benchmarks-national.md"),
+          ("bench.backtest_leicestershire", "benchmarks-forecast.md")]
 
 
 

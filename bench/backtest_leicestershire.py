@@ -315,7 +315,7 @@ the next month's actual harm, the ceiling):
 """
     (out / "backtest-leicestershire.md").write_text(body)
 
-    bench = f"""## Forecast vs baselines (from `benchmarks-forecast.md`)
+    bench = f"""# Forecast vs baselines
 
 - command: `.venv/bin/python bench/backtest_leicestershire.py` (also writes docs/backtest-leicestershire.md)
 - date: {started:%Y-%m-%d %H:%M} UTC; machine: {machine()}; shared with other developers' jobs (the ratios are

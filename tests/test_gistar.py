@@ -122,9 +122,30 @@ def test_classes_tails_and_constant_field(grid):
     assert (res.cells.z == 0).all() and (res.cells["class"] == "not_significant").all()
     y[:50] = 100.0
     both = gistar(dom.cells, y, dom, weights=w, tail="both").cells
-    assert set(both["class"]) <= {"hot_99", "hot_95", "hot_90", "cold_99", "cold_95", "cold_90", "not_significant"}
+    assert set(both["class"]) <= {"hot_99", "hot_95", "hot_90", "neighbourhood_hot", "cold_99", "cold_95", "cold_90",
+                                  "not_significant"}
     hot = gistar(dom.cells, y, dom, weights=w).cells
     assert not hot["class"].str.startswith("cold").any()
+
+
+def test_hot_only_through_neighbours_is_its_own_class_and_never_a_patrol_candidate(grid):
+    """A zero cell next to a cluster can be Gi*-hot (its neighbourhood sum is high): it gets
+    'neighbourhood_hot', not 'hot_*', and patrol_candidate is false; hot cells with a value of their own keep
+    their tier. z and q are unchanged (the cross-checks against esda still hold)."""
+    dom, w = grid
+    y = np.zeros(len(dom))
+    y[:50] = 100.0
+    res = gistar(dom.cells, y, dom, weights=w)
+    c = res.cells
+    tier = c["class"].str.startswith("hot_")
+    assert tier.any() and (c.loc[tier, "raw"] > 0).all()
+    nb = c["class"] == "neighbourhood_hot"
+    assert nb.any() and (c.loc[nb, "raw"] == 0).all() and (c.loc[nb, "q"] <= 0.10).all() and (c.loc[nb, "z"] > 0).all()
+    assert c["patrol_candidate"].equals(tier)
+    s = res.summary()
+    assert s["n_patrol_candidates"] == int(tier.sum()) and "no harm in the cell" in s["class_labels"]["neighbourhood_hot"]
+    assert s["class_q_levels"] == {"hot_99": 0.01, "hot_95": 0.05, "hot_90": 0.10}
+    assert "no offences in the cell" in res.summary("count")["class_labels"]["neighbourhood_hot"]
 
 
 def test_transforms_reported():

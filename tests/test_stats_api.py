@@ -152,3 +152,32 @@ def test_cli_backtest(tmp_path):
     assert r.returncode == 0 and '"summary"' in r.stdout
     r = run(["backtest", "--dataset", "essex", "--train-slices", "12"], tmp_path)
     assert r.returncode == 2 and "need at least" in r.stderr
+
+
+def test_emerging_lists_only_cells_with_offences_of_their_own(api):
+    r = api.get("/hotspots/emerging", params={"top": 50})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["cells"] and all(c["offences"] > 0 for c in body["cells"])
+    assert {"offences", "harm", "pattern", "total"} <= set(body["cells"][0])
+    assert body["value"] == "count" and "the default" in body["value_note"]
+    assert body["cells_with_a_pattern_but_no_offences"] >= 0 and "own" in body["listing_rule"]
+    harm = api.get("/hotspots/emerging", params={"top": 5, "value": "harm"}).json()
+    assert harm["value"] == "harm" and "value=count is the default" in harm["value_note"]
+
+
+def test_gistar_collection_never_ranks_a_cell_without_harm(api):
+    coll = api.get("/collections/gistar").json()
+    assert "q <= 0.10" in coll["description"] and "neighbourhood_hot" in coll["description"]
+    doc = api.get("/collections/gistar/items", params={"limit": 10000}).json()
+    props = [f["properties"] for f in doc["features"]]
+    ranked = [p for p in props if p["patrol_rank"] is not None]
+    nb = [p for p in props if p["gi_class"] == "neighbourhood_hot"]
+    assert ranked and all(p["raw"] > 0 and p["gi_class"].startswith("hot_") for p in ranked)
+    assert [p["patrol_rank"] for p in ranked] == list(range(1, len(ranked) + 1))
+    assert all(p["patrol_rank"] is None and p["raw"] == 0 for p in nb)
+    assert props[:len(ranked)] == ranked  # candidates first, then the neighbourhood-only cells
+    g = doc["metadata"]["gistar"]
+    assert g["class_q_levels"]["hot_90"] == 0.10 and max(p["gi_q"] for p in props) <= 0.10
+    assert g["n_patrol_candidates"] == len(ranked) or len(props) == 10000
+    assert "no harm in the cell" in g["class_labels"]["neighbourhood_hot"]

@@ -32,8 +32,8 @@ from hotspots.stats.for_query import (backtest_for_query, emerging_cells, emergi
                                        spike_units, spikes_for_query)
 
 router = APIRouter(tags=["statistics"])
-EMERGING_FIELDS = ["h3", "pattern", "trend_z", "trend_p", "tau", "n_hot", "n_cold", "share_hot", "final_z",
-                   "final_q", "total", "lat", "lon"]
+EMERGING_FIELDS = ["h3", "pattern", "offences", "harm", "trend_z", "trend_p", "tau", "n_hot", "n_cold", "share_hot",
+                   "final_z", "final_q", "total", "lat", "lon"]
 SPIKE_FIELDS = ["observed", "expected", "ratio", "baseline", "p", "q", "spike", "harm_observed", "harm_expected"]
 
 
@@ -63,7 +63,9 @@ async def get_emerging(
     request: Request, state: State, q: Query_,
     slice: Annotated[str | None, Query(description="Slice length: '14D', '7D', '28D', '1M', '2M'. Default: 1M "
                                        "for month-only data, 14D otherwise. Month-only data refuse day slices.")] = None,
-    value: Annotated[Literal["count", "harm"], Query(description="Gi* on offence counts (default) or harm.")] = "count",
+    value: Annotated[Literal["count", "harm"], Query(description="What Gi* is computed on per slice: offence counts "
+                                                     "(the default: harm per cell-month is dominated by single "
+                                                     "serious offences) or harm.")] = "count",
     transform: Annotated[Literal["none", "log", "cap"], Query(description="Transform cell-slice values before "
                                                               "Gi* (harm): log1p or cap at the 99th percentile.")] = "none",
     include_no_pattern: Annotated[bool, Query(description="Also return cells with no pattern.")] = False,
@@ -79,8 +81,13 @@ def _emerging(state, q, slice, value, transform, include_no_pattern, format) -> 
                              lambda: _engine_errors(emerging_for_query, state.store, q, state.default_weights,
                                                     slice_=slice, value=value, transform=t))
     cells = emerging_cells(res, include_no_pattern, q.top)
+    patterned = res.cells["pattern"] != "no_pattern"
     meta = {**meta, "summary": res.summary(), "slice_labels": res.slice_labels, "top": q.top,
-            "cells_returned": int(len(cells))}
+            "cells_returned": int(len(cells)),
+            "cells_with_a_pattern_but_no_offences": int((patterned & (res.cells["offences"] == 0)).sum()),
+            "listing_rule": "cells with a pattern and at least one offence of their own in the period, highest "
+                            "final-slice z first; offences and harm are the cell's own, total is the Gi* value "
+                            "summed over the slices"}
     return cells_response(meta, cells, EMERGING_FIELDS, format, "emerging")
 
 
@@ -232,15 +239,21 @@ def _json_default(v):
 
 
 # ------------------------------------------------------------------------------------- OGC collection
-GISTAR_FIELDS = ["h3", "gi_class", "gi_z", "gi_p", "gi_q", "value", "raw", "lat", "lon"]
+GISTAR_FIELDS = ["h3", "patrol_rank", "gi_class", "gi_z", "gi_p", "gi_q", "value", "raw", "lat", "lon"]
 
 
 def gistar_items(state: ServiceState, req: ItemsRequest) -> Items:
-    """Items of the OGC ``gistar`` collection: the significant Gi* hot cells (FDR) of the /hotspots query (same
-    parameters, harm, analytic), highest z first; ``bbox`` filters them."""
+    """Items of the OGC ``gistar`` collection: the Gi* hot cells (FDR q <= 0.10) of the /hotspots query (same
+    parameters, harm, analytic). Patrol candidates (hot_* cells with harm of their own) first, highest z first,
+    numbered by ``patrol_rank``; then the ``neighbourhood_hot`` cells (hot only through their neighbours, no harm
+    in the cell), with no patrol rank; ``bbox`` filters them."""
     q = hotspot_query_for_items(state, req)
     gi = gistar_result(state, q)  # one Gi* per store state and query: every page is a slice of it
-    hot = gi.cells[gi.cells["class"] != "not_significant"].sort_values(["z", "cell"], ascending=[False, True])
+    hot = gi.cells[gi.cells["class"] != "not_significant"].assign(_first=lambda c: ~c["patrol_candidate"])
+    hot = hot.sort_values(["_first", "z", "cell"], ascending=[True, False, True]).drop(columns="_first")
+    n_cand = int(hot["patrol_candidate"].sum())
+    hot["patrol_rank"] = np.where(hot["patrol_candidate"], np.arange(1, len(hot) + 1), np.nan)
+    hot["patrol_rank"] = hot["patrol_rank"].astype("Int64")
     if q.top is not None:
         hot = hot.head(q.top)
     ids = hot["cell"].to_numpy(dtype=np.uint64)
@@ -249,6 +262,8 @@ def gistar_items(state: ServiceState, req: ItemsRequest) -> Items:
         h3=to_hex(ids), lat=lat, lon=lon).reset_index(drop=True)
     cells, page = cells_page(cells, req, q.resolution)
     meta = {"dataset": q.dataset, "resolution": q.resolution, "preset": q.preset, "value": "harm",
+            "listed": "cells with FDR q <= 0.10 (classes hot_90 and above): first the "
+                      f"{n_cand} patrol candidates (harm in the cell), then cells hot only through their neighbours",
             "gistar": gi.summary()}
     fc = to_geojson(meta, page, GISTAR_FIELDS)
     return Items(fc["features"], int(len(cells)), fc["metadata"], GISTAR_FIELDS)
@@ -256,9 +271,13 @@ def gistar_items(state: ServiceState, req: ItemsRequest) -> Items:
 
 GISTAR = Collection(
     id="gistar", title="Gi* hot spots",
-    description="Getis-Ord Gi* hot spots (k=1, every study-area cell, analytic z, Benjamini-Hochberg FDR "
-    "q <= 0.10, one-sided): cells classed hot_99/hot_95/hot_90 for the same query parameters as harm-spots, "
-    "highest z first. Same engine as GET /hotspots?stats=gistar (docs/statistics.md).",
+    description="Getis-Ord Gi* hot spots (k=1, every study-area cell, analytic z, Benjamini-Hochberg FDR, "
+    "one-sided) for the same query parameters as harm-spots: every cell with FDR q <= 0.10, classed hot_99 "
+    "(q <= 0.01), hot_95 (q <= 0.05) or hot_90 (q <= 0.10) - the response's gistar.class_q_levels; its q_level "
+    "(0.05) is the `significant` flag only. Cells with harm of their own come first, highest z first, numbered by "
+    "patrol_rank; cells hot only because their neighbours are (no harm in the cell) are classed "
+    "neighbourhood_hot, listed after them and never ranked. Same engine as GET /hotspots?stats=gistar "
+    "(docs/statistics.md).",
     items=gistar_items, extent=offences_extent, kind="cells",
     style={"property": "gi_class", "type": "categorical"}, keywords=("Gi*", "hot spots", "H3", "FDR"))
 

@@ -14,7 +14,7 @@
   // the light background and on a washed-out projector.
   var COLOURS = ["#c2df23", "#5ec962", "#21918c", "#3b528b", "#440154"];
   var CATEGORICAL = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"];
-  var PARAMS = ["dataset", "from", "to", "preset", "resolution", "top", "area"];
+  var PARAMS = ["dataset", "from", "to", "preset", "method", "resolution", "top", "area"];
   var HOTSPOTS = "harm-spots";
 
   var el = function (id) { return document.getElementById(id); };
@@ -118,10 +118,12 @@
     return COLOURS[n <= 1 ? COLOURS.length - 1 : Math.round(i * (COLOURS.length - 1) / (n - 1))];
   }
   function colourOf(value, breaks) { return classColour(classOf(value, breaks), breaks.length + 1); }
+  /** The mapped value: expected harm next period on the forecast map, else the period's harm. */
+  function cellValue(p) { return p.forecast_harm != null ? p.forecast_harm : p.harm; }
   /** Zoomed out, a 15,000 m² hexagon is under a pixel: draw it with a thick stroke of its own colour so every
    *  spot stays visible; zoomed in, a thin dark outline. */
   function styleCell(f) {
-    var z = map.getZoom(), colour = colourOf(f.properties.harm, state.breaks);
+    var z = map.getZoom(), colour = colourOf(cellValue(f.properties), state.breaks);
     var far = z < 13;
     return { color: far ? colour : "#1b1b1b", weight: far ? (z < 11 ? 5 : 3) : 0.6, opacity: far ? 1 : 0.8,
              fillColor: colour, fillOpacity: 0.85 };
@@ -141,6 +143,8 @@
     return '<div class="hs-popup" data-h3="' + esc(p.h3) + '">' +
       "<strong>Rank <span class=\"rank\">" + esc(p.rank) + "</span></strong> <small>" + esc(p.h3) + "</small>" +
       "<table>" +
+      (p.forecast_harm != null ? '<tr><td>Expected harm next period</td><td class="forecast">' +
+        fmt(p.forecast_harm) + " days</td></tr>" : "") +
       '<tr><td>Harm</td><td class="harm">' + fmt(p.harm) + " days</td></tr>" +
       '<tr><td>Offences</td><td class="count">' + esc(p.count) + "</td></tr>" +
       "<tr><td>Share of harm</td><td>" + fmt(100 * (p.harm_share || 0), 2) + "%</td></tr>" +
@@ -174,7 +178,8 @@
   // ------------------------------------------------------------------ legend and summary
   function legend(meta, n) {
     var table = meta && meta.weights_table ? " · " + esc(meta.weights_table) : "";
-    var html = "<strong>Harm per hexagon (days" + table + ")</strong>" +
+    var what = meta && meta.method === "forecast" ? "Expected harm next period" : "Harm";
+    var html = "<strong>" + what + " per hexagon (days" + table + ")</strong>" +
       "<div><small>" + (state.breaks.length + 1) + " quantile classes of the " + fmt(n, 0) +
       " cells shown</small></div>";
     var lo = null;
@@ -195,7 +200,10 @@
     var top = c.of_cells_with_harm || {};
     var preset = state.presets[meta.preset] || meta.preset || (meta.offences || []).join(", ");
     el("summary").innerHTML = "<table>" +
-      "<tr><td>Period</td><td id=\"period\">" + esc(meta.from) + " to " + esc(meta.to) + "</td></tr>" +
+      "<tr><td>" + (meta.forecast ? "Look-back" : "Period") + "</td><td id=\"period\">" + esc(meta.from) + " to " +
+        esc(meta.to) + "</td></tr>" +
+      (meta.forecast ? "<tr><td>Forecast for</td><td id=\"forecast-period\">" + esc(meta.forecast.forecast_period.from) +
+        " to " + esc(meta.forecast.forecast_period.to) + "</td></tr>" : "") +
       "<tr><td>Offences</td><td>" + esc(preset) + "</td></tr>" +
       "<tr><td>Cells shown</td><td>" + fmt(n, 0) + " of " + fmt(meta.cells_with_offences, 0) + "</td></tr>" +
       "<tr><td>Total harm</td><td>" + fmt(meta.total_harm) + " days</td></tr>" +
@@ -223,7 +231,7 @@
       if (token !== state.token) return;  // a newer request superseded this one
       var fc = { type: "FeatureCollection", features: res.features };
       var meta = res.doc.metadata || {};
-      state.breaks = quantileBreaks(res.features.map(function (f) { return f.properties.harm; }), COLOURS.length);
+      state.breaks = quantileBreaks(res.features.map(function (f) { return cellValue(f.properties); }), COLOURS.length);
       hexes.clearLayers();
       hexes.addData(fc);
       state.meta = meta;

@@ -147,7 +147,7 @@ def add_gistar(result: HotspotResult, gi: GiStarResult, value: str) -> tuple[Hot
     cells["gi_q"] = hit["q"].to_numpy(float)
     cells["gi_class"] = hit["class"].fillna("outside_domain").to_numpy(object)
     result.cells = cells
-    meta = {"value": value, **gi.summary(),
+    meta = {"value": value, **gi.summary(value),
             "cells_outside_domain": int(hit["z"].isna().sum())}
     return result, meta
 
@@ -165,11 +165,26 @@ def emerging_for_query(store: Store, q: HotspotQuery, default_weights: WeightsTa
     res = emerging_hotspots(rows, domain, slice=slice_, value_col="harm" if value == "harm" else None,
                             transform=transform, k=k, end=end, start=f.start if q.date_from else None,
                             weights=_weights_for(q, domain, k))
-    return res, {**_query_meta(q), **_period_meta(f)}
+    # each cell's own offences and harm over the sliced period, beside the pattern (a pattern is about the
+    # neighbourhood's Gi*, so a cell can carry one with nothing recorded in it)
+    t = pd.to_datetime(rows["occurred_from"])
+    inside = (t >= pd.Timestamp(res.slices["first"])) & (t < pd.Timestamp(res.slices["last_end"]))
+    own = (rows.loc[inside].groupby("cell").agg(offences=("harm", "size"), harm=("harm", "sum")))
+    own.index = own.index.astype(np.uint64)
+    hit = own.reindex(res.cells["cell"].to_numpy(np.uint64))
+    res.cells = res.cells.assign(offences=hit["offences"].fillna(0).astype(np.int64).to_numpy(),
+                                 harm=hit["harm"].fillna(0.0).to_numpy(float))
+    return res, {**_query_meta(q), **_period_meta(f), "value": value,
+                 "value_note": f"Gi* per slice on {'harm (days under the weights table)' if value == 'harm' else 'offence counts'}"
+                               f"{' (the default; value=harm for harm)' if value == 'count' else ' (value=count is the default)'}"}
 
 
 def emerging_cells(res: EmergingResult, include_no_pattern: bool = False, top: int | None = None) -> pd.DataFrame:
+    """Cells to list, highest final-slice z first. Cells with no offence of their own in the period are never
+    listed (their pattern comes from their neighbours; ``summary.patterns`` still counts them)."""
     cells = res.cells if include_no_pattern else res.cells[res.cells["pattern"] != "no_pattern"]
+    if "offences" in cells:
+        cells = cells[cells["offences"] > 0]
     cells = cells.sort_values(["final_z", "cell"], ascending=[False, True], kind="mergesort")
     if top is not None:
         cells = cells.head(top)

@@ -11,6 +11,9 @@ Plain library: numpy/scipy/h3ronpy in, a typed :class:`GiStarResult` out. Never 
   values are drawn without replacement from the other n-1 cells; 999 permutations when asked.
 * Benjamini & Hochberg (1995) q-values over all domain cells; classes by q (99/95/90 % confidence tiers after
   FDR, as in ESRI's Gi_Bin field). One-sided "hot" by default.
+* A cell that is "hot" only because its neighbours are - its own value is zero - is classed
+  ``neighbourhood_hot`` ("hot neighbourhood, nothing in the cell"), not ``hot_*``, and is never a patrol
+  candidate (``patrol_candidate`` is true for ``hot_*`` cells with a value of their own).
 """
 from __future__ import annotations
 
@@ -33,6 +36,22 @@ ASSUMPTIONS = [
     "Benjamini-Hochberg FDR assumes independent or positively dependent tests; neighbouring Gi* values share "
     "cells, so q-values are approximate (Caldas de Castro & Singer 2006).",
 ]
+NEIGHBOURHOOD_CLASS = "neighbourhood_hot"
+CLASS_Q_LEVELS = {"hot_99": 0.01, "hot_95": 0.05, "hot_90": 0.10}  # FDR q at or below which each tier is given
+
+
+def class_labels(value_name: str = "harm") -> dict[str, str]:
+    """Planner-readable meaning of every class (``value_name``: what the Gi* was computed on)."""
+    none = "no harm" if value_name == "harm" else "no offences"
+    return {"hot_99": "hot spot, 99 % confidence after FDR (q <= 0.01)",
+            "hot_95": "hot spot, 95 % confidence after FDR (q <= 0.05)",
+            "hot_90": "hot spot, 90 % confidence after FDR (q <= 0.10)",
+            NEIGHBOURHOOD_CLASS: f"hot neighbourhood, {none} in the cell (hot because its neighbours are: not a "
+                                 "place to patrol)",
+            "cold_99": "cold spot, 99 %", "cold_95": "cold spot, 95 %", "cold_90": "cold spot, 90 %",
+            "not_significant": "not significant", "outside_domain": "outside the study domain"}
+
+
 CAVEATS = [
     "police.uk locations are snapped to anonymous map points (street centroids/POIs): many offences share a "
     "point, so a cell's value partly reflects where snap points lie, not exact addresses.",
@@ -279,7 +298,8 @@ def permutation_counts(y: np.ndarray, w: sp.csr_matrix, permutations: int = 999,
 @dataclass
 class GiStarResult:
     """Gi* per domain cell. ``cells`` columns: cell (uint64), value (after transform), raw (before), g, z, p,
-    q, class ('hot_99'|'hot_95'|'hot_90'|'cold_*'|'not_significant'), significant (q <= q_level)."""
+    q, class ('hot_99'|'hot_95'|'hot_90'|'neighbourhood_hot'|'cold_*'|'not_significant'), significant
+    (q <= q_level), patrol_candidate (a hot_* cell with a value of its own)."""
 
     cells: pd.DataFrame
     domain: dict
@@ -295,10 +315,16 @@ class GiStarResult:
     assumptions: list[str] = field(default_factory=lambda: list(ASSUMPTIONS))
     caveats: list[str] = field(default_factory=lambda: list(CAVEATS))
 
-    def summary(self) -> dict:
+    def summary(self, value_name: str = "harm") -> dict:
         counts = self.cells["class"].value_counts().to_dict()
         return {"domain": self.domain, "k": self.k, "tail": self.tail, "inference": self.inference,
-                "permutations": self.permutations, "q_level": self.q_level, "transform": self.transform,
+                "permutations": self.permutations, "q_level": self.q_level,
+                "q_level_note": f"`significant` and n_significant use FDR q <= {self.q_level:g}; the classes are "
+                                "tiers of q: hot_99 q <= 0.01, hot_95 q <= 0.05, hot_90 q <= 0.10",
+                "class_q_levels": CLASS_Q_LEVELS, "class_labels": class_labels(value_name),
+                "n_patrol_candidates": int(self.cells["patrol_candidate"].sum()) if "patrol_candidate" in self.cells
+                else None,
+                "transform": self.transform,
                 "transform_note": self.transform_note, "dropped_outside_domain": self.dropped_outside_domain,
                 "n_cells": int(len(self.cells)), "n_significant": self.n_significant,
                 "classes": {str(k): int(v) for k, v in counts.items()},
@@ -374,6 +400,8 @@ def gistar(cells: np.ndarray, values: np.ndarray, domain: Domain | None = None, 
     p = {"hot": p_hot, "cold": p_cold, "both": np.minimum(1.0, 2 * np.minimum(p_hot, p_cold))}[tail]
     q = bh_qvalues(p)
     cls = classify(z, q, tail)
+    hot = np.char.startswith(cls.astype(str), "hot_")
+    cls[hot & (raw <= 0)] = NEIGHBOURHOOD_CLASS  # hot only through its neighbours: nothing in the cell itself
     caveats = list(CAVEATS)
     if permutations and 1.0 / (permutations + 1) > q_level / max(n, 1):
         need = int(np.ceil(n / (permutations + 1) / q_level))
@@ -381,7 +409,7 @@ def gistar(cells: np.ndarray, values: np.ndarray, domain: Domain | None = None, 
                           f"Benjamini-Hochberg needs at least {need:,} cells at that p before any is significant. "
                           "Use analytic inference or more permutations for large domains.")
     frame = pd.DataFrame({"cell": domain.cells, "value": y, "raw": raw, "g": g, "z": z, "p": p, "q": q,
-                          "class": cls, "significant": q <= q_level})
+                          "class": cls, "significant": q <= q_level, "patrol_candidate": hot & (raw > 0)})
     return GiStarResult(cells=frame, domain=domain.describe(), k=k, tail=tail, inference=inference,
                         permutations=int(permutations), q_level=q_level, transform=tname, transform_note=tnote,
                         dropped_outside_domain=int((~inside).sum()), n_significant=int((q <= q_level).sum()),
