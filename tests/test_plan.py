@@ -1,0 +1,67 @@
+"""The resolved query plan (hotspots.ranking.plan): a query is resolved once, then each executor makes one scan."""
+from __future__ import annotations
+
+import pytest
+
+from geodata.harm import load_open_default
+from hotspots.ranking.harmspots import harm_spots, run_plan
+from hotspots.ranking.plan import QueryPlan, resolve_plan
+from hotspots.ranking.query import HotspotQuery
+
+
+@pytest.fixture
+def loaded(store, essex_parsed):
+    parsed, area = essex_parsed
+    store.ingest("essex", parsed, area)
+    from app.state import load_sample_boundaries
+
+    load_sample_boundaries(store)
+    return store
+
+
+class Counting:
+    """Counts the store round trips (cursors opened, query_df, scalar) made through a Store; a cursor that
+    query_df or scalar opens for themselves is part of their round trip, not another."""
+
+    def __init__(self, store, monkeypatch):
+        self.calls: list[str] = []
+        self.depth = 0
+        for name in ("cursor", "query_df", "scalar"):
+            real = getattr(store, name)
+
+            def wrapped(*a, _real=real, _name=name, **kw):
+                if self.depth == 0:
+                    self.calls.append(_name)
+                self.depth += 1
+                try:
+                    return _real(*a, **kw)
+                finally:
+                    self.depth -= 1
+
+            monkeypatch.setattr(store, name, wrapped)
+
+
+@pytest.mark.parametrize("spec", [{"preset": "op-ark"}, {"area": "districts:E06000033", "resolution": 9},
+                                  {"method": "forecast", "bbox": (0.5, 51.5, 0.8, 51.7)}])
+def test_a_warm_query_is_one_scan(loaded, monkeypatch, spec):
+    w = load_open_default()
+    q = HotspotQuery(dataset="essex", **spec)
+    first = harm_spots(loaded, q, w)  # resolves the plan's look-ups once per store state
+    counter = Counting(loaded, monkeypatch)
+    again = harm_spots(loaded, q, w)
+    assert counter.calls == ["cursor"], counter.calls  # the scan, and nothing else
+    assert again.meta() == first.meta() and again.cells["h3"].tolist() == first.cells["h3"].tolist()
+
+
+def test_a_cold_plan_is_a_few_lookups_and_the_plan_runs_as_given(loaded, monkeypatch):
+    w = load_open_default()
+    loaded._changed()  # a write would do this: every memo is stale
+    counter = Counting(loaded, monkeypatch)
+    plan = resolve_plan(loaded, HotspotQuery(dataset="essex", area="districts:E06000033"), w)
+    assert isinstance(plan, QueryPlan) and len(counter.calls) <= 6, counter.calls  # was ~8 per query, every query
+    assert plan.area_cells is not None and len(plan.area_cells) > 0 and plan.domain_cells > 0
+    assert set(plan.keys.columns) >= {"offence_key", "days", "exact"} and plan.method == "observed"
+    counter.calls.clear()
+    res = run_plan(loaded, plan)
+    assert counter.calls == ["cursor"] and res.domain_cells == plan.domain_cells
+    assert res.domain_rule == plan.domain_rule == "area districts:E06000033"
