@@ -208,3 +208,33 @@ def test_forecast_outside_the_data_is_empty_not_an_error(server):
     body = r.json()
     assert body["cells"] == [] and body["forecast"]["forecast_period"]["from"] == "1999-02-01"
     assert server.get("/health").status == 200
+
+
+def test_backtest_and_service_compute_the_same_forecast(stores, essex_parsed):
+    """The backtest's forecast score at an origin (cubes by month) and the service's forecast_harm for the month
+    before it (records by day) are the same model: proportional cell by cell (the factor is horizon/exposure)."""
+    from hotspots.ranking.forecast import DEFAULT_PARAMS
+    from hotspots.stats.backtest import forecast_scores
+    from hotspots.stats.timeslices import cube, make_slices
+
+    parsed, _ = essex_parsed
+    rows = parsed.rows
+    w = load_open_default()
+    days, _ = w.weigh(rows["ho_code"], rows["offence_group"], rows["category"])
+    asb = rows["category"].str.contains("Anti-social", case=False).to_numpy()
+    api = harm_spots(stores["full"], HotspotQuery(dataset="e", method="forecast", preset="all-crime", resolution=9,
+                                                  to="2024-03", top=None), w).cells
+    cells = np.unique(rows["h3_9"].to_numpy(np.uint64))
+    idx = np.searchsorted(cells, rows["h3_9"].to_numpy(np.uint64))
+    sl = make_slices(rows["occurred_from"], rows["precision"])
+    s_idx = sl.assign(rows["occurred_from"])
+    harm = cube(np.where(asb, -1, idx), s_idx, len(cells), len(sl), np.where(asb, 0.0, days))
+    records = cube(idx, s_idx, len(cells), len(sl))
+    origin = list(sl.labels()).index("2024-04")
+    score = forecast_scores(harm, records, sl.starts, origin, DEFAULT_PARAMS)
+    got = pd.Series(api["forecast_harm"].to_numpy(), index=api["cell"].to_numpy(np.uint64))
+    want = pd.Series(score, index=cells)
+    want = want[want > 0]
+    assert set(got.index) == set(want.index)
+    ratio = got.reindex(want.index) / want
+    assert ratio.std() / ratio.mean() < 1e-9 and ratio.mean() > 0
