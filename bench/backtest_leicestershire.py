@@ -101,7 +101,6 @@ def peek_ceiling(rows, domain: Domain, first_origin: int, half_life: float = 3.0
     decay, the test month itself left out) - a ranking that may look at the future. It shows how much a
     stationary per-cell rate could gain over the baselines on this file."""
     from geodata.cells import cell_area_km2
-    from hotspots.stats.backtest import DEFAULT_TRAIN_SLICES  # noqa: F401 (documented default)
 
     idx, inside = domain.index_of(rows[f"h3_{domain.resolution}"].to_numpy(np.uint64))
     ev = rows.loc[inside]

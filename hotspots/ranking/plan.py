@@ -15,7 +15,7 @@ counts every record (its all-record part) beside the selected ones.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -62,7 +62,6 @@ class QueryPlan:
     area_cells: np.ndarray | None  # res-10 cells of the query's area; None when the query has no area
     domain_cells: int  # cells at the query resolution in the study domain (area or dataset study area, bbox)
     domain_rule: str
-    caveats: list[str] = field(default_factory=list)
 
     # ---------------------------------------------------------------------------------------------- views
     @property
