@@ -155,7 +155,8 @@ class GiStarParams:
 
 def gistar_params(
     stats: Annotated[Literal["none", "gistar"], Query(
-        description="gistar: add Getis-Ord Gi* z, p, FDR q and class (hot_99/95/90, not_significant) to "
+        description="gistar: add Getis-Ord Gi* z, p, FDR q and class (hot_99/95/90; neighbourhood_hot: hot "
+        "only through its neighbours, nothing in the cell; not_significant) to "
         "every cell, computed over every cell of the study area (zero cells included), and the Gi* "
         "assumptions to the response. Off by default: it adds ~85 ms at res 10 on the sample (~0.7 s for "
         "the first query of a study area, ~4 s at res 11).")] = "none",

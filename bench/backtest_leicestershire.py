@@ -16,6 +16,7 @@ Writes docs/backtest-leicestershire.md (+ the capture PNG), docs/benchmarks-fore
 with the goal of issue 12 checked row by row) and geodata/defaults/forecast_skill.json (the skill the forecast
 response quotes). ``--quick``: resolution 9 and 10 only, no KDE variants (a smoke run; writes nothing).
 ``--reports-only``: rewrite the three outputs from the last full run's saved results (bench/out/), no recompute.
+``--resume``: each finished run is checkpointed as it ends; resume a stopped run from there.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ FORCES = {
 CCHI = DATA / "harm_weights" / "cchi_2020_values.csv"
 COVERAGES = (0.01, 0.02, 0.05)
 SAVED = ROOT / "bench" / "out" / "forecast_runs.pkl"
+PARTIAL = ROOT / "bench" / "out" / "forecast_runs.partial.pkl"  # checkpoint of a run in progress (--resume)
 GOAL = {9: 1.025, 10: 1.06}  # issue 12: harm-PAI@2 % ratio to the best baseline; never below 1.0 at 1/2/5 %
 FULL_METHODS = ("harm_spots", "prior_counts", "prior_period_harm", "gistar", "kde", "kde_200m", "kde_800m",
                 "prospective", "forecast")
@@ -80,7 +82,7 @@ def load_force(name: str, weights: str):
     return rows.assign(harm=days), table, float(np.mean(exact)) if len(exact) else 0.0, force, len(feats)
 
 
-def run_one(rows, force_poly, n_lsoa: int, force: str, res: int, cfg: BacktestConfig, label: str) -> tuple[Run, Domain]:
+def run_one(rows, force_poly, n_lsoa: int, force: str, res: int, cfg: BacktestConfig, label: str) -> Run:
     domain = domain_from_polygon(shapely.to_wkb(force_poly), res, f"{force} force area (union of {n_lsoa} 2011 LSOAs)")
     ev = rows.assign(cell=rows[f"h3_{res}"])
     t = time.perf_counter()
@@ -88,7 +90,7 @@ def run_one(rows, force_poly, n_lsoa: int, force: str, res: int, cfg: BacktestCo
     secs = time.perf_counter() - t
     ratios = ratio_to_best(res_.per_origin, "forecast", "harm_pai", n_boot=cfg.bootstrap, seed=cfg.seed)
     print(f"  {force} res {res} ({label}): {secs:.1f} s\n" + _ratio_lines(ratios), file=sys.stderr)
-    return Run(force, res, label, res_, ratios, secs), domain
+    return Run(force, res, label, res_, ratios, secs)
 
 
 def _ratio_lines(r: pd.DataFrame) -> str:
@@ -125,6 +127,12 @@ def peek_ceiling(rows, domain: Domain, first_origin: int, half_life: float = 3.0
     return pd.DataFrame(out)
 
 
+def peek_ratios(rows, domain: Domain, run: Run) -> pd.DataFrame:
+    """The peeking ranking against the best baseline of ``run`` (same origins, same cells)."""
+    po = pd.concat([peek_ceiling(rows, domain, 12), run.result.per_origin], ignore_index=True)
+    return ratio_to_best(po[po.method.isin(["peek", *BASELINES])], "peek", "harm_pai", baselines=BASELINES)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", choices=["cchi", "open"], default="cchi")
@@ -132,6 +140,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
     ap.add_argument("--reports-only", action="store_true",
                     help="rewrite the reports from the last run's saved results (bench/out/forecast_runs.pkl)")
+    ap.add_argument("--resume", action="store_true",
+                    help="skip the runs a stopped run already finished (bench/out/forecast_runs.partial.pkl)")
     args = ap.parse_args()
     if args.reports_only:
         with SAVED.open("rb") as f:
@@ -139,6 +149,27 @@ def main() -> None:
         write_reports(args.out, **saved)
         return
     started = datetime.now(timezone.utc)
+    # every finished run is checkpointed, so a run stopped half-way is resumed (--resume) instead of recomputed
+    done: dict = {}
+    if args.resume and PARTIAL.exists() and not args.quick:
+        with PARTIAL.open("rb") as f:
+            done = pickle.load(f)
+        if done.get("weights") != args.weights:  # a checkpoint of another weights table is not this run
+            sys.exit(f"{PARTIAL} was made with --weights {done.get('weights')}; rerun without --resume")
+        started = done.get("started", started)
+        print(f"resuming: {len([k for k in done if isinstance(k, tuple)])} run(s) already done", file=sys.stderr)
+    done["started"], done["weights"] = started, args.weights
+
+    def once(key: tuple, compute):
+        if key not in done:
+            done[key] = compute()
+            if args.quick:  # a smoke run keeps nothing
+                return done[key]
+            PARTIAL.parent.mkdir(parents=True, exist_ok=True)
+            with PARTIAL.open("wb") as f:
+                pickle.dump(done, f)
+        return done[key]
+
     runs: list[Run] = []
     resolutions = (9, 10) if args.quick else (9, 10, 11)
 
@@ -149,21 +180,23 @@ def main() -> None:
     peeks = {}
     for res in resolutions:
         methods = FULL_METHODS if res == 9 and not args.quick else METHODS
-        run, domain = run_one(rows, poly, n_lsoa, "Leicestershire", res, BacktestConfig(methods=methods),
-                              "12-month baselines")
+        run = once(("Leicestershire", res, "12-month baselines"),
+                   lambda: run_one(rows, poly, n_lsoa, "Leicestershire", res, BacktestConfig(methods=methods),
+                                   "12-month baselines"))
         runs.append(run)
         full = full or run
         if res in (9, 10):
-            runs.append(run_one(rows, poly, n_lsoa, "Leicestershire", res,
-                                BacktestConfig(methods=METHODS, expanding=True), "expanding baselines")[0])
-            po = pd.concat([peek_ceiling(rows, domain, 12), run.result.per_origin], ignore_index=True)
-            peeks[res] = ratio_to_best(po[po.method.isin(["peek", *BASELINES])], "peek", "harm_pai",
-                                       baselines=BASELINES)
+            runs.append(once(("Leicestershire", res, "expanding baselines"),
+                             lambda: run_one(rows, poly, n_lsoa, "Leicestershire", res,
+                                             BacktestConfig(methods=METHODS, expanding=True), "expanding baselines")))
+            domain = domain_from_polygon(shapely.to_wkb(poly), res, "Leicestershire force area")
+            peeks[res] = once(("peek", res), lambda: peek_ratios(rows, domain, run))
     e_rows, _, _, e_poly, e_lsoa = load_force("Essex", args.weights)
     for res in resolutions:
-        runs.append(run_one(e_rows, e_poly, e_lsoa, "Essex", res,
-                            BacktestConfig(methods=METHODS, train_slices=1, expanding=True),
-                            "1-month training, expanding baselines")[0])
+        runs.append(once(("Essex", res, "essex"),
+                         lambda: run_one(e_rows, e_poly, e_lsoa, "Essex", res,
+                                         BacktestConfig(methods=METHODS, train_slices=1, expanding=True),
+                                         "1-month training, expanding baselines")))
     if args.quick:
         return
     saved = dict(runs=runs, full=full, peeks=peeks, weights=table.name, share_exact=share_exact, t_ingest=t_ingest,
@@ -171,6 +204,7 @@ def main() -> None:
     SAVED.parent.mkdir(parents=True, exist_ok=True)
     with SAVED.open("wb") as f:  # the measured results, so the reports can be rewritten without re-running
         pickle.dump(saved, f)
+    PARTIAL.unlink(missing_ok=True)
     write_reports(args.out, **saved)
 
 
