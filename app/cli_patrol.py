@@ -46,6 +46,22 @@ def add_parsers(sub) -> None:
     r.add_argument("--format", default="csv", choices=["csv", "json", "html", "png"])
     r.add_argument("--out", help="write here (needed for png); default: stdout")
 
+    mp = sub.add_parser("map", help="offline map packs (docs/patrol-planning.md#offline-map-packs)")
+    msub = mp.add_subparsers(dest="map_command", required=True)
+    me = msub.add_parser("export", help="one self-contained HTML map (no server, no internet) of a period or a key "
+                         "date; a zip of one map per date for --keydate SET")
+    me.add_argument("--dataset", required=True)
+    me.add_argument("--keydate", help="SET/YYYY-MM-DD (after / change / forecast layers) or SET (zip of every date)")
+    me.add_argument("--from", dest="date_from", help="period start YYYY-MM[-DD] (without --keydate)")
+    me.add_argument("--to", dest="date_to", help="period end, inclusive")
+    me.add_argument("--preset", help="offence preset (default: all crime)")
+    me.add_argument("--offences", help="comma-separated categories or groups (overrides --preset)")
+    me.add_argument("--area", help="limit to one area (LAYER:FEATURE_ID, as /hotspots?area=)")
+    me.add_argument("--resolution", type=int, help="H3 resolution 7-11 (default 10)")
+    me.add_argument("--top", type=int, help="cells per layer (default 50, at most 5000)")
+    me.add_argument("--weights", help="harm weights table (default: the service's)")
+    me.add_argument("--out", required=True, help="FILE.html (or FILE.zip for a whole key-date set)")
+
 
 def cmd_patrols(args: argparse.Namespace, settings: Settings) -> int:
     from geodata.store import Store
@@ -123,4 +139,34 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-HANDLERS = {"patrols": cmd_patrols, "report": cmd_report}
+def cmd_map(args: argparse.Namespace, settings: Settings) -> int:
+    from app import map_export as mx
+    from app.state import load_weights
+    from geodata.store import Store
+    from hotspots.ranking.query import HotspotQuery
+
+    body = {"dataset": args.dataset, "from": args.date_from, "to": args.date_to, "preset": args.preset,
+            "offences": args.offences.split(",") if args.offences else None, "area": args.area,
+            "resolution": args.resolution, "weights": args.weights}
+    if args.top is not None:
+        body["top"] = args.top
+    q = HotspotQuery.model_validate({k: v for k, v in body.items() if v is not None})
+    if q.top is None or q.top > mx.MAX_CELLS:
+        raise ValueError(f"--top: at most {mx.MAX_CELLS} cells per layer in a map pack")
+    store = Store(settings.store_path)
+    try:
+        store.require_dataset(args.dataset)
+        weights = load_weights(settings, store)
+        try:
+            name, media, content = mx.make(store, weights, settings.protective_marking, q, args.keydate)
+        except mx.NotFound as exc:
+            raise ValueError(str(exc)) from exc
+    finally:
+        store.close()
+    if media == "application/zip" and not args.out.endswith(".zip"):
+        print(f"harmspot map export: --keydate {args.keydate} is a whole set: writing a zip ({name})", file=sys.stderr)
+    _write(args.out, content)
+    return 0
+
+
+HANDLERS = {"patrols": cmd_patrols, "report": cmd_report, "map": cmd_map}

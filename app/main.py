@@ -113,7 +113,7 @@ def _include_optional_routers(app: FastAPI) -> None:
     """Routers of engines that may not be present in every build (statistics, RTM, patrol planning, OGC)."""
     import importlib
 
-    for name in ("stats", "rtm", "ogc", "patrol", "reports"):
+    for name in ("stats", "rtm", "ogc", "patrol", "reports", "exports"):
         try:
             module = importlib.import_module(f"app.routes.{name}")
         except ModuleNotFoundError as exc:

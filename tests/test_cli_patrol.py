@@ -81,3 +81,17 @@ def test_report_command(sample_dir, tmp_path):
     assert "Harm trend" in page.read_text()
     r = run(["report", "--dataset", "essex-sample", "--area-layer", "parishes"], d)
     assert r.returncode == 2 and "no area layer" in r.stderr
+
+
+def test_map_export_command(sample_dir, tmp_path):
+    """`harmspot map export`: one offline HTML map of a period (the sample's districts outlined); errors exit 2."""
+    d, _ = sample_dir
+    out = tmp_path / "pack.html"
+    r = run(["map", "export", "--dataset", "essex-sample", "--from", "2024-03", "--to", "2024-03", "--top", "25",
+             "--out", str(out)], d)
+    assert r.returncode == 0, r.stderr
+    page = out.read_text()
+    assert page.count('"popup": "') == 25 and "2024-03-01 to 2024-03-31" in page
+    assert page.count('class="hs-marking') == 2 and "hs-district" in page and "<script src=" not in page
+    r = run(["map", "export", "--dataset", "essex-sample", "--keydate", "nope/2024-01-01", "--out", str(out)], d)
+    assert r.returncode == 2 and "unknown key-date set" in r.stderr

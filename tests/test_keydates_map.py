@@ -1,17 +1,23 @@
 """Key dates on the map (app/static/keydates.js) in headless Chromium, on the Leicestershire file: the after,
 change and forecast layers for 2021-05-17 match GET /keydates/.../hotspots, each with its legend and the key
 date's label; a date beyond the data is marked and shows the forecast only; the compact selector does not add a
-header row; editing From/To clears it.
+header row; editing From/To clears it. The offline map packs (GET /map/export, app/map_export.py) of the same
+server: a key date's pack opened from file:// with Chromium's network off draws its hexagons and switches layers;
+a period pack and a set's zip; hostile parameters.
 
-Set HARMSPOT_SCREENSHOTS=docs/screenshots to refresh docs/screenshots/keydates-map-2021-05-17-*.png.
+Set HARMSPOT_SCREENSHOTS=docs/screenshots to refresh docs/screenshots/keydates-map-2021-05-17-*.png and
+map-export-2021-05-17-*.png.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -176,3 +182,108 @@ def test_key_date_beyond_the_data(server, driver):
     assert counts[0] == 0 and counts[1] == 0 and counts[2] == 50
     driver.execute_script("window.harmspotKeyDates.show('after')")
     assert "not in the data" in driver.find_element("id", "kd-legend").text
+
+
+# ------------------------------------------------------------------------------------------ offline map packs
+EXPORT = "/map/export?dataset=leics&preset=all-crime&resolution=10&top=200"
+
+
+def offline(driver, on: bool) -> None:
+    """Chromium's network off (every request fails) or back on, for the pages that follow."""
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": on, "latency": 0,
+                                                                "downloadThroughput": -1, "uploadThroughput": -1})
+
+
+def test_map_export_key_date_opens_from_disk_with_no_network(server, driver, tmp_path):
+    r = server.get(EXPORT + "&keydate=england-2020-21/2021-05-17")
+    assert r.status == 200, r.body[:300]
+    assert r.headers["content-type"].startswith("text/html")
+    assert 'filename="harmspot-leics-2021-05-17.html"' in r.headers["content-disposition"]
+    page = r.body.decode()
+    # nothing fetched from anywhere: no external script, stylesheet, image or tile URL
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"?https?:", page), "external asset"
+    hosts = set(re.findall(r"https?://([a-zA-Z0-9.-]+)", page))  # Leaflet's own comments, its attribution link
+    assert hosts <= {"www.w3.org", "leafletjs.com", "bugzilla.mozilla.org", "bugs.chromium.org"}, hosts
+    path = tmp_path / "pack.html"
+    path.write_bytes(r.body)
+    with urllib.request.urlopen(f"{server.base}/keydates/england-2020-21/2021-05-17/hotspots?dataset=leics"
+                                "&preset=all-crime&resolution=10&top=200&format=geojson&layer=all") as api_r:
+        api = json.loads(api_r.read())
+    want = {name: [f["properties"]["h3"] for f in api["features"] if f["properties"]["layer"] == name]
+            for name in ("after", "change", "forecast")}
+    offline(driver, True)
+    try:
+        from selenium.common.exceptions import WebDriverException
+
+        with pytest.raises(WebDriverException, match="INTERNET_DISCONNECTED"):  # the network really is off
+            driver.get("http://example.com/")
+        driver.get(path.as_uri())
+        n = int(wait_for(driver, "return document.body.dataset.hexagons", 60))
+        assert n == len(want["after"]) == 200
+        assert driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)"
+                                     ".filter(u => !u.startsWith('data:') && !u.startsWith('file:'))") == []
+        text = driver.find_element("css selector", ".hs-panel").text
+        assert "2021-05-17" in text and "indoor hospitality" in text and "Harm per day after the date" in text
+        assert [e.text for e in driver.find_elements("css selector", ".hs-marking")] == ["OFFICIAL", "OFFICIAL"]
+        assert len(driver.find_elements("css selector", ".hs-district")) == 9  # Leicestershire's districts
+        drawn = driver.execute_script(
+            "return Array.from(document.querySelectorAll('path.leaflet-interactive')).length")
+        assert drawn == 200
+        screenshot(driver, "map-export-2021-05-17-after.png")
+        # the layer control switches to the change layer and its diverging legend
+        radios = driver.find_elements("css selector", ".leaflet-control-layers-base input")
+        labels = [e.text for e in driver.find_elements("css selector", ".leaflet-control-layers-base label")]
+        assert labels == ["After (200)", "Change (200)", "Forecast (200)"]
+        radios[1].click()
+        time.sleep(0.5)
+        assert driver.execute_script("return document.getElementById('legend-change').style.display") == "block"
+        assert driver.execute_script("return document.getElementById('legend-after').style.display") == "none"
+        assert "after − before" in driver.find_element("id", "legend-change").text
+        fills = driver.execute_script("return Array.from(document.querySelectorAll('path.leaflet-interactive'))"
+                                      ".map(p => p.getAttribute('fill'))")
+        assert len(fills) == len(want["change"]) and {"#b2182b", "#2166ac"} <= set(fills)  # both directions
+        screenshot(driver, "map-export-2021-05-17-change.png")
+        # a popup: escaped table with the street names of the cell's records
+        driver.execute_script("document.querySelector('path.leaflet-interactive').dispatchEvent("
+                              "new MouseEvent('click', {bubbles: true, clientX: 600, clientY: 300}))")
+        time.sleep(0.5)
+        popup = driver.find_element("css selector", ".leaflet-popup-content").text
+        assert "Change/day" in popup and "Streets" in popup and "Cell" in popup
+    finally:
+        offline(driver, False)
+
+
+def test_map_export_period_and_key_date_zip(server, tmp_path):
+    r = server.get("/map/export?dataset=leics&preset=all-crime&from=2021-06&to=2021-06&top=50")
+    assert r.status == 200, r.body[:300]
+    page = r.body.decode()
+    assert "2021-06-01 to 2021-06-30" in page and page.count('class="hs-marking') == 2
+    popups = re.findall(r'"popup": "([^"]*)"', page)
+    assert len(popups) == 50
+    assert sum("Streets" in p for p in popups) >= 45  # police.uk locations: nearly every cell has one
+    # a whole set: one map per date and an index; a date beyond the data is marked and has the forecast only
+    z = server.get("/map/export?dataset=leics&preset=all-crime&top=20&keydate=later")
+    assert z.status == 200 and z.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(z.body)) as zf:
+        assert sorted(zf.namelist()) == ["index.html", "later-2023-05-01.html"]
+        index = zf.read("index.html").decode()
+        one = zf.read("later-2023-05-01.html").decode()
+    assert "href='later-2023-05-01.html'" in index and "outside the data: forecast only" in index
+    assert "OFFICIAL" in index
+    assert "the window after the date is not in the data" in one and "Forecast (20)" in one
+
+
+@pytest.mark.parametrize("query, status", [
+    ("&keydate=../../etc/passwd", 422), ("&keydate=england-2020-21/2021-13-01", 422),
+    ("&keydate=england-2020-21/2021-02-30", 422), ("&keydate=" + "x" * 200, 422),
+    ("&keydate=nope/2021-05-17", 404), ("&keydate=england-2020-21/2021-05-18", 404),
+    ("&keydate=england-2020-21/2021-05-17&from=2021-01", 422), ("&top=5001", 422), ("&top=0", 422),
+    ("&from=2030-01&to=2030-02", 422), ("&dataset=nope", 404), ("&resolution=99", 422),
+    ("&keydate=%00%ff", 422),
+])
+def test_map_export_hostile_parameters(server, query, status):
+    r = server.get("/map/export?preset=all-crime" + ("" if "dataset=" in query else "&dataset=leics") + query)
+    assert r.status == status, (query, r.status, r.body[:300])
+    body = r.json()
+    assert body["error"]["code"] and body["error"]["message"]
