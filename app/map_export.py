@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -28,8 +27,9 @@ import shapely
 from branca.element import Element, MacroElement, Template
 
 from app.render import to_geojson
+from geodata.areas import DISTRICTS, choose_layer
 from geodata.harm import WeightsTable
-from geodata.store import Store
+from geodata.store import Store, StoreError
 from hotspots.patrol import keydates as kd
 from hotspots.patrol.tasking import cell_streets
 from hotspots.ranking.harmspots import harm_spots
@@ -224,15 +224,16 @@ def _popup(rows: list[tuple[str, str]]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ rendering
-def render(pack: Pack, districts: pd.DataFrame | None, marking: str) -> str:
-    """The self-contained HTML page of a pack. ``districts``: feature_id, name, geometry_wkb (outlines)."""
+def render(pack: Pack, districts: Outlines | None, marking: str) -> str:
+    """The self-contained HTML page of a pack, with the outlines of ``districts`` near its cells."""
     frames = [ly.cells for ly in pack.layers if len(ly.cells)]
     if not frames:
         raise ExportError("nothing to map")
     allc = pd.concat(frames)
     m = _offline_map((allc["lon"].min(), allc["lat"].min(), allc["lon"].max(), allc["lat"].max()))
-    if districts is not None and len(districts):
-        _districts(m, districts, shapely.box(allc["lon"].min(), allc["lat"].min(), allc["lon"].max(),
+    if districts is not None and len(districts.frame):
+        pack.meta["districts"] = districts.rule
+        _districts(m, districts.frame, shapely.box(allc["lon"].min(), allc["lat"].min(), allc["lon"].max(),
                                              allc["lat"].max()).buffer(0.05))
     groups = []
     for i, ly in enumerate(pack.layers):
@@ -408,11 +409,21 @@ folder, no server or internet needed.</p><table><tr><th>date</th><th>label</th><
 
 
 # ------------------------------------------------------------------------------------------ context
-def district_outlines(store: Store, q: HotspotQuery) -> pd.DataFrame | None:
-    """Outlines of the patrol areas around the pack (the loaded ``districts`` layer), or None when none is loaded."""
-    if "districts" not in store.area_layers()["layer"].tolist():
+@dataclass
+class Outlines:
+    frame: pd.DataFrame  # feature_id, name, geometry_wkb
+    rule: str  # which layer and why (geodata.areas.choose_layer)
+
+
+def district_outlines(store: Store, q: HotspotQuery) -> Outlines | None:
+    """The dataset's patrol districts, as tasking and the map choose them (geodata.areas.choose_layer): the
+    loaded ``districts`` layer when it covers the dataset, else the automatic one built from the records' LSOA
+    names (approximate outlines); None when the dataset has neither."""
+    try:
+        choice = choose_layer(store, q.dataset, DISTRICTS)
+    except StoreError:
         return None
-    return store.areas("districts")[["feature_id", "name", "geometry_wkb"]]
+    return Outlines(store.areas(choice.stored)[["feature_id", "name", "geometry_wkb"]], choice.rule)
 
 
 

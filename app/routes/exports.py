@@ -17,7 +17,7 @@ router = APIRouter(tags=["map packs"])
 
 @router.get("/map/export", summary="Offline map pack: one self-contained HTML map (or a zip per key-date set)",
             description="A map that opens from disk with no server and no internet: folium with Leaflet and every "
-            "asset inlined (no CDN, no tiles); hexagons, district outlines (the loaded `districts` layer), legend, "
+            "asset inlined (no CDN, no tiles); hexagons, district outlines (the loaded `districts` layer when it covers the dataset, else the automatic districts), legend, "
             "popups with the cells' most frequent street names, period, offences, weights, caveats and the "
             "protective marking (HARMSPOT_PROTECTIVE_MARKING) baked in. `keydate=SET/DATE`: the key date's after / "
             "change / forecast layers, as on the map (the top `top` cells each); `keydate=SET`: a zip "
