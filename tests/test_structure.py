@@ -111,3 +111,35 @@ def test_no_import_cycle_in_app():
 def test_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_rtm_imports_only_geodata():
+    bad = [(str(p.relative_to(ROOT)), m) for p, tree in _modules() if p.parts[len(ROOT.parts)] == "rtm"
+           for m, _ in _imports(tree) if m.split(".")[0] in ("app", "hotspots")]
+    assert not bad, bad
+
+
+def test_architecture_page_names_real_modules():
+    """docs/architecture.md stays true to the code: every module of the engines and every router appears in its
+    picture, and every dotted module or file path the page names exists."""
+    import re
+
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", page))
+    rooms = [ROOT / "geodata", ROOT / "rtm", ROOT / "app", ROOT / "app" / "routes",
+             *[d for d in sorted((ROOT / "hotspots").iterdir()) if (d / "__init__.py").exists()]]
+    missing = [str(p.relative_to(ROOT)) for room in rooms for p in sorted(room.glob("*.py"))
+               if p.stem != "__init__" and p.stem not in words]
+    missing += [str(d.relative_to(ROOT)) for d in rooms if d.name not in words]
+    assert not missing, f"modules not in docs/architecture.md: {missing}"
+    gone = []
+    for name in re.findall(r"`((?:app|geodata|hotspots|rtm)(?:\.[a-z_]+)+)", page):
+        parts = name.split(".")
+        # a dotted name is a module path, possibly followed by an attribute
+        if not any((ROOT.joinpath(*parts[:i]).with_suffix(".py")).exists() or (ROOT.joinpath(*parts[:i]) / "__init__.py").exists()
+                   for i in range(len(parts), 1, -1)):
+            gone.append(name)
+    for path in re.findall(r"`((?:app|geodata|hotspots|rtm|bench|tests|docs)/[A-Za-z0-9_/.-]+)`", page):
+        if not (ROOT / path).exists():
+            gone.append(path)
+    assert not gone, f"docs/architecture.md names what does not exist: {gone}"
