@@ -27,6 +27,7 @@ serve: $(STAMP)
 
 test: $(TESTSTAMP)
 	bash scripts/install-browser.sh || true
+	bash scripts/install-gis.sh || true
 	$(BIN)/python -m pytest -rs
 
 bench: $(TESTSTAMP)

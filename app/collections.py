@@ -73,6 +73,15 @@ class Collection:
     kind: Literal["cells", "areas", "points"] = "cells"
     style: dict = field(default_factory=dict)  # hint for the map: {"property", "type": sequential|categorical|outline}
     keywords: tuple[str, ...] = ()
+    # the query a request stands for, in words and fields (cell collections: dataset, period, preset, weights),
+    # shown in the collection's title and description so GIS clients record it; None = nothing to say
+    describe: Callable[[ServiceState, ItemsRequest], "QueryDescription"] | None = None
+
+
+@dataclass(frozen=True)
+class QueryDescription:
+    summary: str            # e.g. "op-ark, 2024-04-01 to 2024-04-30, weights harmspot-open-2026, H3 res 10"
+    fields: dict[str, Any]  # e.g. {"dataset", "period", "preset", "weights_table"}: also a property of each feature
 
 
 # ------------------------------------------------------------------------------------------ the registry
@@ -151,14 +160,23 @@ def hotspot_query_for_items(state: ServiceState, req: ItemsRequest) -> HotspotQu
         raise
 
 
+def _day_sql(expr: str) -> str:
+    """SQL text of a timestamp's day (YYYY-MM-DD), NULL outside years 1-9999: a store may hold months no
+    calendar library takes (9999-12 ends in year 10000; -001-01), and they must not break a listing."""
+    return f"CASE WHEN year({expr}) BETWEEN 1 AND 9999 THEN strftime({expr}, '%Y-%m-%d') END"
+
+
+def _day(text) -> date | None:
+    return None if text is None or pd.isna(text) else date.fromisoformat(str(text))
+
+
 def dataset_span(state: ServiceState, dataset: str | None) -> tuple[date | None, date | None]:
-    """First and last day of the stored offences (of ``dataset`` when given)."""
-    sql = "SELECT min(occurred_from) AS a, max(occurred_to) AS b FROM offences"
+    """First and last day of the stored offences (of ``dataset`` when given); None where there are none or
+    the stored bound is outside years 1-9999."""
+    sql = (f"SELECT {_day_sql('min(occurred_from)')} AS a, "
+           f"{_day_sql('max(occurred_to) - INTERVAL 1 MICROSECOND')} AS b FROM offences")
     frame = state.store.query_df(sql + (" WHERE dataset = ?" if dataset else ""), [dataset] if dataset else [])
-    a, b = frame["a"].iloc[0], frame["b"].iloc[0]
-    if pd.isna(a) or pd.isna(b):
-        return None, None
-    return pd.Timestamp(a).date(), (pd.Timestamp(b) - pd.Timedelta(microseconds=1)).date()
+    return _day(frame["a"].iloc[0]), _day(frame["b"].iloc[0])
 
 
 def cells_page(cells: pd.DataFrame, req: ItemsRequest, resolution: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -193,21 +211,27 @@ def cells_in_bbox(cells: pd.DataFrame, bbox: tuple[float, float, float, float], 
 
 
 def offences_extent(state: ServiceState) -> dict:
-    """Spatial and temporal extent of every stored offence (the extent of the cell collections)."""
-    frame = state.store.query_df("""SELECT min(lon) AS x0, min(lat) AS y0, max(lon) AS x1, max(lat) AS y1,
-                                           min(occurred_from) AS t0, max(occurred_to) AS t1 FROM offences""")
+    """Spatial and temporal extent of every stored offence (the extent of the cell collections); a temporal
+    bound outside years 1-9999 is left open (null) rather than failing the listing."""
+    frame = state.store.query_df(f"""SELECT min(lon) AS x0, min(lat) AS y0, max(lon) AS x1, max(lat) AS y1,
+                                            {_instant_sql('min(occurred_from)')} AS t0,
+                                            {_instant_sql('max(occurred_to)')} AS t1 FROM offences""")
     r = frame.iloc[0]
     if pd.isna(r.x0):
         return {}
     return {"spatial": {"bbox": [[round(float(r.x0), 6), round(float(r.y0), 6), round(float(r.x1), 6),
                                   round(float(r.y1), 6)]], "crs": CRS84},
-            "temporal": {"interval": [[iso(r.t0), iso(r.t1)]], "trs": TRS}}
+            "temporal": {"interval": [[_text(r.t0), _text(r.t1)]], "trs": TRS}}
 
 
-def iso(t) -> str | None:
-    return None if pd.isna(t) else pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _instant_sql(expr: str) -> str:
+    return f"CASE WHEN year({expr}) BETWEEN 1 AND 9999 THEN strftime({expr}, '%Y-%m-%dT%H:%M:%SZ') END"
+
+
+def _text(v) -> str | None:
+    return None if v is None or pd.isna(v) else str(v)
 
 
 __all__ = ["CRS84", "Collection", "Collections", "DEFAULT_LIMIT", "HOTSPOT_PARAMETERS", "Items", "ItemsRequest",
-           "MAX_LIMIT", "Registry", "cells_in_bbox", "cells_page", "dataset_span", "get_registry",
+           "MAX_LIMIT", "QueryDescription", "Registry", "cells_in_bbox", "cells_page", "dataset_span", "get_registry",
            "hotspot_query_for_items", "offences_extent", "registry_of"]

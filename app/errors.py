@@ -44,24 +44,34 @@ def error_body(code: str, message: str, details: object = None) -> dict:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
+def _status(request: Request, status: int) -> int:
+    """OGC API - Features answers an invalid parameter value with 400 (/req/core/query-param-invalid) where the
+    rest of the API answers 422: the routes tagged ogc-features get 400."""
+    route = request.scope.get("route")
+    if status == 422 and "ogc-features" in (getattr(route, "tags", None) or []):
+        return 400
+    return status
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api(_: Request, exc: ApiError):
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status)
+    async def _api(request: Request, exc: ApiError):
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=_status(request, exc.status))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError):
+    async def _validation(request: Request, exc: RequestValidationError):
         details = [{"loc": list(e.get("loc", [])), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(x) for x in first["loc"] if x not in ("query", "body"))
         return JSONResponse(error_body("invalid_parameter", f"{where}: {first['msg']}" if where else str(first["msg"]),
-                                       details), status_code=422)
+                                       details), status_code=_status(request, 422))
 
     @app.exception_handler(StoreError)
-    async def _store(_: Request, exc: StoreError):
+    async def _store(request: Request, exc: StoreError):
         msg = str(exc)
         status = 404 if msg.startswith("unknown dataset") or msg.startswith("unknown area") or msg.startswith("unknown weights") else 422
-        return JSONResponse(error_body("not_found" if status == 404 else "invalid_request", msg), status_code=status)
+        return JSONResponse(error_body("not_found" if status == 404 else "invalid_request", msg),
+                            status_code=_status(request, status))
 
     @app.exception_handler(IngestError)
     async def _ingest(_: Request, exc: IngestError):
@@ -96,8 +106,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("invalid_weights_table", str(exc)), status_code=422)
 
     @app.exception_handler(ValueError)
-    async def _value(_: Request, exc: ValueError):
-        return JSONResponse(error_body("invalid_parameter", str(exc)), status_code=422)
+    async def _value(request: Request, exc: ValueError):
+        return JSONResponse(error_body("invalid_parameter", str(exc)), status_code=_status(request, 422))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):

@@ -14,6 +14,7 @@ from app.cache import CachedFastPath, GzipMiddleware
 from app.collections import Registry
 from app.errors import install_error_handlers
 from app.eventloop import LoopGuard
+from app.head import HeadAsGet
 from app.limits import BodyLimitMiddleware
 from app.render import JSONResponse
 from app.routes import areas, datasets, hotspots, meta
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_security(app, settings)  # API keys + roles, audit log, demo mode, CORS (docs/security.md)
     app.add_middleware(GzipMiddleware)  # JSON/GeoJSON/CSV, compressed off the event loop (app/cache.py)
     app.add_middleware(LoopGuard, warn_ms=settings.loop_lag_warn_ms)  # no store call on the loop (app/eventloop.py)
+    app.add_middleware(HeadAsGet)  # outermost: HEAD runs as GET, body dropped (app/head.py)
     install_error_handlers(app)
     app.state.harmspot_collections = Registry()  # OGC collections, registered by the routers that own them
     for module in (hotspots, datasets, meta, areas):

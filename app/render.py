@@ -116,7 +116,9 @@ def to_csv(cells: pd.DataFrame, fields: list[str] | None = None, meta_comment: d
     cols = [c for c in (fields or list(cells.columns)) if c in cells.columns and c != "cell"]
     if "top_offences" in cols:
         for r in rows:
-            r["top_offences"] = "; ".join(f"{o['offence']} ({o['count']})" for o in (r.get("top_offences") or []))
+            v = r.get("top_offences")
+            if not isinstance(v, str):  # already plain text when it comes from the OGC door
+                r["top_offences"] = "; ".join(f"{o['offence']} ({o['count']})" for o in (v or []))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(cols)

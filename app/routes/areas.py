@@ -124,6 +124,8 @@ def _features(frame: pd.DataFrame, approximate: bool) -> list[dict]:
     geoms = shapely.from_wkb(np.array([bytes(b) for b in frame["geometry_wkb"]], dtype=object)) if len(frame) else []
     out = []
     for r, g in zip(frame.itertuples(index=False), geoms):
+        if g.geom_type == "Polygon":  # one geometry type per layer (a valid GeoPackage layer in GDAL/QGIS)
+            g = shapely.MultiPolygon([g])
         g = shapely.orient_polygons(g) if hasattr(shapely, "orient_polygons") else shapely.normalize(g)
         props = {"id": str(r.feature_id), "name": r.name,
                  "district": None if r.district is None or pd.isna(r.district) else r.district}

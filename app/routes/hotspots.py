@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app.cache import cached_response_async, cached_value
-from app.collections import (Collection, Items, ItemsRequest, Registry, cells_page, hotspot_query_for_items,
-                             offences_extent)
+from app.collections import (Collection, Items, ItemsRequest, QueryDescription, Registry, cells_page,
+                             hotspot_query_for_items, offences_extent)
 from app.deps import Disclosure, Format, GiStar, GiStarParams, Query_, State
 from app.errors import ApiError
 from app.render import CELL_FIELDS, GEOJSON_MEDIA, cells_response, to_geojson
@@ -131,6 +131,23 @@ def _label_depth(needed: int, top: int | None) -> int | None:
     return depth
 
 
+QUERY_FIELDS = ["dataset", "period", "preset", "weights_table"]  # on every OGC cell feature, so a GeoPackage keeps them
+
+
+def describe_query(state: ServiceState, req: ItemsRequest) -> QueryDescription:
+    """The ranking a cell-collection request stands for (defaults resolved: dataset, period, preset, weights
+    table, resolution), from the same cached computation its first page slices."""
+    q = hotspot_query_for_items(state, req)
+    meta = hotspot_result(state, q.model_copy(update={"top": _label_depth(req.offset + req.limit, q.top)})).meta()
+    selection = meta["preset"] or "offences " + ",".join(meta["offences"] or [])
+    fields = {"dataset": meta["dataset"], "period": f"{meta['from']}/{meta['to']}", "preset": selection,
+              "weights_table": meta["weights_table"]}
+    summary = (f"{selection}, {meta['from']} to {meta['to']}, weights {meta['weights_table']}, H3 res "
+               f"{meta['resolution']}, dataset {meta['dataset']}"
+               + (f", ranked by forecast harm for the period after {meta['to']}" if meta["method"] == "forecast" else ""))
+    return QueryDescription(summary, fields)
+
+
 def harm_spot_items(state: ServiceState, req: ItemsRequest) -> Items:
     """Rank every cell once (cheap) and label the first LABEL_BLOCK ranks; a page is a slice of that cached result
     (app.cache), and a page deeper than the block (or a bbox/feature hit deeper) is a slice of the fully labelled
@@ -150,7 +167,8 @@ def harm_spot_items(state: ServiceState, req: ItemsRequest) -> Items:
         result = hotspot_result(state, q.model_copy(update={"top": _label_depth(deepest, q.top)}))
     cells = result.cells.set_index("h3", drop=False).loc[page["h3"].tolist()].reset_index(drop=True)
     meta = {**result.meta(), "top": q.top}
-    fields = fields_for(result)
+    cells = cells.assign(**describe_query(state, req).fields)
+    fields = [*fields_for(result), *QUERY_FIELDS]
     fc = to_geojson(meta, cells, fields)
     return Items(fc["features"], int(len(ranked)), fc["metadata"], fields)
 
@@ -162,7 +180,7 @@ HARM_SPOTS = Collection(
     "method work as on /hotspots (default: every cell with harm, ranked by observed harm; method=forecast ranks "
     "by expected harm in the period after `to`); datetime sets the period (whole days); "
     "bbox keeps the ranked cells whose hexagon intersects it (ranks and shares are not recomputed).",
-    items=harm_spot_items, extent=offences_extent, kind="cells",
+    items=harm_spot_items, extent=offences_extent, kind="cells", describe=describe_query,
     style={"property": "harm", "type": "sequential"}, keywords=("harm", "hotspots", "H3", "CCHI"))
 
 

@@ -14,25 +14,30 @@ page size.
 from __future__ import annotations
 
 import html
+import json
+import logging
 import math
 import re
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import pandas as pd
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.collections import (CRS84, DEFAULT_LIMIT, HOTSPOT_PARAMETERS, MAX_LIMIT, Collection, Collections,
-                             ItemsRequest)
 from app.cache import cached_route
+from app.collections import (CRS84, DEFAULT_LIMIT, HOTSPOT_PARAMETERS, MAX_LIMIT, Collection, Collections, Items,
+                             ItemsRequest)
 from app.deps import State
 from app.errors import ApiError
 from app.render import JSONResponse, to_csv
 from app.state import ServiceState
 from hotspots.ranking.presets import PRESETS
+from hotspots.ranking.query import MAX_TOP
 
+log = logging.getLogger("harmspot")
 router = APIRouter(tags=["ogc-features"])
 
 GEOJSON = "application/geo+json"
@@ -43,10 +48,12 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
 ]
-# `f` and the numeric hotspot parameters are read as text and checked here, so that a bad value is the 400 OGC
-# API - Features asks for (/req/core/query-param-invalid), not FastAPI's 422.
-_F_SCHEMA = {"enum": ["json", "csv", "html"]}
-F = str
+QUERYABLES_SAMPLE = 200  # features read to type a collection's queryables
+PERIOD_RE = r"^[0-9]{4}-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?$"
+Preset = Literal[tuple(sorted(PRESETS))]  # type: ignore[valid-type]
+_HOTSPOT_PARAM_DOC = " (cell collections; as on /hotspots)"
+# A bad value of any declared parameter is the 400 OGC API - Features asks for (/req/core/query-param-invalid):
+# app/errors.py answers FastAPI's validation errors on these routes (tag ogc-features) with 400, not 422.
 
 
 # ------------------------------------------------------------------------------------------ parameters
@@ -117,49 +124,6 @@ def parse_datetime(text: str | None) -> tuple[date | None, date | None, bool]:
     return start, end, True
 
 
-def parse_limit(text: str | None) -> int:
-    if text is None or text == "":
-        return DEFAULT_LIMIT
-    try:
-        n = int(text)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_parameter", "limit: an integer from 1") from exc
-    if n < 1:
-        raise ApiError(400, "invalid_parameter", f"limit: at least 1 (largest {MAX_LIMIT})")
-    return min(n, MAX_LIMIT)  # OGC API - Features 1.0, /per/core/limit-response: larger values are capped
-
-
-def parse_offset(text: str | None) -> int:
-    if text is None or text == "":
-        return 0
-    try:
-        n = int(text)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_parameter", "offset: an integer from 0") from exc
-    if n < 0:
-        raise ApiError(400, "invalid_parameter", "offset: an integer from 0")
-    return n
-
-
-def _int_param(name: str, text: str | None) -> int | None:
-    if text is None or text == "":
-        return None
-    try:
-        return int(text)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_parameter", f"{name}: '{text}' is not an integer") from exc
-
-
-def _bool_param(name: str, text: str | None) -> bool:
-    if text is None or text == "":
-        return False
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise ApiError(400, "invalid_parameter", f"{name}: true or false")
-
-
 def _format(request: Request, f: str | None) -> str:
     if f:
         if f not in ("json", "csv", "html"):
@@ -203,18 +167,34 @@ def landing_document(request: Request) -> dict:
     }
 
 
-def collection_document(request: Request, state: ServiceState, c: Collection) -> dict:
-    base = _base(request)
-    items = f"{base}/collections/{c.id}/items"
+def collection_document(request: Request, state: ServiceState, c: Collection, req: ItemsRequest) -> dict:
+    """The collection's document. A cell collection's description starts with the ranking it serves
+    (``Collection.describe``: preset, period, weights table, resolution, dataset) and ``harmspot:query`` holds it
+    as fields, so the layer a GIS client adds (QGIS: its abstract), and the GeoPackage it writes
+    (gpkg_contents.description), say what they hold."""
+    query = {k: v for k, v in request.query_params.items() if k != "f"}  # the harmspot parameters given
+    described, problem = _described(state, c, req)
+    title = c.title  # kept short: the map's layer switcher and QGIS's layer list show it
+    description = (f"This layer: {described.summary}. " if described else "") + c.description
+    if problem:
+        description += f" (The ranking could not be described: {problem})"
     doc: dict = {
-        "id": c.id, "title": c.title, "description": c.description, "itemType": "feature", "crs": [CRS84],
+        "id": c.id, "title": title, "description": description, "itemType": "feature", "crs": [CRS84],
         "keywords": list(c.keywords),
         "links": [
-            {"href": f"{base}/collections/{c.id}?f=json", "rel": "self", "type": "application/json", "title": c.title},
-            {"href": f"{base}/collections/{c.id}?f=html", "rel": "alternate", "type": "text/html", "title": c.title},
-            {"href": items, "rel": "items", "type": GEOJSON, "title": f"{c.title} (GeoJSON)"},
-            {"href": f"{items}?f=csv", "rel": "items", "type": "text/csv", "title": f"{c.title} (CSV)"},
-            {"href": f"{items}?f=html", "rel": "items", "type": "text/html", "title": f"{c.title} (HTML)"},
+            {"href": _url(request, f"/collections/{c.id}", {**query, "f": "json"}), "rel": "self",
+             "type": "application/json", "title": c.title},
+            {"href": _url(request, f"/collections/{c.id}", {**query, "f": "html"}), "rel": "alternate",
+             "type": "text/html", "title": c.title},
+            {"href": _url(request, f"/collections/{c.id}/items", query), "rel": "items", "type": GEOJSON,
+             "title": f"{c.title} (GeoJSON)"},
+            {"href": _url(request, f"/collections/{c.id}/items", {**query, "f": "csv"}), "rel": "items",
+             "type": "text/csv", "title": f"{c.title} (CSV)"},
+            {"href": _url(request, f"/collections/{c.id}/items", {**query, "f": "html"}), "rel": "items",
+             "type": "text/html", "title": f"{c.title} (HTML)"},
+            {"href": _url(request, f"/collections/{c.id}/queryables", query),
+             "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables", "type": "application/schema+json",
+             "title": "queryables"},
         ],
         "harmspot:kind": c.kind,
         "harmspot:style": c.style,
@@ -225,6 +205,8 @@ def collection_document(request: Request, state: ServiceState, c: Collection) ->
     if c.kind == "cells":
         doc["harmspot:parameters"] = list(HOTSPOT_PARAMETERS)
         doc["harmspot:presets"] = sorted(PRESETS)
+    if described:
+        doc["harmspot:query"] = described.fields
     return doc
 
 
@@ -263,131 +245,311 @@ def _html_page(title: str, doc: dict, rows: list[dict] | None = None) -> HTMLRes
 
 
 def _cell_text(v: Any) -> str:
-    if isinstance(v, list):
-        return "; ".join(f"{o.get('offence')} ({o.get('count')})" if isinstance(o, dict) else str(o) for o in v)
+    v = _flat(v)
     return "" if v is None else str(v)
 
 
+# ------------------------------------------------------------------------------------------ parameters
+class HarmspotParams:
+    """The /hotspots query parameters, accepted by every OGC door so a client can put them in the service URL
+    (GDAL's ``OAPIF:http://host/?preset=all-crime`` adds them to every request it makes): they select the ranking
+    the cell collections serve and that the collection documents describe; other collections ignore them."""
+
+    def __init__(
+        self,
+        dataset: Annotated[str | None, Query(max_length=64, description="Dataset" + _HOTSPOT_PARAM_DOC)] = None,
+        date_from: Annotated[str | None, Query(alias="from", pattern=PERIOD_RE,
+                                               description="Start YYYY-MM[-DD]" + _HOTSPOT_PARAM_DOC)] = None,
+        date_to: Annotated[str | None, Query(alias="to", pattern=PERIOD_RE,
+                                             description="End, inclusive" + _HOTSPOT_PARAM_DOC)] = None,
+        preset: Annotated[Preset | None, Query(description="Offence preset" + _HOTSPOT_PARAM_DOC)] = None,
+        offences: Annotated[str | None, Query(max_length=2000, description="Offence list" + _HOTSPOT_PARAM_DOC)] = None,
+        area: Annotated[str | None, Query(max_length=200, description="Area layer:id or name" + _HOTSPOT_PARAM_DOC)] = None,
+        resolution: Annotated[int | None, Query(ge=7, le=11, description="H3 resolution 7-11" + _HOTSPOT_PARAM_DOC)] = None,
+        weights: Annotated[str | None, Query(max_length=64, description="Harm weights table" + _HOTSPOT_PARAM_DOC)] = None,
+        top: Annotated[int | None, Query(ge=1, le=MAX_TOP, description="Keep the N highest cells (default: all)"
+                                         + _HOTSPOT_PARAM_DOC)] = None,
+        rank_by: Annotated[Literal["harm", "count"] | None, Query(description="harm or count" + _HOTSPOT_PARAM_DOC)] = None,
+        include_asb: Annotated[bool | None, Query(description="true: count anti-social behaviour"
+                                                  + _HOTSPOT_PARAM_DOC)] = None,
+        method: Annotated[Literal["observed", "forecast"] | None, Query(
+            description="observed (default) or forecast: rank by expected harm in the period after `to`"
+            + _HOTSPOT_PARAM_DOC)] = None,
+    ):
+        self.query: dict[str, Any] = {
+            "dataset": dataset, "from": date_from, "to": date_to, "preset": preset, "offences": offences,
+            "area": area, "resolution": resolution, "weights": weights, "top": top, "rank_by": rank_by,
+            "include_asb": bool(include_asb), "method": method}
+
+
+Harmspot = Annotated[HarmspotParams, Depends(HarmspotParams)]
+
+
+def known_parameters_only(request: Request) -> None:
+    """OGC API - Features /req/core/query-param-unknown: a query parameter the route does not declare is a 400
+    (the declared ones are the OGC parameters plus the documented harmspot ones)."""
+    route = request.scope.get("route")
+    if route is None:
+        return
+    unknown = sorted(set(request.query_params) - _declared_query_parameters(route))
+    if unknown:
+        allowed = sorted(_declared_query_parameters(route))
+        raise ApiError(400, "unknown_parameter", f"unknown query parameter(s) {', '.join(unknown)}: this "
+                       f"operation takes {', '.join(allowed)}", {"unknown": unknown, "allowed": allowed})
+
+
+def _declared_query_parameters(route) -> frozenset[str]:
+    """Names (aliases) of the query parameters a route declares, its dependencies' included."""
+    names: set[str] = set()
+    todo = [route.dependant]
+    while todo:
+        dep = todo.pop()
+        names.update(p.alias for p in dep.query_params)
+        todo.extend(dep.dependencies)
+    return frozenset(names)
+
+
+def flat_properties(props: dict) -> dict:
+    """Properties with nested values (lists, objects) as plain text: QGIS 3.22 reads a nested JSON value as
+    NULL and cannot write it to a GeoPackage. A list of counted things reads "Violence and sexual offences (34);
+    Burglary (2)", the format of the CSV; other objects are JSON text."""
+    return {k: _flat(v) for k, v in props.items()}
+
+
+def _flat(v: Any) -> Any:
+    if isinstance(v, list):
+        return "; ".join(_item_text(x) for x in v)
+    if isinstance(v, dict):
+        return json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+    return v
+
+
+def _item_text(x: Any) -> str:
+    if isinstance(x, dict):
+        label = next((str(v) for v in x.values() if isinstance(v, str)), None)
+        if label is None:
+            return json.dumps(x, separators=(",", ":"), ensure_ascii=False)
+        return f"{label} ({x['count']})" if x.get("count") is not None else label
+    return "" if x is None else str(x)
+
+
+def _described(state: ServiceState, c: Collection, req: ItemsRequest) -> tuple[Any, str | None]:
+    """(the collection's description of the query, or None; why it could not be described, or None). A
+    description never fails a listing: a dataset whose stored months no calendar takes says so instead."""
+    if c.describe is None:
+        return None, None
+    try:
+        return c.describe(state, req), None
+    except ApiError as exc:
+        return None, exc.message
+    except (ValueError, OverflowError) as exc:
+        log.warning("collection %s: query not described: %s", c.id, exc)
+        return None, str(exc)
+
+
 # ------------------------------------------------------------------------------------------ routes
-@router.get("/", summary="Landing page: the map for browsers, the OGC API landing document for API clients",
+_STRICT = [Depends(known_parameters_only)]  # every route but items, which also takes ?property=value filters
+_F_JSON_HTML = Annotated[Literal["json", "html"] | None, Query(description="json or html")]
+_F_ITEMS = Annotated[Literal["json", "csv", "html"] | None, Query(description="json (GeoJSON, default), csv or html")]
+_F_ITEM = Annotated[Literal["json", "html"] | None, Query(description="json (GeoJSON, default) or html")]
+_ERRORS = {400: {"description": "an invalid or unknown query parameter (OGC API - Features asks for 400)",
+                 "content": {"application/json": {}}},
+           404: {"description": "no such collection or feature", "content": {"application/json": {}}}}
+
+
+@router.get("/", dependencies=_STRICT, summary="Landing page: the map for browsers, the OGC API landing document for API clients",
             description="A browser asking for HTML is redirected to the map (`/map`); `Accept: application/json` "
-            "or `?f=json` returns the OGC API - Features landing document (links: service-desc, conformance, data).",
-            responses={200: {"content": {"application/json": {}}}, 303: {"description": "a browser (Accept: text/html) is sent to /map"}})
-def landing(request: Request, f: Annotated[F | None, Query(description="json or html", json_schema_extra=_F_SCHEMA)] = None) -> Response:
-    fmt = _format(request, f)
-    if fmt == "html":
+            "or `?f=json` returns the OGC API - Features landing document (links: service-desc, conformance, data). "
+            "The harmspot query parameters are accepted (and ignored here) so that they can be part of a client's "
+            "service URL.",
+            responses={200: {"content": {"application/json": {}}},
+                       303: {"description": "a browser (Accept: text/html, or f=html) is sent to /map"},
+                       400: _ERRORS[400]})
+def landing(request: Request, _p: Harmspot, f: _F_JSON_HTML = None) -> Response:
+    if _format(request, f) == "html":
         return RedirectResponse("/map", status_code=303)
-    if fmt == "csv":
-        raise ApiError(400, "invalid_parameter", "f: json or html for the landing page")
     return JSONResponse(landing_document(request))
 
 
-@router.get("/conformance", summary="OGC API conformance classes")
-def conformance(request: Request, f: Annotated[F | None, Query(description="json or html", json_schema_extra=_F_SCHEMA)] = None) -> Response:
+@router.get("/conformance", dependencies=_STRICT, summary="OGC API conformance classes",
+            responses={200: {"content": {"application/json": {}, "text/html": {}}}, 400: _ERRORS[400]})
+def conformance(request: Request, _p: Harmspot, f: _F_JSON_HTML = None) -> Response:
     doc = {"conformsTo": CONFORMANCE}
     if _format(request, f) == "html":
         return _html_page("Conformance", doc)
     return JSONResponse(doc)
 
 
-@router.get("/collections", summary="Feature collections: harm spots, boundaries (and later Gi*, RTM, POI)")
-def get_collections(request: Request, state: State, registry: Collections,
-                    f: Annotated[F | None, Query(description="json or html", json_schema_extra=_F_SCHEMA)] = None) -> Response:
+@router.get("/collections", dependencies=_STRICT, summary="Feature collections: harm spots, boundaries, Gi*, RTM, POI layers",
+            description="Each cell collection's description starts with the ranking it serves (preset, period, "
+                        "weights table, resolution, dataset), resolved from the harmspot query parameters given "
+                        "(defaults otherwise); `harmspot:query` holds the same as fields.",
+            responses={200: {"content": {"application/json": {}, "text/html": {}}}, 400: _ERRORS[400]})
+def get_collections(request: Request, state: State, registry: Collections, p: Harmspot,
+                    f: _F_JSON_HTML = None) -> Response:
     base = _base(request)
+    req = ItemsRequest(query=p.query)
     doc = {
         "links": [{"href": f"{base}/collections?f=json", "rel": "self", "type": "application/json", "title": "collections"},
                   {"href": f"{base}/collections?f=html", "rel": "alternate", "type": "text/html", "title": "as HTML"}],
-        "collections": [collection_document(request, state, c) for c in registry.collections(state)],
+        "collections": [collection_document(request, state, c, req) for c in registry.collections(state)],
     }
     if _format(request, f) == "html":
         return _html_page("Collections", doc)
     return JSONResponse(doc)
 
 
-@router.get("/collections/{collection_id}", summary="One collection: title, extent, links")
-def get_collection_doc(request: Request, state: State, registry: Collections, collection_id: str,
-                       f: Annotated[F | None, Query(description="json or html", json_schema_extra=_F_SCHEMA)] = None) -> Response:
-    doc = collection_document(request, state, registry.get(state, collection_id))
+@router.get("/collections/{collection_id}", dependencies=_STRICT, summary="One collection: title, extent, links",
+            responses={200: {"content": {"application/json": {}, "text/html": {}}}, **_ERRORS})
+def get_collection_doc(request: Request, state: State, registry: Collections, collection_id: str, p: Harmspot,
+                       f: _F_JSON_HTML = None) -> Response:
+    doc = collection_document(request, state, registry.get(state, collection_id), ItemsRequest(query=p.query))
     if _format(request, f) == "html":
         return _html_page(doc["title"], doc)
     return JSONResponse(doc)
 
 
-def _items_request(bbox: str | None, datetime_: str | None, limit: str | None, offset: str | None,
+@router.get("/collections/{collection_id}/queryables", dependencies=_STRICT,
+            summary="The properties of a collection's features (JSON Schema), each usable as a ?name=value filter",
+            description="OGC API - Features Part 3 queryables: the properties of the collection's features with "
+            "their types, read from the features the collection serves. Each can filter the items as "
+            "`?name=value` (equality; OGC API - Features Part 1, 7.15.8).",
+            responses={200: {"content": {"application/schema+json": {}, "application/json": {}}}, **_ERRORS})
+@cached_route("ogc-queryables")
+def get_queryables(request: Request, state: State, registry: Collections, collection_id: str, p: Harmspot) -> Response:
+    c = registry.get(state, collection_id)
+    doc = {"$schema": "https://json-schema.org/draft/2019-09/schema",
+           "$id": _url(request, f"/collections/{c.id}/queryables"), "type": "object", "title": c.title,
+           "properties": queryables(state, c, ItemsRequest(query=p.query)), "additionalProperties": False}
+    return JSONResponse(doc, media_type="application/schema+json")
+
+
+def queryables(state: ServiceState, c: Collection, req: ItemsRequest) -> dict[str, dict]:
+    """Property name -> JSON Schema (type, title), from the first page of features the collection serves."""
+    items = c.items(state, replace(req, offset=0, limit=QUERYABLES_SAMPLE))
+    types: dict[str, str] = {name: "string" for name in (items.fields or [])}
+    seen: dict[str, set[str]] = {}
+    for ft in items.features:
+        for k, v in flat_properties(ft["properties"]).items():
+            seen.setdefault(k, set()).add(_json_type(v))
+    for k, kinds in seen.items():
+        kinds.discard("null")
+        types[k] = ("number" if kinds <= {"integer", "number"} and "number" in kinds else
+                    next(iter(kinds)) if len(kinds) == 1 else "string")
+    return {k: {"type": t, "title": k} for k, t in types.items()}
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    return "string"
+
+
+def _property_filters(request: Request, c: Collection, state: ServiceState, req: ItemsRequest) -> dict[str, str]:
+    """``?name=value`` filters on the collection's queryables; any other undeclared parameter is a 400."""
+    declared = _declared_query_parameters(request.scope["route"])
+    extra = {k: v for k, v in request.query_params.items() if k not in declared}
+    if not extra:
+        return {}
+    props = queryables(state, c, req)
+    unknown = sorted(k for k in extra if k not in props)
+    if unknown:
+        allowed = sorted(declared | set(props))
+        raise ApiError(400, "unknown_parameter", f"unknown query parameter(s) {', '.join(unknown)}: this "
+                       f"collection takes {', '.join(allowed)}", {"unknown": unknown, "allowed": allowed})
+    return extra
+
+
+def _matches(props: dict, filters: dict[str, str]) -> bool:
+    for k, want in filters.items():
+        v = props.get(k)
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            if ("" if v is None else str(v).lower() if isinstance(v, bool) else str(v)) != want:
+                return False
+        else:
+            try:
+                if float(want) != float(v):
+                    return False
+            except ValueError:
+                return False
+    return True
+
+
+def _items_request(bbox: str | None, datetime_: str | None, limit: int | None, offset: int | None,
                    query: dict[str, Any], feature_id: str | None = None) -> ItemsRequest:
     start, end, has_dt = parse_datetime(datetime_)
     return ItemsRequest(bbox=parse_ogc_bbox(bbox), start=start, end=end, has_datetime=has_dt,
-                        limit=parse_limit(limit), offset=parse_offset(offset), query=query, feature_id=feature_id)
-
-
-_HOTSPOT_PARAM_DOC = " (harm-spots; as on /hotspots)"
+                        limit=DEFAULT_LIMIT if limit is None else limit, offset=offset or 0, query=query,
+                        feature_id=feature_id)
 
 
 @router.get(
     "/collections/{collection_id}/items",
     summary="Features of a collection (GeoJSON, CSV or HTML), paged with limit/offset",
-    description="`bbox` (CRS84 minLon,minLat,maxLon,maxLat), `datetime` (RFC 3339 instant or interval, `..` for "
-    "open ends; whole days), `limit` (default 1000, largest 10000; larger values are capped), `offset`. "
-    "The response carries `numberMatched`, `numberReturned` and `next`/`prev` links. The harm-spots collection "
-    "also takes the /hotspots query parameters and is the same query as GET /hotspots.",
-    responses={200: {"content": {GEOJSON: {}, "text/csv": {}, "text/html": {}}}},
+    description=f"`bbox` (CRS84 minLon,minLat,maxLon,maxLat), `datetime` (RFC 3339 instant or interval, `..` for "
+    f"open ends; whole days), `limit` (default {DEFAULT_LIMIT}, largest {MAX_LIMIT}), `offset`, and `name=value` "
+    "filters on the collection's queryables. The response carries `numberMatched`, `numberReturned` and "
+    f"`next`/`prev` links; a JSON `next` link asks for at least {DEFAULT_LIMIT} features (a client that opened "
+    "with a small page, as GDAL 3.6 does with 10, then pages at the server's size). The cell collections also "
+    "take the /hotspots query parameters and are the same query as GET /hotspots. Nested values (top offences, "
+    "top locations) are plain text.",
+    responses={200: {"content": {GEOJSON: {}, "text/csv": {}, "text/html": {}}}, **_ERRORS},
 )
 @cached_route("ogc-items")  # one response per store state and request; pages slice one cached result (app.cache)
 def get_items(
-    request: Request, state: State, registry: Collections, collection_id: str,
+    request: Request, state: State, registry: Collections, collection_id: str, p: Harmspot,
     bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (CRS84)")] = None,
     datetime_: Annotated[str | None, Query(alias="datetime", description="RFC 3339 instant or interval a/b")] = None,
-    limit: Annotated[str | None, Query(description=f"Page size, 1-{MAX_LIMIT} (default {DEFAULT_LIMIT})")] = None,
-    offset: Annotated[str | None, Query(description="Features to skip")] = None,
-    f: Annotated[F | None, Query(description="json (GeoJSON, default), csv or html", json_schema_extra=_F_SCHEMA)] = None,
-    dataset: Annotated[str | None, Query(description="Dataset" + _HOTSPOT_PARAM_DOC)] = None,
-    date_from: Annotated[str | None, Query(alias="from", description="Start YYYY-MM[-DD]" + _HOTSPOT_PARAM_DOC)] = None,
-    date_to: Annotated[str | None, Query(alias="to", description="End, inclusive" + _HOTSPOT_PARAM_DOC)] = None,
-    preset: Annotated[str | None, Query(description="Offence preset" + _HOTSPOT_PARAM_DOC)] = None,
-    offences: Annotated[str | None, Query(description="Offence list" + _HOTSPOT_PARAM_DOC)] = None,
-    area: Annotated[str | None, Query(description="Area layer:id or name" + _HOTSPOT_PARAM_DOC)] = None,
-    resolution: Annotated[str | None, Query(description="H3 resolution 7-11" + _HOTSPOT_PARAM_DOC,
-                                            json_schema_extra={"type": "integer"})] = None,
-    weights: Annotated[str | None, Query(description="Harm weights table" + _HOTSPOT_PARAM_DOC)] = None,
-    top: Annotated[str | None, Query(description="Keep the N highest cells (default: all)" + _HOTSPOT_PARAM_DOC,
-                                     json_schema_extra={"type": "integer"})] = None,
-    rank_by: Annotated[str | None, Query(description="harm or count" + _HOTSPOT_PARAM_DOC,
-                                         json_schema_extra={"enum": ["harm", "count"]})] = None,
-    include_asb: Annotated[str | None, Query(description="true: count anti-social behaviour" + _HOTSPOT_PARAM_DOC,
-                                             json_schema_extra={"type": "boolean"})] = None,
-    method: Annotated[str | None, Query(description="observed or forecast" + _HOTSPOT_PARAM_DOC,
-                                        json_schema_extra={"enum": ["observed", "forecast"]})] = None,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1-{MAX_LIMIT} (default "
+                                       f"{DEFAULT_LIMIT})")] = None,
+    offset: Annotated[int | None, Query(ge=0, description="Features to skip")] = None,
+    f: _F_ITEMS = None,
 ) -> Response:
     c = registry.get(state, collection_id)
     fmt = _format(request, f)
-    query = {"dataset": dataset, "from": date_from, "to": date_to, "preset": preset, "offences": offences,
-             "area": area, "resolution": _int_param("resolution", resolution), "weights": weights,
-             "top": _int_param("top", top), "rank_by": rank_by, "include_asb": _bool_param("include_asb", include_asb),
-             "method": method}
-    req = _items_request(bbox, datetime_, limit, offset, query)
-    items = c.items(state, req)
-    passthrough = {k: v for k, v in request.query_params.items() if k not in ("offset", "f")}
+    req = _items_request(bbox, datetime_, limit, offset, p.query)
+    filters = _property_filters(request, c, state, req)
+    if filters:  # a filter on properties: the page is a slice of the filtered features
+        every = c.items(state, replace(req, offset=0, limit=10**9))
+        kept = [ft for ft in every.features if _matches(flat_properties(ft["properties"]), filters)]
+        items = Items(kept[req.offset: req.offset + req.limit], len(kept), every.metadata, every.fields)
+    else:
+        items = c.items(state, req)
+    features = [{**ft, "properties": flat_properties(ft["properties"])} for ft in items.features]
+    described, _ = _described(state, c, req)
+    passthrough = {k: v for k, v in request.query_params.items() if k not in ("offset", "f", "limit")}
     path = f"/collections/{c.id}/items"
+    here = {**passthrough, "limit": req.limit if limit is not None else None, "offset": req.offset or None}
     links = [
-        {"href": _url(request, path, {**passthrough, "offset": req.offset or None, "f": "json"}), "rel": "self",
-         "type": GEOJSON, "title": "this page"},
-        {"href": _url(request, path, {**passthrough, "offset": req.offset or None, "f": "csv"}), "rel": "alternate",
-         "type": "text/csv", "title": "this page as CSV"},
-        {"href": _url(request, path, {**passthrough, "offset": req.offset or None, "f": "html"}), "rel": "alternate",
-         "type": "text/html", "title": "this page as HTML"},
+        {"href": _url(request, path, {**here, "f": "json"}), "rel": "self", "type": GEOJSON, "title": "this page"},
+        {"href": _url(request, path, {**here, "f": "csv"}), "rel": "alternate", "type": "text/csv",
+         "title": "this page as CSV"},
+        {"href": _url(request, path, {**here, "f": "html"}), "rel": "alternate", "type": "text/html",
+         "title": "this page as HTML"},
         {"href": _url(request, f"/collections/{c.id}"), "rel": "collection", "type": "application/json",
          "title": c.title},
     ]
-    nxt = req.offset + len(items.features)
-    if nxt < items.number_matched and items.features:
-        links.append({"href": _url(request, path, {**passthrough, "offset": nxt, "f": fmt if fmt != "csv" else "json"}),
-                      "rel": "next", "type": GEOJSON if fmt != "html" else "text/html", "title": "next page"})
+    page_fmt = fmt if fmt != "csv" else "json"
+    page_type = GEOJSON if fmt != "html" else "text/html"
+    # the next page: at least DEFAULT_LIMIT features for machine clients (GDAL 3.6 opens every layer with
+    # limit=10 and follows the next link as given), the client's own size for people paging HTML
+    next_limit = req.limit if fmt == "html" else max(req.limit, DEFAULT_LIMIT)
+    nxt = req.offset + len(features)
+    if nxt < items.number_matched and features:
+        links.append({"href": _url(request, path, {**passthrough, "limit": next_limit, "offset": nxt, "f": page_fmt}),
+                      "rel": "next", "type": page_type, "title": "next page"})
     if req.offset > 0:
-        links.append({"href": _url(request, path, {**passthrough, "offset": max(0, req.offset - req.limit) or None,
-                                                   "f": fmt if fmt != "csv" else "json"}),
-                      "rel": "prev", "type": GEOJSON if fmt != "html" else "text/html", "title": "previous page"})
+        links.append({"href": _url(request, path, {**passthrough, "limit": req.limit,
+                                                   "offset": max(0, req.offset - req.limit) or None, "f": page_fmt}),
+                      "rel": "prev", "type": page_type, "title": "previous page"})
     if fmt == "csv":
-        props = [ft["properties"] for ft in items.features]
+        props = [ft["properties"] for ft in features]
         frame = pd.DataFrame(props, columns=items.fields or (list(props[0]) if props else []))
         headers = {"Content-Disposition": f'attachment; filename="{c.id}.csv"',
                    "OGC-NumberMatched": str(items.number_matched)}
@@ -395,41 +557,29 @@ def get_items(
         if nl:
             headers["Link"] = f'<{nl[0]["href"].replace("f=json", "f=csv")}>; rel="next"'
         return Response(to_csv(frame, items.fields), media_type="text/csv; charset=utf-8", headers=headers)
-    doc: dict = {"type": "FeatureCollection", "features": items.features,
-                 "numberMatched": items.number_matched, "numberReturned": len(items.features),
+    doc: dict = {"type": "FeatureCollection", "features": features,
+                 "numberMatched": items.number_matched, "numberReturned": len(features),
                  "timeStamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "links": links}
     if items.metadata is not None:
         doc["metadata"] = items.metadata  # foreign member (RFC 7946 s6.1): query, weights, caveats
     if fmt == "html":
-        doc["description"] = c.description
-        return _html_page(f"{c.title}: items", doc, [ft["properties"] for ft in items.features])
+        doc["description"] = c.description + (f" This page: {described.summary}." if described else "")
+        return _html_page(f"{c.title}: items", doc, [ft["properties"] for ft in features])
     return JSONResponse(doc, media_type=GEOJSON)
 
 
-@router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature by id (an H3 cell, a boundary)",
-            responses={200: {"content": {GEOJSON: {}, "text/html": {}}}})
+@router.get("/collections/{collection_id}/items/{feature_id}", dependencies=_STRICT, summary="One feature by id (an H3 cell, a boundary)",
+            responses={200: {"content": {GEOJSON: {}, "text/html": {}}}, **_ERRORS})
 @cached_route("ogc-item")
-def get_item(
-    request: Request, state: State, registry: Collections, collection_id: str, feature_id: str,
-    f: Annotated[F | None, Query(description="json (GeoJSON) or html", json_schema_extra=_F_SCHEMA)] = None,
-    dataset: Annotated[str | None, Query(description="Dataset" + _HOTSPOT_PARAM_DOC)] = None,
-    date_from: Annotated[str | None, Query(alias="from", description="Start" + _HOTSPOT_PARAM_DOC)] = None,
-    date_to: Annotated[str | None, Query(alias="to", description="End" + _HOTSPOT_PARAM_DOC)] = None,
-    preset: Annotated[str | None, Query(description="Offence preset" + _HOTSPOT_PARAM_DOC)] = None,
-    resolution: Annotated[str | None, Query(description="H3 resolution" + _HOTSPOT_PARAM_DOC,
-                                            json_schema_extra={"type": "integer"})] = None,
-    weights: Annotated[str | None, Query(description="Harm weights table" + _HOTSPOT_PARAM_DOC)] = None,
-    method: Annotated[str | None, Query(description="observed or forecast" + _HOTSPOT_PARAM_DOC,
-                                        json_schema_extra={"enum": ["observed", "forecast"]})] = None,
-) -> Response:
+def get_item(request: Request, state: State, registry: Collections, collection_id: str, feature_id: str,
+             p: Harmspot, f: _F_ITEM = None) -> Response:
     c = registry.get(state, collection_id)
     fmt = _format(request, f)
-    query = {"dataset": dataset, "from": date_from, "to": date_to, "preset": preset,
-             "resolution": _int_param("resolution", resolution), "weights": weights, "method": method}
-    items = c.items(state, ItemsRequest(query=query, feature_id=feature_id, limit=1))
+    items = c.items(state, ItemsRequest(query=p.query, feature_id=feature_id, limit=1))
     if not items.features:
         raise ApiError(404, "not_found", f"no feature '{feature_id}' in collection '{c.id}'")
     feat = dict(items.features[0])
+    feat["properties"] = flat_properties(feat["properties"])
     feat["links"] = [
         {"href": _url(request, f"/collections/{c.id}/items/{feature_id}", {**request.query_params, "f": "json"}),
          "rel": "self", "type": GEOJSON, "title": "this feature"},
@@ -455,13 +605,21 @@ def install_openapi(app: FastAPI) -> None:
                            "larger values are capped.",
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
         }
+        comps["bbox"] = {
+            "name": "bbox", "in": "query", "required": False, "style": "form", "explode": False,
+            "description": "minLon,minLat,maxLon,maxLat (or 6 numbers with heights, ignored) in CRS84. minLon > "
+                           "maxLon crosses the antimeridian; latitudes beyond +-90 reach the pole; a box whose "
+                           "south edge is north of its north edge holds nothing.",
+            "schema": {"type": "array", "items": {"type": "number", "minimum": -180, "maximum": 180},
+                       "oneOf": [{"minItems": 4, "maxItems": 4}, {"minItems": 6, "maxItems": 6}]},
+        }
         op = schema.get("paths", {}).get("/collections/{collection_id}/items", {}).get("get")
         if op:
-            op["parameters"] = [{"$ref": "#/components/parameters/limit"} if p.get("name") == "limit" else p
-                                for p in op.get("parameters", [])]
+            op["parameters"] = [{"$ref": f"#/components/parameters/{p['name']}"} if p.get("name") in ("limit", "bbox")
+                                else p for p in op.get("parameters", [])]
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-__all__ = ["install_openapi", "landing_document", "parse_datetime", "parse_limit", "parse_ogc_bbox", "router"]
+__all__ = ["flat_properties", "install_openapi", "landing_document", "parse_datetime", "parse_ogc_bbox", "router"]

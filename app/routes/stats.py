@@ -22,7 +22,7 @@ from app.collections import (Collection, Items, ItemsRequest, Registry, cells_pa
 from app.deps import Query_, State
 from app.errors import ApiError
 from app.render import GEOJSON_MEDIA, JSONResponse, cells_response, records, to_csv, to_geojson
-from app.routes.hotspots import gistar_result
+from app.routes.hotspots import QUERY_FIELDS, describe_query, gistar_result
 from app.state import ServiceState
 from geodata.areas import choose_layer
 from geodata.cells import cell_centres, to_hex
@@ -261,12 +261,15 @@ def gistar_items(state: ServiceState, req: ItemsRequest) -> Items:
     cells = hot.rename(columns={"class": "gi_class", "z": "gi_z", "p": "gi_p", "q": "gi_q"}).assign(
         h3=to_hex(ids), lat=lat, lon=lon).reset_index(drop=True)
     cells, page = cells_page(cells, req, q.resolution)
+    described = describe_query(state, req)
     meta = {"dataset": q.dataset, "resolution": q.resolution, "preset": q.preset, "value": "harm",
             "listed": "cells with FDR q <= 0.10 (classes hot_90 and above): first the "
                       f"{n_cand} patrol candidates (harm in the cell), then cells hot only through their neighbours",
+            "period": described.fields["period"], "weights_table": described.fields["weights_table"],
             "gistar": gi.summary()}
-    fc = to_geojson(meta, page, GISTAR_FIELDS)
-    return Items(fc["features"], int(len(cells)), fc["metadata"], GISTAR_FIELDS)
+    fields = [*GISTAR_FIELDS, *QUERY_FIELDS]
+    fc = to_geojson(meta, page.assign(**described.fields), fields)
+    return Items(fc["features"], int(len(cells)), fc["metadata"], fields)
 
 
 GISTAR = Collection(
@@ -278,7 +281,7 @@ GISTAR = Collection(
     "patrol_rank; cells hot only because their neighbours are (no harm in the cell) are classed "
     "neighbourhood_hot, listed after them and never ranked. Same engine as GET /hotspots?stats=gistar "
     "(docs/statistics.md).",
-    items=gistar_items, extent=offences_extent, kind="cells",
+    items=gistar_items, extent=offences_extent, kind="cells", describe=describe_query,
     style={"property": "gi_class", "type": "categorical"}, keywords=("Gi*", "hot spots", "H3", "FDR"))
 
 

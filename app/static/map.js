@@ -136,9 +136,12 @@
 
   // ------------------------------------------------------------------ popups
   function popupHtml(p) {
-    var offences = (p.top_offences || []).map(function (o) {
-      return "<li>" + esc(o.offence) + ": " + esc(o.count) + " (" + fmt(o.harm) + " days)</li>";
-    }).join("");
+    var top = p.top_offences || [];
+    var offences = (typeof top === "string"  // the OGC door sends "Offence (count); ..." as plain text (QGIS)
+      ? top.split("; ").filter(Boolean).map(function (t) { return "<li>" + esc(t) + "</li>"; })
+      : top.map(function (o) {
+        return "<li>" + esc(o.offence) + ": " + esc(o.count) + " (" + fmt(o.harm) + " days)</li>";
+      })).join("");
     var narrative = p.risk_narrative || p.narrative;
     return '<div class="hs-popup" data-h3="' + esc(p.h3) + '">' +
       "<strong>Rank <span class=\"rank\">" + esc(p.rank) + "</span></strong> <small>" + esc(p.h3) + "</small>" +
