@@ -117,6 +117,17 @@ def test_gdal_36_exports_every_collection_with_its_defaults(live):
             con.close()
 
 
+def _null_counts(url: str, collection: str, matched: int) -> dict[str, int]:
+    """Per property, how many of the collection's features the service sends with a null value."""
+    counts: dict[str, int] = {}
+    for offset in range(0, max(matched, 1), 10000):
+        page = _get(f"{url}/collections/{collection}/items?limit=10000&offset={offset}")
+        for ft in page["features"]:
+            for k, v in ft["properties"].items():
+                counts[k] = counts.get(k, 0) + (v is None)
+    return counts
+
+
 def _qgis_available() -> str | None:
     if not Path(SYSTEM_PYTHON).exists():
         return "no /usr/bin/python3"
@@ -145,7 +156,11 @@ def test_qgis_322_loads_every_collection_and_exports_harm_spots(live):
         matched = _get(f"{url}/collections/{c['id']}/items?limit=1")["numberMatched"]
         assert layer["features"] == matched, (c["id"], layer["features"], matched)
         assert len(layer["geometry_types"]) == 1, (c["id"], layer["geometry_types"])
-        assert not any(layer["null_counts"].values()), (c["id"], layer["null_counts"])
+        # a NULL in QGIS only where the service itself sends null (gistar's patrol_rank for cells hot only through
+        # their neighbours), never from a nested value QGIS 3.22 cannot read
+        api_nulls = _null_counts(url, c["id"], matched)
+        nulls = {k: n for k, n in layer["null_counts"].items() if n}
+        assert nulls == {k: n for k, n in api_nulls.items() if n and k in layer["null_counts"]}, (c["id"], nulls)
     spots = report["layers"]["harm-spots"]
     assert spots["field_types"]["top_offences"].lower().startswith("str")
     assert re.match(r"^[A-Z][^;]+ \(\d+\)", spots["sample"]["top_offences"])
