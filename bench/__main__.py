@@ -18,7 +18,7 @@ DOCS = ROOT / "docs"
 OTHERS = [("bench.bench_gistar", "benchmarks-gistar.md"), ("bench.bench_rtm", "benchmarks-rtm.md"),
           ("bench.bench_map", "benchmarks-map.md"), ("bench.bench_dask", "benchmarks-dask.md"),
           ("bench.load_test", "benchmarks-load.md"), ("bench.bench_national", "benchmarks-national.md"),
-          ("bench.backtest_leicestershire", "benchmarks-forecast.md")]
+          ("bench.backtest_leicestershire", "benchmarks-forecast.md"), ("bench.bench_gdal", "benchmarks-gdal.md")]
 
 
 
