@@ -203,8 +203,12 @@ def _grouped_bars(ax, table: pd.DataFrame, weeks: list[str], groups: list[str], 
     for i, g in enumerate(groups):
         sub = table[table[key] == g].set_index("week")[col].reindex(weeks)
         colour = "#444" if g == ALL_AREAS else colours[i]
-        ax.bar(np.arange(len(weeks)) + (i - (len(groups) - 1) / 2) * width, sub.fillna(0).to_numpy(float), width,
-               label=g, color=colour)
+        xs = np.arange(len(weeks)) + (i - (len(groups) - 1) / 2) * width
+        values = sub.to_numpy(float)
+        ax.bar(xs, np.nan_to_num(values), width, label=g, color=colour)
+        for x, v in zip(xs[~(values > 0)], values[~(values > 0)]):  # a zero (or no row) must not read as missing
+            ax.annotate("0" if v == 0 else "–", (x, 0), xytext=(0, 2), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=7, color=colour)
     ax.set_xticks(np.arange(len(weeks)), [f"w/c {w}" for w in weeks], fontsize=7)
     ax.set_title(title, fontsize=8)
     ax.tick_params(axis="y", labelsize=7)
