@@ -129,6 +129,15 @@ def test_key_date_layers_on_leicestershire(server, driver):
         == ["2021-06", "2021-06"]
     assert not driver.execute_script("return window.harmspot.map.hasLayer(window.harmspot.hexes)")
     screenshot(driver, "keydates-map-2021-05-17-after.png")
+    # the panel offers the offline map pack of this date (and of the whole set), same dataset, preset, hex size, top
+    href = driver.execute_script("return document.getElementById('kd-export-date').getAttribute('href')")
+    assert href.startswith("/map/export?") and "keydate=england-2020-21%2F2021-05-17" in href
+    assert "dataset=leics" in href and "preset=all-crime" in href and "top=200" in href and "format=" not in href
+    assert "keydate=england-2020-21&" in driver.execute_script(
+        "return document.getElementById('kd-export-set').getAttribute('href')") + "&"
+    got = driver.execute_async_script("var cb = arguments[arguments.length - 1]; fetch(arguments[0]).then("
+                                      "r => r.text().then(t => cb([r.status, t.includes('Roadmap step 3')])))", href)
+    assert got == [200, True]
 
     with urllib.request.urlopen(f"{server.base}/keydates/england-2020-21/2021-05-17/hotspots?dataset=leics"
                                 "&preset=all-crime&resolution=10&top=200&format=geojson&layer=all") as r:

@@ -160,9 +160,38 @@
       "</div>" + status + "<div class='kd-modes' role='radiogroup' aria-label='Key-date layer'>" + radios + "</div>" +
       "<div class='kd-windows'><small>before " + esc(win(m.before)) + " · after " + esc(win(m.after)) +
       (s.change_pct != null ? " · total harm/day " + (s.change_pct > 0 ? "+" : "") + fmt(s.change_pct, 1) + " %" : "") +
-      "</small></div>" + (kd.mode && MODES[kd.mode] ? "<div id='kd-legend' class='kd-legend'>" + legendHtml(kd.mode) + "</div>" : "");
+      "</small></div>" + (kd.mode && MODES[kd.mode] ? "<div id='kd-legend' class='kd-legend'>" + legendHtml(kd.mode) + "</div>" : "") +
+      exportLinks();
     Array.prototype.forEach.call(kd.panel.querySelectorAll("input[name=kd-mode]"), function (r) {
       r.addEventListener("change", function () { show(r.value === "harm spots" ? null : r.value); });
+    });
+    Array.prototype.forEach.call(kd.panel.querySelectorAll(".kd-export a"), function (a) {
+      a.addEventListener("click", keyedDownload);
+    });
+  }
+  // offline map packs (GET /map/export): this date's three layers in one HTML file, or every date of the set zipped
+  function exportUrl(whole) {
+    var q = params(), c = kd.current || {};
+    q.delete("format"); q.delete("layer");
+    q.set("keydate", whole ? c.set : c.set + "/" + c.date);
+    return "/map/export?" + q.toString();
+  }
+  function exportLinks() {
+    var c = kd.current || {}, ds = (el("dataset") && el("dataset").value) || "data";
+    if (!c.set || !c.date) return "";
+    return "<div class='kd-export'><small>Offline map (no server, no internet): <a id='kd-export-date' href='" +
+      esc(exportUrl(false)) + "' download='harmspot-" + esc(ds) + "-" + esc(c.date) + ".html'>this date (HTML)</a> · " +
+      "<a id='kd-export-set' href='" + esc(exportUrl(true)) + "' download='harmspot-" + esc(ds) + "-" + esc(c.set) +
+      ".zip'>every date (zip)</a></small></div>";
+  }
+  function keyedDownload(ev) {  // with an API key the link goes through fetch so the header is sent
+    var a = ev.currentTarget;
+    if (!headers()["X-API-Key"]) return;
+    ev.preventDefault();
+    fetch(a.href, { headers: headers() }).then(function (r) { return r.blob(); }).then(function (b) {
+      var u = URL.createObjectURL(b), tmp = document.createElement("a");
+      tmp.href = u; tmp.download = a.getAttribute("download"); document.body.appendChild(tmp); tmp.click();
+      setTimeout(function () { URL.revokeObjectURL(u); tmp.remove(); }, 1000);
     });
   }
   function caption(mode) {  // the key date and layer on the map itself (screenshots, print view)
