@@ -42,6 +42,8 @@ DIVERGING = ["#2166ac", "#67a9cf", "#d1e5f0", "#fddbc7", "#ef8a62", "#b2182b"]
 PURPLES = ["#dadaeb", "#bcbddc", "#9e9ac8", "#756bb1", "#54278f"]
 FIT_TOP = 30
 MAX_CELLS = 5000  # cells per layer in a pack: a file a laptop browser opens in a second or two
+MAX_ZIP_DATES = 40  # maps in one zip (a user set may hold 500 dates): about a second each to make
+MAX_ZIP_CELLS = 20_000  # dates x top in one zip: bounds the zip held in memory (~1 MB of HTML per 200-cell map)
 
 
 class ExportError(ValueError):
@@ -456,6 +458,11 @@ def make(store: Store, weights: WeightsTable, marking: str, q: HotspotQuery, key
             raise NotFound(str(exc)) from exc
         top = q.top or 50
         if when is None:
+            n = len(kset.dates)
+            if n > MAX_ZIP_DATES or n * top > MAX_ZIP_CELLS:
+                raise ExportError(f"a zip holds at most {MAX_ZIP_DATES} dates and {MAX_ZIP_CELLS:,} cells per layer "
+                                  f"in all (dates x top): set '{set_name}' has {n} dates x top {top}; lower top or "
+                                  "export dates one by one (keydate=SET/DATE)")
             return (f"harmspot-{q.dataset}-{set_name}.zip", "application/zip",
                     keydate_zip(store, q, weights, kset, districts, marking, top))
         pack = keydate_pack(store, q, weights, kset, when, top)

@@ -289,9 +289,12 @@ def test_map_export_period_and_key_date_zip(server, tmp_path):
     ("&keydate=nope/2021-05-17", 404), ("&keydate=england-2020-21/2021-05-18", 404),
     ("&keydate=england-2020-21/2021-05-17&from=2021-01", 422), ("&top=5001", 422), ("&top=0", 422),
     ("&from=2030-01&to=2030-02", 422), ("&dataset=nope", 404), ("&resolution=99", 422),
-    ("&keydate=%00%ff", 422),
+    ("&keydate=%00%ff", 422), ("&keydate=england-2020-21&top=5000", 422),  # 7 maps x 5000 cells: too big a zip
 ])
 def test_map_export_hostile_parameters(server, query, status):
+    from app.security import required_role
+
+    assert required_role("GET", "/map/export") == "viewer"  # keyed mode: any key; never open
     r = server.get("/map/export?preset=all-crime" + ("" if "dataset=" in query else "&dataset=leics") + query)
     assert r.status == status, (query, r.status, r.body[:300])
     body = r.json()

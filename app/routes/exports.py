@@ -22,7 +22,8 @@ router = APIRouter(tags=["map packs"])
             "protective marking (HARMSPOT_PROTECTIVE_MARKING) baked in. `keydate=SET/DATE`: the key date's after / "
             "change / forecast layers, as on the map (the top `top` cells each); `keydate=SET`: a zip "
             "of one map per date of the set with an index page; otherwise the harm spots of `from`/`to` and the "
-            f"other hotspot parameters. At most {mx.MAX_CELLS} cells per layer. For use inside the force: there is "
+            f"other hotspot parameters. At most {mx.MAX_CELLS} cells per layer; a zip at most {mx.MAX_ZIP_DATES} dates "
+            f"and {mx.MAX_ZIP_CELLS} cells per layer in all (dates x top). For use inside the force: there is "
             "no public-disclosure mode (use /hotspots?mode=public for outside sharing).",
             responses={200: {"content": {"text/html": {}, "application/zip": {}}}})
 def get_map_export(state: State, q: Query_,
