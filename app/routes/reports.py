@@ -108,7 +108,8 @@ def report_html(rep: ht.HarmTrend, marking: str = "OFFICIAL") -> str:
     e = html.escape
     m = rep.meta
     png = base64.b64encode(ht.chart_png(rep)).decode()
-    rows = rep.rows
+    order = {a: i for i, a in enumerate(ht.area_order(rep.rows))}  # the chart's order: All areas, then by harm
+    rows = rep.rows.iloc[rep.rows["area_id"].map(order).argsort(kind="stable")]
     latest = m["periods"][-1]
     story = "".join(f"<li>{e(ht.narrative(r, m['by'], rep.types))}</li>"
                     for _, r in rows[rows["period"] == latest].iterrows())

@@ -367,6 +367,12 @@ def narrative(row: pd.Series, by: str, types: list[dict]) -> str:
 
 
 
+def area_order(rows: pd.DataFrame) -> list:
+    """Area ids as the chart and the printable page show them: All areas first, then by total harm."""
+    order = rows.groupby("area_id", sort=False)["harm"].sum().sort_values(ascending=False, kind="mergesort")
+    return [ALL_ID] + [a for a in order.index.tolist() if a != ALL_ID]
+
+
 def chart_png(report: HarmTrend, max_panels: int = 12) -> bytes:
     """Small multiples, one panel per area (all areas first, then by total harm): combined harm per period;
     red / blue bars = up / down against the previous period beyond chance, grey = within chance; a triangle
@@ -380,8 +386,7 @@ def chart_png(report: HarmTrend, max_panels: int = 12) -> bytes:
     from matplotlib.patches import Patch
 
     rows = report.rows
-    order = rows.groupby("area_id")["harm"].sum().sort_values(ascending=False).index.tolist()
-    order = [ALL_ID] + [a for a in order if a != ALL_ID]
+    order = area_order(rows)
     shown = order[:max_panels]
     cols = 3 if len(shown) > 4 else min(len(shown), 2)
     nrows = int(np.ceil(len(shown) / cols))
