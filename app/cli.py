@@ -160,14 +160,15 @@ def cmd_tasking(args: argparse.Namespace, settings: Settings) -> int:
                                          "method": args.method})
         params = tasking.TaskingParams(area_layer=args.layer, spots_per_area=args.spots_per_area,
                                        total_minutes=args.total_minutes, visits_per_day=args.visits_per_day,
-                                       plan_from=args.plan_from, plan_days=args.plan_days)
+                                       plan_from=args.plan_from, plan_days=args.plan_days,
+                                       include_police_stations=args.include_police_stations)
         pack = tasking.build_pack(store, q, weights, params)
         if args.save:
             print(f"saved tasking pack {tasking.save_pack(store, pack)}", file=sys.stderr)
     finally:
         store.close()
     fields = list(tasking.TASKING_FIELDS)
-    out = {"csv": lambda: tasking_csv(pack), "html": lambda: patrol_sheet_html(pack),
+    out = {"csv": lambda: tasking_csv(pack), "html": lambda: patrol_sheet_html(pack, settings.protective_marking),
            "geojson": lambda: json.dumps(to_geojson(pack.meta(), pack.rows, fields)),
            "json": lambda: json.dumps(to_json(pack.meta(), pack.rows, fields), indent=1, default=str)}[args.format]()
     sys.stdout.write(out if out.endswith("\n") else out + "\n")
@@ -383,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     tk.add_argument("--visits-per-day", type=float, default=2.0)
     tk.add_argument("--plan-from", help="YYYY-MM-DD (default: today)")
     tk.add_argument("--plan-days", type=int, default=14)
+    tk.add_argument("--include-police-stations", action="store_true",
+                    help="keep cells whose main location text is 'Police Station' (left out by default)")
     tk.add_argument("--save", action="store_true", help="save the pack (baseline for new/continuing/dropped)")
     tk.add_argument("--format", default="csv", choices=["csv", "json", "geojson", "html"])
 

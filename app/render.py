@@ -119,6 +119,11 @@ def to_csv(cells: pd.DataFrame, fields: list[str] | None = None, meta_comment: d
             v = r.get("top_offences")
             if not isinstance(v, str):  # already plain text when it comes from the OGC door
                 r["top_offences"] = "; ".join(f"{o['offence']} ({o['count']})" for o in (v or []))
+    if "top_locations" in cols:
+        for r in rows:
+            v = r.get("top_locations")
+            if not isinstance(v, str):  # a list from the engine; plain text when it comes from the OGC door
+                r["top_locations"] = "; ".join(v or [])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(cols)

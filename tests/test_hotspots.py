@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from geodata.harm import load_open_default
+from geodata.store import StoreError
 from hotspots.ranking.harmspots import concentration_curve, harm_spots
 from hotspots.ranking.query import HotspotQuery
 from tests.conftest import SAMPLE
@@ -57,8 +58,11 @@ def test_presets_say_what_they_could_not_apply(loaded):
     assert any("public-place" in s for s in ark.not_applied)
     near = harm_spots(loaded, HotspotQuery(dataset="essex", preset="near-miss"), w)
     assert near.total_count == 0 and any("cannot identify any near-miss" in s for s in near.not_applied)
-    timed = harm_spots(loaded, HotspotQuery(dataset="essex", preset="all-crime", hours=[22, 23]), w)
-    assert timed.total_count == 0 and any("no time of day" in s for s in timed.not_applied)
+    # an hour window on month-only data is refused with the reason (it would match nothing)
+    with pytest.raises(StoreError, match="month-only.*hour filter cannot be applied"):
+        harm_spots(loaded, HotspotQuery(dataset="essex", preset="all-crime", hours=[22, 23]), w)
+    mid = harm_spots(loaded, HotspotQuery(dataset="essex", preset="all-crime", **{"from": "2024-03-10"}), w)
+    assert "2024-03 is left out" in mid.caveats[0] and "from=2024-03" in mid.caveats[0]
 
 
 def test_asb_excluded_from_harm_but_countable(loaded):

@@ -16,13 +16,14 @@ from app.errors import ApiError
 from app.render import CELL_FIELDS, GEOJSON_MEDIA, cells_response, to_geojson
 from app.state import ServiceState
 from hotspots.publish.disclosure import DisclosurePolicy, public_harm_spots
+from hotspots.ranking.context import CONTEXT_FIELDS
 from hotspots.ranking.forecast import FORECAST_COLUMNS
 from hotspots.ranking.harmspots import HotspotResult, harm_spots
 from hotspots.ranking.query import HotspotQuery
 from hotspots.stats.for_query import GI_FIELDS, add_gistar, gistar_for_query
 
 router = APIRouter(tags=["hotspots"])
-FIELDS = [*CELL_FIELDS, "top_offences"]
+FIELDS = [*CELL_FIELDS, *CONTEXT_FIELDS, "top_offences"]  # top_offences last (Gi* columns go before it)
 
 HOTSPOT_EXAMPLE = {
     "dataset": "essex-sample", "from": "2024-04-01", "to": "2024-04-30", "preset": "op-ark", "resolution": 10,
@@ -31,6 +32,8 @@ HOTSPOT_EXAMPLE = {
     "concentration": {"of_cells_with_harm": {"top_1pct": 0.085, "top_2pct": 0.128, "top_5pct": 0.218}},
     "cells": [{"h3": "8a194e0d3a77fff", "rank": 1, "harm": 3238.09, "count": 34, "harm_share": 0.00617,
                "area_km2": 0.0133, "harm_per_km2": 243349.8, "lat": 51.7362, "lon": 0.4853,
+               "top_locations": ["High Street", "Parking Area", "Station Road"], "police_station_share": 0.0,
+               "generic_point_share": 0.18,
                "top_offences": [{"offence": "Violence and sexual offences", "harm": 3148.4, "count": 34}]}],
 }
 

@@ -56,10 +56,13 @@ def tasking_params(
     visits_per_day: Annotated[float, Query(gt=0, le=48, description="Visits per spot per day.")] = 2.0,
     plan_from: Annotated[date | None, Query(description="First day of the plan (default: today).")] = None,
     plan_days: Annotated[int, Query(ge=1, le=92, description="Plan length in days (biweekly: 14).")] = 14,
+    include_police_stations: Annotated[bool, Query(description="Keep cells whose main location text is 'Police "
+                                                   "Station' (crimes recorded at the station); left out by "
+                                                   "default, the pack says how many.")] = False,
 ) -> tk.TaskingParams:
     return tk.TaskingParams(area_layer=layer, spots_per_area=spots_per_area, total_minutes=total_minutes,
                             visit_minutes=visit_minutes, visits_per_day=visits_per_day, plan_from=plan_from,
-                            plan_days=plan_days)
+                            plan_days=plan_days, include_police_stations=include_police_stations)
 
 
 TParams = Annotated[tk.TaskingParams, Depends(on_loop(tasking_params))]
@@ -76,7 +79,7 @@ def tasking_csv(pack: tk.TaskingPack) -> str:
     return to_csv(pack.rows, list(tk.TASKING_FIELDS))
 
 
-def _render_pack(pack: tk.TaskingPack, fmt: str, store: Store) -> Response:
+def _render_pack(pack: tk.TaskingPack, fmt: str, store: Store, marking: str = "OFFICIAL") -> Response:
     fields = list(tk.TASKING_FIELDS)
     if fmt == "csv":
         return Response(tasking_csv(pack), media_type="text/csv; charset=utf-8",
@@ -84,7 +87,7 @@ def _render_pack(pack: tk.TaskingPack, fmt: str, store: Store) -> Response:
     if fmt == "geojson":
         return JSONResponse(to_geojson(pack.meta(), pack.rows, fields), media_type=GEOJSON_MEDIA)
     if fmt == "html":
-        return HTMLResponse(patrol_sheet_html(pack))
+        return HTMLResponse(patrol_sheet_html(pack, marking))
     return JSONResponse({**to_json(pack.meta(), pack.spots, fields), "dropped": to_json({}, pack.dropped, fields)["cells"]})
 
 
@@ -101,7 +104,8 @@ async def get_tasking(request: Request, state: State, q: Query_, params: TParams
     if params.plan_from is None:  # resolved before keying: the default pack changes at midnight, not only on writes
         params = params.model_copy(update={"plan_from": date.today()})
     return await cached_response_async(request, state, ("tasking", q, params, format),
-                                       lambda: _render_pack(_pack(state, q, params), format, state.store))
+                                       lambda: _render_pack(_pack(state, q, params), format, state.store,
+                                                            state.settings.protective_marking))
 
 
 @router.post("/tasking", summary="Compute and save a tasking pack (the baseline for the next pack's statuses)",
@@ -111,7 +115,7 @@ def post_tasking(state: State, q: Query_, params: TParams,
                  format: Annotated[TaskFormat, Query()] = "json") -> Response:
     pack = _pack(state, q, params)
     tk.save_pack(state.store, pack)
-    resp = _render_pack(pack, format, state.store)
+    resp = _render_pack(pack, format, state.store, state.settings.protective_marking)
     resp.status_code = 201
     return resp
 
@@ -462,6 +466,8 @@ th { background: #eee; } td.n { text-align: right; white-space: nowrap; }
 .new { color: #a00; font-weight: bold; } .continuing { color: #064; } .dropped { color: #777; text-decoration: line-through; }
 .ticks td { height: 14px; width: 18px; }
 .caveat { color: #6a4a00; font-size: 9.5px; }
+.marking { text-align: center; color: #b00; font-weight: bold; letter-spacing: 0.08em; margin: 2px 0; }
+.warning { color: #fff; background: #b00; font-weight: bold; padding: 3px 6px; margin: 4px 0; }
 .switch a { margin-right: 8px; } .switch a.on { font-weight: bold; text-decoration: none; color: #000; }
 .legend span { display: inline-block; width: 10px; height: 10px; margin: 0 3px 0 10px; border: 1px solid #555; }
 """
@@ -561,10 +567,13 @@ def _offences(v) -> str:
     return ", ".join(f"{o['offence']} ({o['count']})" for o in v)
 
 
-def patrol_sheet_html(pack: tk.TaskingPack) -> str:
-    """Printable patrol sheet: one A4 page per area with a small inline-SVG map and the spot list."""
+def patrol_sheet_html(pack: tk.TaskingPack, marking: str = "OFFICIAL") -> str:
+    """Printable patrol sheet: one A4 page per area with a small inline-SVG map and the spot list; the protective
+    marking at the top and bottom of every page, warnings (stale data) in red under the title."""
     meta = pack.meta()
     e = html.escape
+    mark = f"<div class='marking'>{e(marking)}</div>"
+    warn = "".join(f"<p class='warning'>{e(w)}</p>" for w in meta.get("warnings") or [])
     head = (f"Plan {meta['plan']['from']} to {meta['plan']['to']} ({meta['plan']['days']} days) · look-back "
             f"{meta['lookback']['from']} to {meta['lookback']['to']} ({meta['lookback']['rule']}) · dataset "
             f"{meta['dataset']} · preset {meta['preset'] or meta['offences']} · weights {meta['weights_table']} "
@@ -601,8 +610,9 @@ def patrol_sheet_html(pack: tk.TaskingPack) -> str:
                 + "</p>")
         pages.append(f"""
 <section class="page">
+  {mark}
   <h1>Patrol sheet · {e(str(a.name))}</h1>
-  <div class="meta">{e(head)}</div>
+  <div class="meta">{e(head)}</div>{warn}
   <div class="top">{svg}
     <div><h2>{len(spots)} harm spots · {_fmt(spots['harm'].sum())} harm days in the look-back</h2>
       <p>{e(dose)}</p>
@@ -617,11 +627,12 @@ def patrol_sheet_html(pack: tk.TaskingPack) -> str:
     <th>Main offences</th><th>Peak days / hours</th><th>Dose</th></tr>{''.join(rows)}</table>
   <h2>Visit log (tick each 15-minute visit)</h2>
   <table><tr><th>#</th>{ticks}</tr>{tick_rows}</table>
-  <p class="caveat">{'<br>'.join(e(c) for c in meta['caveats'][:4])}</p>
+  <p class="caveat">{'<br>'.join(e(c) for c in meta['caveats'][len(meta.get('warnings') or []):][:4])}</p>
+  {mark}
 </section>""")
     if not pages:
-        pages.append(f"<section class='page'><h1>Patrol sheet</h1><p>{e(head)}</p><p>No spots with harm in the "
-                     "look-back window.</p></section>")
+        pages.append(f"<section class='page'>{mark}<h1>Patrol sheet</h1><p>{e(head)}</p>{warn}<p>No spots with harm "
+                     f"in the look-back window.</p>{mark}</section>")
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>harmspot patrol sheet</title>"
             f"<style>{_CSS}</style></head><body>{''.join(pages)}</body></html>")
 

@@ -28,6 +28,7 @@ import pandas as pd
 
 from geodata.harm import WeightsTable
 from geodata.store import Store
+from hotspots.ranking.context import add_street_context
 from hotspots.ranking.harmspots import HotspotResult, assemble_result, forecast_part, rank_cells, rank_forecast
 from hotspots.ranking.plan import DatasetInfo, QueryPlan, resolve_plan, study_area_name
 from hotspots.ranking.query import HotspotQuery
@@ -252,7 +253,11 @@ def dask_harm_spots(store: Store, parquet_dir: Path | str, q: HotspotQuery,
                        None if pd.isna(last) else pd.Timestamp(last).to_pydatetime(), int(not_month) == 0,
                        study_area_name(store, q.dataset))
     plan = resolve_plan(store, q, default_weights, default_method=default_method, info=info)
-    return run_plan_dask(plan, parquet_dir)
+    result = run_plan_dask(plan, parquet_dir)
+    # the returned cells' location texts from the store (one scan restricted to those few cells)
+    top_n = len(result.cells) if q.top is None else min(q.top, len(result.cells))
+    result.cells = add_street_context(store, plan, result.cells, top_n)
+    return result
 
 
 def run_plan_dask(plan: QueryPlan, parquet_dir: Path | str) -> HotspotResult:

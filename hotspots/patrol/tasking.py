@@ -24,12 +24,14 @@ from geodata.areas import LayerChoice, choose_layer, public_layers
 from geodata.cells import AREA_RESOLUTION, parents
 from geodata.harm import WeightsTable
 from geodata.store import Store, StoreError, utc_now
+from hotspots.ranking.context import MAIN_LOCATION_RULE, police_station_cells
 from hotspots.ranking.harmspots import HotspotResult, run_plan
 from hotspots.ranking.plan import QueryPlan, resolve_plan
 from hotspots.ranking.query import HotspotQuery
 
 SPOT_PREFIX = "HS-"
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+STALE_DAYS = 30  # a look-back ending more than this many days before the plan starts is stale (warned)
 PEAK_HOURS_WIDTH = 4  # hours in a peak window: about one patrol shift's evening block; see docs
 MONTH_ONLY_PEAK = "n/a: records are month-only (data.police.uk), no day or time"
 
@@ -46,7 +48,11 @@ TASKING_FIELDS: dict[str, str] = {
     "resolution": "H3 resolution of the cell",
     "lat": "cell centre latitude (WGS84)",
     "lon": "cell centre longitude (WGS84)",
-    "streets": "nearest street names: the most frequent location texts of the cell's records ('; '-separated)",
+    "streets": "nearest street names: the most frequent location texts of the cell's selected records in the "
+               "look-back ('; '-separated; all its records' texts when those carry none)",
+    "police_station_share": "share of the cell's selected records mapped to a data.police.uk 'Police Station' point",
+    "generic_point_share": "share mapped to any generic snap point ('Parking Area', 'Supermarket'...; "
+                           "docs/hotspots.md#location-artefacts)",
     "harm": "harm in the look-back window (days, per the weights table)",
     "count": "offences in the look-back window",
     "forecast_harm": "expected harm in the period after the look-back (method=forecast, the default; empty with "
@@ -91,6 +97,8 @@ class TaskingParams(BaseModel):
     visits_per_day: float = Field(2.0, gt=0, le=48, description="Visits per spot per day (planning parameter).")
     plan_from: date | None = Field(None, description="First day of the plan period; default: today.")
     plan_days: int = Field(14, ge=1, le=92, description="Length of the plan period in days (biweekly: 14).")
+    include_police_stations: bool = Field(False, description="Keep cells whose main location text is 'Police "
+                                          "Station' (crimes recorded at the station); left out by default.")
 
 
 @dataclass
@@ -109,6 +117,8 @@ class TaskingPack:
     pack_id: int | None = None
     caveats: list[str] = field(default_factory=list)
     layer: LayerChoice | None = None  # the area layer actually used (see geodata.areas.choose_layer)
+    warnings: list[str] = field(default_factory=list)  # shown first, on the sheet too (e.g. stale data)
+    police_station_cells: int = 0  # cells left out (or kept) because their main location is a police station
 
     @property
     def area_layer(self) -> str:
@@ -141,7 +151,10 @@ class TaskingPack:
                               "dropped": int(len(self.dropped))},
             "peak_windows": self.peak_note or "from record times",
             "weights_table": hs["weights_table"], "weights_exact": hs["weights_exact"],
-            "time_precision": hs["time_precision"], "caveats": [*self.caveats, *hs["not_applied"], *hs["caveats"]],
+            "time_precision": hs["time_precision"], "coverage": hs["coverage"], "warnings": self.warnings,
+            "police_stations": {"included": self.params.include_police_stations,
+                                "cells": self.police_station_cells, "rule": MAIN_LOCATION_RULE},
+            "caveats": [*self.warnings, *self.caveats, *hs["not_applied"], *hs["caveats"]],
             "fields": TASKING_FIELDS,
         }
 
@@ -195,6 +208,15 @@ def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: Tas
     caveats: list[str] = []
     score = "forecast_harm" if plan.method == "forecast" else "harm"
     cells = res.cells[res.cells[score] > 0].copy()
+    station = police_station_cells(cells)
+    n_station = int(station.sum())
+    if n_station and not params.include_police_stations:
+        cells = cells[~station]
+        caveats.append(f"{n_station} cells whose main location is a police station left out (crimes recorded at "
+                       "the station, not in the street); include_police_stations=true keeps them")
+    elif n_station:
+        caveats.append(f"{n_station} cells whose main location is a police station are kept "
+                       "(include_police_stations=true)")
     if score == "harm":
         cells["forecast_harm"] = np.nan
     # parallel float sums differ in the last bits between runs: round so equal-harm ties break by cell id
@@ -224,6 +246,7 @@ def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: Tas
 
     # capacity: round robin over areas (every area's #1 first, by harm), then cut at the minutes available
     plan_from = params.plan_from or today or date.today()
+    warnings = stale_warning(res, plan_from)
     per_spot = params.visits_per_day * params.plan_days * params.visit_minutes
     max_spots = len(cand) if params.total_minutes is None else int(params.total_minutes // per_spot)
     if params.total_minutes is not None and max_spots < 1:
@@ -246,7 +269,7 @@ def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: Tas
     chosen["visits_planned"] = params.visits_per_day * params.plan_days
     chosen["minutes_planned"] = per_spot
 
-    chosen["streets"] = _streets(store, q, res, chosen["cell"].to_numpy(np.uint64))
+    chosen["streets"] = chosen["top_locations"].map(lambda v: "; ".join(v) if isinstance(v, list) else "")
     peak_days, peak_hours, peak_note = _peaks(store, plan, res, chosen["cell"].to_numpy(np.uint64))
     chosen["peak_days"], chosen["peak_hours"] = peak_days, peak_hours
 
@@ -271,16 +294,24 @@ def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: Tas
     spots = chosen[["cell", *TASKING_FIELDS]].sort_values(["area_name", "area_rank"], kind="mergesort")
     return TaskingPack(q, params, plan_from, plan_from + timedelta(days=params.plan_days),
                        spots.reset_index(drop=True), dropped, areas, res, prev_id, capacity, peak_note,
-                       caveats=caveats, layer=layer)
+                       caveats=caveats, layer=layer, warnings=warnings, police_station_cells=n_station)
+
+
+def stale_warning(res: HotspotResult, plan_from: date) -> list[str]:
+    """A warning when the look-back ends more than :data:`STALE_DAYS` days before the plan starts (data.police.uk
+    publishes a month about two months late: a pack planned from it is about old patterns)."""
+    last = (res.period_to_exclusive - timedelta(days=1)).date()
+    gap = (plan_from - last).days
+    if gap <= STALE_DAYS:
+        return []
+    cov = res.coverage or {}
+    newest = f"; the dataset's newest record is from {cov['last_day']}" if cov.get("last_day") else ""
+    return [f"STALE DATA: the look-back ends {last}, {gap} days before the plan starts ({plan_from}){newest}. "
+            "Spots reflect that period, not the present: check for newer data before tasking"]
 
 
 def _window(res: HotspotResult) -> tuple[datetime, datetime]:
     return res.period_from, res.period_to_exclusive
-
-
-def _streets(store: Store, q: HotspotQuery, res: HotspotResult, cells: np.ndarray, n: int = 3) -> list[str]:
-    start, end = _window(res)
-    return cell_streets(store, q.dataset, q.resolution, cells, start, end, n)
 
 
 def cell_streets(store: Store, dataset: str, resolution: int, cells: np.ndarray, start: datetime, end: datetime,

@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 
 from geodata.cells import cell_area_km2, cell_centres, to_hex
+from geodata.datasets import period_note
 from geodata.harm import WeightsTable
 from geodata.store import Store
+from hotspots.ranking.context import add_street_context
 from hotspots.ranking.forecast import (DEFAULT_PARAMS, FORECAST_COLUMNS, FORECAST_FIELDS, exposure_months,
                                        forecast_cells, horizon, record_age_months, skill)
 from hotspots.ranking.plan import QueryPlan, resolve_plan
@@ -52,6 +54,9 @@ class HotspotResult:
     method: str = "observed"
     harm_unit: str = "days"  # 'CCHI days' with a CCHI table, else "days (weights table '<name>')"
     forecast: dict | None = None  # the forecast block (method=forecast): model, parameters, skill, caveats
+    coverage: dict | None = None  # the dataset's own first/last day and month (geodata.datasets.coverage)
+    period_note: str | None = None  # set when the period lies partly or wholly outside the coverage
+    no_records: str | None = None  # set when no record matched: why the result is empty
 
     @property
     def top_cells(self) -> pd.DataFrame:
@@ -84,6 +89,9 @@ class HotspotResult:
             "area_rule": self.domain_rule,
             "concentration": self.concentration,
             **({"forecast": self.forecast} if self.forecast is not None else {}),
+            "coverage": self.coverage,
+            "period_note": self.period_note,
+            "no_records": self.no_records,
         }
 
 
@@ -186,7 +194,9 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
                             "offence": [label_of.get(k) for k in per["offence_key"][in_top].tolist()],
                             "harm": harm[in_top], "count": count[in_top]})
               .groupby(["cell", "offence"], as_index=False)[["harm", "count"]].sum())
-    return assemble_result(plan, agg, flags, labels, fc[1] if fc is not None else None)
+    result = assemble_result(plan, agg, flags, labels, fc[1] if fc is not None else None)
+    result.cells = add_street_context(store, plan, result.cells, top_n)  # location texts of the returned cells
+    return result
 
 
 def forecast_part(plan: QueryPlan, cells: np.ndarray, times: np.ndarray, harm: np.ndarray,
@@ -330,8 +340,19 @@ def assemble_result(plan: QueryPlan, agg: pd.DataFrame, flags: pd.DataFrame, lab
     if not q.include_asb:
         caveats.append("anti-social behaviour is excluded (it carries no harm weight)"
                        + (" from harm and counts; the forecast's all-record part counts it" if forecast else ""))
+    cov = plan.coverage
+    note = period_note(cov, start.date(), end.date()) if cov else None
+    empty = None
+    if n_cells == 0:
+        why = note or (plan.caveats[0] if plan.caveats else None)
+        empty = (f"no records of the selected offences in the period {start.date()} to "
+                 f"{(end - pd.Timedelta(days=1)).date()}" + (f"; {why}" if why else
+                 (f"; the dataset covers {cov['first_month']} to {cov['last_month']}" if cov and cov.get("first_month")
+                  else "")))
+    caveats[:0] = [*([note] if note else []), *plan.caveats]
     return HotspotResult(
-        query=q, period_from=start, period_to_exclusive=end, period_rule=rule, cells=cells,
+        query=q, period_from=start, period_to_exclusive=end, period_rule=rule, cells=cells, coverage=cov,
+        period_note=note, no_records=empty,
         total_harm=total_harm, total_count=total_count, domain_cells=domain, domain_rule=domain_rule,
         concentration=concentration, weights_table=table.name,
         weights_exact="exact" if exact_share >= 0.9999 else ("approximate" if exact_share == 0 else "mixed"),

@@ -15,14 +15,15 @@ counts every record (its all-record part) beside the selected ones.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
 from geodata.areas import resolve_area
 from geodata.cells import AREA_RESOLUTION
+from geodata.datasets import coverage
 from geodata.harm import WeightsTable
 from geodata.store import DATASET_LAYER, Store, StoreError
 from hotspots.ranking.presets import PRESETS, Preset, resolve_offences, select_keys
@@ -62,6 +63,8 @@ class QueryPlan:
     area_cells: np.ndarray | None  # res-10 cells of the query's area; None when the query has no area
     domain_cells: int  # cells at the query resolution in the study domain (area or dataset study area, bbox)
     domain_rule: str
+    caveats: list[str] = field(default_factory=list)  # the query's own limits (check_precision), first in results
+    coverage: dict | None = None  # the dataset's own first/last day and month (geodata.datasets.coverage)
 
     # ---------------------------------------------------------------------------------------------- views
     @property
@@ -260,6 +263,7 @@ def resolve_plan(store: Store, q: HotspotQuery, default_weights: WeightsTable,
     else:
         store.require_dataset(q.dataset)
     table = store.weights_table(q.weights) if q.weights else default_weights
+    precision_notes = check_precision(q, info) if period is None else []  # filters vs the data's precision
     if period is not None:
         start, end, rule = period
     elif q.method == "forecast":
@@ -276,4 +280,31 @@ def resolve_plan(store: Store, q: HotspotQuery, default_weights: WeightsTable,
         domain_rule += " within the bbox"
     return QueryPlan(query=q, method=q.method or default_method, table=table, start=start, end=end, rule=rule,
                      preset=preset, keys=chosen, dataset=info, area_layer=layer, area_ids=ids, area_label=label,
-                     area_cells=cells, domain_cells=domain_cells, domain_rule=domain_rule)
+                     area_cells=cells, domain_cells=domain_cells, domain_rule=domain_rule,
+                     caveats=precision_notes, coverage=coverage(store, q.dataset))
+
+
+def check_precision(q: HotspotQuery, info: DatasetInfo) -> list[str]:
+    """Filters finer than the data. On a month-only dataset (data.police.uk: no day, no time) a day-of-week or
+    hour filter would silently match nothing: refused with the reason. A period that starts or ends inside a
+    month leaves that month's records out (a record counts only if its whole month lies in the period): allowed
+    (OGC datetime instants ask for it) and said, in the returned caveats."""
+    if not info.month_only:
+        return []
+    span = ""
+    if info.first is not None and info.last is not None:
+        span = (f" (records cover {info.first:%Y-%m} to "
+                f"{(info.last - timedelta(microseconds=1)):%Y-%m})")
+    what = f"dataset '{q.dataset}' is month-only: its records carry a month, no day and no time{span}"
+    if q.days or q.hours:
+        raise StoreError(f"days/hours: {what}, so a day-of-week or hour filter cannot be applied; leave them out")
+    notes = []
+    for name, text in (("from", q.date_from), ("to", q.date_to)):
+        if text is None or len(text) == 7:
+            continue
+        day = period_start(text)
+        inside = day.day != 1 if name == "from" else (day + timedelta(days=1)).day != 1
+        if inside:
+            notes.append(f"{name}={text} falls inside a month: {what}, so {day:%Y-%m} is left out (a record counts "
+                         f"only when its whole month lies in the period); give whole months, e.g. {name}={day:%Y-%m}")
+    return notes

@@ -1,0 +1,99 @@
+"""Street context per cell (top_locations, police-station and generic-point shares) and honest periods, on real
+Leicestershire data.police.uk records; cross-checked against a plain pandas count of the same records."""
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geodata.harm import load_open_default
+from geodata.locations import GENERIC_POINTS, POLICE_STATION
+from geodata.store import StoreError
+from hotspots.patrol import tasking
+from hotspots.ranking.harmspots import harm_spots
+from hotspots.ranking.query import HotspotQuery
+from patrol_data import LEICS, leics_store
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    store = leics_store(tmp_path_factory, "context")
+    yield store, load_open_default()
+    store.close()
+
+
+def _records(store, res: int, cells, start: str, end: str) -> pd.DataFrame:
+    """The period's records of ``cells``, independently of the engine (a plain read and pandas)."""
+    df = store.query_df(f"SELECT o.h3_{res} AS cell, o.location, k.category FROM offences o JOIN offence_keys k "
+                        "USING (offence_key) WHERE o.dataset = ? AND o.occurred_from >= ? AND o.occurred_from < ?",
+                        [LEICS, start, end])
+    df = df[~df["category"].str.lower().str.contains("anti-social", na=False)]
+    df["cell"] = df["cell"].to_numpy(np.uint64)
+    return df[df["cell"].isin(cells)]
+
+
+def test_top_locations_and_shares_match_a_pandas_count(env):
+    store, w = env
+    q = HotspotQuery(dataset=LEICS, preset="all-crime", top=40, **{"from": "2022-01", "to": "2022-06"})
+    res = harm_spots(store, q, w)
+    cells = res.top_cells
+    assert {"top_locations", "police_station_share", "generic_point_share"} <= set(cells.columns)
+    recs = _records(store, 10, set(cells["cell"].tolist()), "2022-01-01", "2022-07-01")
+    recs["loc"] = recs["location"].fillna("").str.replace(r"^On or near\s*", "", regex=True).str.strip()
+    for row in cells.itertuples():
+        mine = recs[recs["cell"] == row.cell]
+        assert len(mine) == row.count
+        texts = mine[(mine["loc"] != "") & (mine["loc"] != "No Location")]["loc"].value_counts()
+        expected = sorted(texts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        assert row.top_locations == [k for k, _ in expected]
+        assert not any(t.startswith("On or near") for t in row.top_locations)
+        assert row.police_station_share == pytest.approx((mine["loc"] == POLICE_STATION).mean(), abs=1e-4)
+        assert row.generic_point_share == pytest.approx(mine["loc"].isin(GENERIC_POINTS).mean(), abs=1e-4)
+    # real data has generic-point cells among the top ones (car parks, supermarkets)
+    assert (cells["generic_point_share"] > 0).any()
+
+
+def test_police_station_cells_left_out_of_tasking_by_default(env):
+    store, w = env
+    q = HotspotQuery(dataset=LEICS, method="observed", preset="all-crime", **{"from": "2019-12", "to": "2022-10"})
+    params = dict(plan_from=date(2022, 11, 1), spots_per_area=40)
+    default = tasking.build_pack(store, q, w, tasking.TaskingParams(**params))
+    kept = tasking.build_pack(store, q, w, tasking.TaskingParams(include_police_stations=True, **params))
+    n = default.meta()["police_stations"]["cells"]
+    assert n > 0 and default.meta()["police_stations"]["included"] is False  # Leicestershire has station cells
+    assert not default.spots["streets"].str.startswith(POLICE_STATION).any()
+    assert kept.spots["streets"].str.startswith(POLICE_STATION).any()
+    assert any("police station left out" in c for c in default.meta()["caveats"])
+    assert {"police_station_share", "generic_point_share"} <= set(default.spots.columns)
+
+
+def test_stale_lookback_is_warned_on_pack_and_sheet(env):
+    from app.routes.patrol import patrol_sheet_html
+
+    store, w = env
+    q = HotspotQuery(dataset=LEICS, method="observed")
+    fresh = tasking.build_pack(store, q, w, tasking.TaskingParams(plan_from=date(2022, 11, 1), spots_per_area=1))
+    assert fresh.meta()["warnings"] == []
+    stale = tasking.build_pack(store, q, w, tasking.TaskingParams(plan_from=date(2023, 3, 1), spots_per_area=1))
+    warn = stale.meta()["warnings"]
+    assert len(warn) == 1 and "STALE DATA" in warn[0] and "2022-10-31" in warn[0] and "121 days" in warn[0]
+    assert stale.meta()["caveats"][0] == warn[0]
+    page = patrol_sheet_html(stale, "OFFICIAL-SENSITIVE")
+    assert "STALE DATA" in page and page.count("OFFICIAL-SENSITIVE") >= 2 * len(stale.spots["area_id"].unique())
+
+
+def test_period_outside_the_data_says_so(env):
+    store, w = env
+    res = harm_spots(store, HotspotQuery(dataset=LEICS, **{"from": "2025-01", "to": "2025-03"}), w)
+    meta = res.meta()
+    assert res.total_count == 0 and meta["coverage"]["first_month"] == "2019-12"
+    assert meta["coverage"]["last_month"] == "2022-10" and meta["coverage"]["month_only"] is True
+    assert "outside the data" in meta["period_note"] and "2019-12 to 2022-10" in meta["no_records"]
+    part = harm_spots(store, HotspotQuery(dataset=LEICS, **{"from": "2022-09", "to": "2022-12"}), w).meta()
+    assert "only partly covered" in part["period_note"] and part["no_records"] is None
+    inside = harm_spots(store, HotspotQuery(dataset=LEICS, **{"from": "2022-09", "to": "2022-10"}), w).meta()
+    assert inside["period_note"] is None
+    with pytest.raises(StoreError, match="month-only"):
+        harm_spots(store, HotspotQuery(dataset=LEICS, days=[5]), w)
