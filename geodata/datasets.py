@@ -53,7 +53,8 @@ def coverage(store: Store, dataset: str) -> dict:
 def _coverage(store: Store, dataset: str) -> dict:
     store.require_dataset(dataset)
     info = store.query_df("""SELECT min(occurred_from) AS first, max(occurred_to) AS last_exclusive, count(*) AS n,
-                                    list(DISTINCT precision) AS precisions
+                                    list(DISTINCT precision) AS precisions,
+                                    list(DISTINCT strftime(occurred_from, '%Y-%m')) AS months
                              FROM offences WHERE dataset = ?""", [dataset]).iloc[0]
     first, last_ex = _py(info["first"]), _py(info["last_exclusive"])
     precisions = sorted(p for p in (info["precisions"] if info["precisions"] is not None else []) if isinstance(p, str))
@@ -63,8 +64,7 @@ def _coverage(store: Store, dataset: str) -> dict:
                 "note": "the dataset holds no records"}
     first_day = pd.Timestamp(first).date()
     last_day = (pd.Timestamp(last_ex) - pd.Timedelta(microseconds=1)).date()
-    months = store.query_df("""SELECT DISTINCT strftime(occurred_from, '%Y-%m') AS m FROM offences
-                               WHERE dataset = ? ORDER BY 1""", [dataset])["m"].tolist()
+    months = [m for m in info["months"] if isinstance(m, str)]
     span = pd.period_range(first_day, last_day, freq="M").strftime("%Y-%m").tolist()
     missing = sorted(set(span) - set(months))
     month_only = precisions == ["month"]

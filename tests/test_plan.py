@@ -49,7 +49,9 @@ def test_a_warm_query_is_one_scan(loaded, monkeypatch, spec):
     first = harm_spots(loaded, q, w)  # resolves the plan's look-ups once per store state
     counter = Counting(loaded, monkeypatch)
     again = harm_spots(loaded, q, w)
-    assert counter.calls == ["cursor"], counter.calls  # the scan, and nothing else
+    # the scan, then the street context of the returned cells (their location texts: one look-up restricted to
+    # those cells, hotspots.ranking.context), and nothing else
+    assert counter.calls == ["cursor", "cursor"], counter.calls
     assert again.meta() == first.meta() and again.cells["h3"].tolist() == first.cells["h3"].tolist()
 
 
@@ -66,5 +68,5 @@ def test_a_cold_plan_is_a_few_lookups_and_the_plan_runs_as_given(loaded, monkeyp
     assert set(plan.keys.columns) >= {"offence_key", "days", "exact"} and plan.method == "observed"
     counter.calls.clear()
     res = run_plan(loaded, plan)
-    assert counter.calls == ["cursor"] and res.domain_cells == plan.domain_cells
+    assert counter.calls == ["cursor", "cursor"] and res.domain_cells == plan.domain_cells  # scan + street context
     assert res.domain_rule == plan.domain_rule == "area districts:E06000033"
