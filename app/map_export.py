@@ -445,6 +445,9 @@ def make(store: Store, weights: WeightsTable, marking: str, q: HotspotQuery, key
     """(file name, media type, bytes) of the pack GET /map/export or `harmspot map export` asks for: the key
     date's layers (``keydate`` SET/DATE), a zip of one map per date of a set (``keydate`` SET), else the harm
     spots of the query's period."""
+    if q.method == "forecast":
+        raise ExportError("method=forecast: a map pack draws recorded harm (or, for a key date, its analogue "
+                          "forecast layer); leave method out or use method=observed")
     districts = district_outlines(store, q)
     if keydate:
         if q.date_from or q.date_to:
