@@ -263,6 +263,26 @@ def test_map_export_key_date_opens_from_disk_with_no_network(server, driver, tmp
         offline(driver, False)
 
 
+def test_offline_map_button_exports_the_maps_query(server, driver):
+    """mappack.js: 'Offline map' beside the downloads fetches GET /map/export with the CSV download's query."""
+    driver.get(server.base + "/map?dataset=leics&preset=all-crime&top=30")
+    wait_for(driver, "return document.body.dataset.cells && !document.body.dataset.loading")
+    assert driver.find_element("id", "dl-pack").text == "Offline map"
+    url = driver.execute_script("return window.harmspotMapPack.url()")
+    csv = driver.execute_script("return document.getElementById('dl-csv').getAttribute('href')")
+    assert url.startswith("/map/export?") and "format=" not in url and "top=30" in url and "dataset=leics" in url
+    assert sorted(url.split("?", 1)[1].split("&")) == sorted(p for p in csv.split("?", 1)[1].split("&")
+                                                             if not p.startswith("format="))
+    got = driver.execute_async_script("var cb = arguments[arguments.length - 1]; fetch(arguments[0]).then("
+                                      "r => r.text().then(t => cb([r.status, (t.match(/\"popup\": \"/g) || []).length])))",
+                                      url)
+    assert got == [200, 30]
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element("id", "method")).select_by_value("forecast")
+    assert driver.find_element("id", "dl-pack").get_attribute("aria-disabled") == "true"
+
+
 def test_map_export_period_and_key_date_zip(server, tmp_path):
     r = server.get("/map/export?dataset=leics&preset=all-crime&from=2021-06&to=2021-06&top=50")
     assert r.status == 200, r.body[:300]
@@ -289,7 +309,8 @@ def test_map_export_period_and_key_date_zip(server, tmp_path):
     ("&keydate=nope/2021-05-17", 404), ("&keydate=england-2020-21/2021-05-18", 404),
     ("&keydate=england-2020-21/2021-05-17&from=2021-01", 422), ("&top=5001", 422), ("&top=0", 422),
     ("&from=2030-01&to=2030-02", 422), ("&dataset=nope", 404), ("&resolution=99", 422),
-    ("&keydate=%00%ff", 422), ("&keydate=england-2020-21&top=5000", 422),  # 7 maps x 5000 cells: too big a zip
+    ("&keydate=%00%ff", 422), ("&keydate=england-2020-21&top=5000", 422),
+    ("&from=2021-06&to=2021-06&method=forecast", 422),  # 7 maps x 5000 cells: too big a zip
 ])
 def test_map_export_hostile_parameters(server, query, status):
     from app.security import required_role
