@@ -16,7 +16,7 @@ import io
 import re
 import zipfile
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,8 +31,9 @@ from geodata.areas import DISTRICTS, choose_layer
 from geodata.harm import WeightsTable
 from geodata.store import Store, StoreError
 from hotspots.patrol import keydates as kd
-from hotspots.patrol.tasking import cell_streets
+from hotspots.ranking.context import street_context
 from hotspots.ranking.harmspots import harm_spots
+from hotspots.ranking.plan import resolve_plan
 from hotspots.ranking.presets import PRESETS
 from hotspots.ranking.query import HotspotQuery
 
@@ -140,7 +141,7 @@ def period_pack(store: Store, q: HotspotQuery, weights: WeightsTable) -> Pack:
                           "selection: nothing to map")
     m = res.meta()
     cells["value"] = cells["harm"]
-    _add_streets(store, q, cells, res.period_from, res.period_to_exclusive)
+    cells["streets"] = cells["top_locations"].map(_joined)  # the street context of /hotspots (ranking.context)
     cells["popup"] = [_popup([("Rank", f"{r.rank}"), ("Harm", f"{r.harm:,.1f} days"), ("Offences", f"{r.count:,}"),
                               ("Main offences", _offences(r.top_offences)), ("Streets", r.streets),
                               ("Cell", r.h3)]) for r in cells.itertuples()]
@@ -176,7 +177,7 @@ def keydate_pack(store: Store, q: HotspotQuery, weights: WeightsTable, kset: kd.
             continue
         cells["value"] = cells[value].astype(float)
         w = res.recent_window if name == "forecast" else res.windows.after  # streets: by count in this window
-        _add_streets(store, q, cells, _dt(w.start), _dt(w.end_exclusive))
+        _add_streets(store, q, weights, cells, w.start, w.end_exclusive)
         if name == "forecast":
             cells["popup"] = [_popup([("Forecast rank", f"{r.rank}"), ("Forecast harm/day", f"{r.value:,.2f}"),
                                       ("Analogue share", f"{100 * r.analogue_share:.2f} %"),
@@ -208,15 +209,21 @@ _EMPTY_NOTES = {"after": "the window after the date is not in the data: no obser
                 "forecast": "no forecast (no records in the analogue's or the recent windows)"}
 
 
-def _add_streets(store: Store, q: HotspotQuery, cells: pd.DataFrame, start: datetime, end: datetime) -> None:
-    """The cells' most frequent location texts (by count in [start, end), then over all records): the popups'
-    street names, as the tasking pack lists them."""
-    cells["streets"] = cell_streets(store, q.dataset, q.resolution, cells["cell"].to_numpy(np.uint64), start, end
-                                    ) if len(cells) else pd.Series(dtype=str)
+def _add_streets(store: Store, q: HotspotQuery, weights: WeightsTable, cells: pd.DataFrame, start: date,
+                 end_exclusive: date) -> None:
+    """The cells' street context as /hotspots gives it (hotspots.ranking.context: the most frequent location
+    texts of the selected records in the window [start, end_exclusive), else of all the cell's records)."""
+    if cells.empty:
+        cells["streets"] = pd.Series(dtype=str)
+        return
+    qw = q.model_copy(update={"date_from": start.isoformat(),
+                              "date_to": (end_exclusive - timedelta(days=1)).isoformat()})
+    ctx = street_context(store, resolve_plan(store, qw, weights), cells["cell"].to_numpy(np.uint64))
+    cells["streets"] = ctx["top_locations"].map(_joined).to_numpy()
 
 
-def _dt(d: date | datetime) -> datetime:
-    return d if isinstance(d, datetime) else datetime(d.year, d.month, d.day)
+def _joined(v) -> str:
+    return "; ".join(v) if isinstance(v, list | np.ndarray) else ""
 
 
 def _popup(rows: list[tuple[str, str]]) -> str:

@@ -314,32 +314,6 @@ def _window(res: HotspotResult) -> tuple[datetime, datetime]:
     return res.period_from, res.period_to_exclusive
 
 
-def cell_streets(store: Store, dataset: str, resolution: int, cells: np.ndarray, start: datetime, end: datetime,
-                 n: int = 3) -> list[str]:
-    """Most frequent location texts ('On or near ' removed) of each cell's records, '; '-joined: by count in
-    [start, end) first, then over all the dataset's records (so a spot whose recent records lack text still gets
-    one). The tasking pack's and the offline map packs' street names."""
-    if not len(cells):
-        return []
-    cur = store.cursor()
-    try:
-        cur.register("sel", pd.DataFrame({"cell": np.asarray(cells, dtype=np.uint64)}))
-        df = cur.execute(f"""
-            SELECT o.h3_{int(resolution)} AS cell,
-                   trim(regexp_replace(o.location, '^(On or near|on or near)\\s*', '')) AS street,
-                   count(*) FILTER (WHERE o.occurred_from >= ? AND o.occurred_to <= ?) AS n_window, count(*) AS n_all
-            FROM offences o WHERE o.dataset = ? AND o.h3_{int(resolution)} IN (SELECT cell FROM sel)
-              AND o.location IS NOT NULL GROUP BY 1, 2""", [start, end, dataset]).df()
-    finally:
-        cur.close()
-    df = df[df["street"] != ""]
-    if df.empty:
-        return [""] * len(cells)
-    df = df.sort_values(["cell", "n_window", "n_all", "street"], ascending=[True, False, False, True])
-    joined = df.groupby("cell").head(n).groupby("cell")["street"].agg("; ".join)
-    return joined.reindex(pd.Index(np.asarray(cells, dtype=np.uint64), dtype="uint64")).fillna("").tolist()
-
-
 def _peaks(store: Store, plan: QueryPlan, res: HotspotResult, cells: np.ndarray) -> tuple[list, list, str | None]:
     """Peak days (top two by harm) and the PEAK_HOURS_WIDTH-hour window with most harm, where times exist."""
     precisions = set(res.time_precision)
