@@ -155,7 +155,8 @@ def test_map_end_to_end(server, driver, downloads):
     legend = driver.find_element(By.ID, "legend").text
     assert "quantile classes" in legend and api["weights_table"] in legend
     layers = driver.find_element(By.CSS_SELECTOR, ".leaflet-control-layers").text
-    assert "Harm spots" in layers and "Districts" in layers and "Wards" in layers
+    assert "Harm spots" in layers and "Districts of essex-sample" in layers and "Wards" in layers
+    assert driver.execute_script("return document.body.dataset.districts") == "14"  # the selector filled
     try:  # the key-date selector shows only when a key-dates engine answers GET /keydates
         has_keydates = bool(get_json(server + "/keydates"))
     except OSError:
@@ -244,3 +245,89 @@ def test_print_view_and_config(server, driver):
     assert config["tile_url"] is None  # offline by default: no tile server
     tiles = driver.execute_script("return document.querySelectorAll('.leaflet-tile').length")
     assert tiles == 0
+
+
+LEICS_CRIME = Path("/work/shared/data/crime/leicestershire_street_2019-12_to_2022-10.csv.gz")
+
+
+def test_any_force_gets_automatic_districts_on_the_map(server, driver):
+    """A force's data.police.uk file with no boundary file (Leicestershire, three months, POST /datasets): the
+    District selector lists its districts named from the records, a bookmarked ?area= is kept, tasking names the
+    same districts, popups and street-zoom labels carry location text, and a period outside the data says so."""
+    import csv
+    import gzip
+    import io
+
+    from selenium.webdriver.common.by import By
+
+    from tests.live_server import multipart
+
+    if not LEICS_CRIME.exists():
+        pytest.skip(f"{LEICS_CRIME} not available")
+    buf = io.StringIO()
+    with gzip.open(LEICS_CRIME, "rt", newline="") as f:
+        reader = csv.reader(f)
+        writer = csv.writer(buf)
+        header = next(reader)
+        writer.writerow(header)
+        month = header.index("Month")
+        writer.writerows(r for r in reader if r[month] >= "2022-08")
+    body, ctype = multipart([("leics.csv", buf.getvalue().encode())], {"dataset": "leics-auto"})
+    req = urllib.request.Request(server + "/datasets", data=body, method="POST", headers={"Content-Type": ctype})
+    with urllib.request.urlopen(req, timeout=600) as r:
+        assert r.status in (200, 201)
+    listing = get_json(server + "/datasets")
+    names = {d["name"] for d in listing["datasets"]}
+    assert {"essex-sample", "leics-auto"} <= names and listing["default"] == "essex-sample"
+
+    areas = get_json(server + "/areas/districts.geojson?dataset=leics-auto")
+    assert areas["metadata"]["layer"]["name"] == "lad" and areas["metadata"]["layer"]["approximate"]
+    by_name = {f["properties"]["name"]: f["properties"]["id"] for f in areas["features"]}
+    assert {"Leicester", "Charnwood", "Blaby", "Hinckley and Bosworth"} <= set(by_name)
+    pack = get_json(server + "/tasking?dataset=leics-auto&method=observed&plan_from=2022-11-01&spots_per_area=2")
+    assert pack["area_layer"] == "lad" and {"Leicester", "Charnwood", "Blaby"} <= {c["area_name"] for c in pack["cells"]}
+    # streets from the records' location texts (a few police.uk records carry an empty "On or near")
+    assert sum(bool(c["streets"]) for c in pack["cells"]) >= 0.8 * len(pack["cells"])
+
+    # the map: the dataset's own districts fill the selector; the whole county is in view
+    driver.get(server + "/map?dataset=leics-auto&preset=all-crime")
+    wait_for(driver, "return document.body.dataset.districts && document.body.dataset.cells "
+                     "&& !document.body.dataset.loading && document.body.dataset.query.indexOf('leics-auto') >= 0")
+    options = driver.execute_script("return Array.from(document.getElementById('area').options)"
+                                    ".map(function (o) { return o.textContent; })")
+    assert {"Leicester", "Charnwood", "Blaby"} <= set(options)
+    assert driver.find_element(By.ID, "marking").text == "OFFICIAL"
+    time.sleep(0.5)
+    screenshot(driver, "map-automatic-districts.png")
+
+    # a bookmarked area is kept and applied
+    area = "districts:" + by_name["Charnwood"]
+    driver.get(server + "/map?" + urlencode({"dataset": "leics-auto", "preset": "all-crime", "area": area}))
+    wait_for(driver, "return document.body.dataset.cells && !document.body.dataset.loading "
+                     "&& document.body.dataset.query.indexOf('area=') >= 0")
+    assert driver.execute_script("return document.getElementById('area').value") == area
+    query = driver.execute_script("return document.body.dataset.query")
+    api = hotspots(server, query)
+    cells = shown(driver)
+    assert [c["h3"] for c in cells] == [c["h3"] for c in api["cells"]] and len(cells) > 0
+    top = api["cells"][0]
+    assert top["top_locations"]  # location texts of the top spot, in the API and in the popup
+    # street zoom: the top spots are labelled with their main location text
+    driver.execute_script("window.harmspot.cellPoint(arguments[0], 16)", top["h3"])
+    time.sleep(0.6)
+    label_texts = driver.execute_script("return Array.from(document.querySelectorAll('.street-label'))"
+                                        ".map(function (e) { return e.textContent; })")
+    assert any(top["top_locations"][0] in t for t in label_texts), label_texts
+    popup = driver.execute_script("var l, h = arguments[0]; window.harmspot.hexes.eachLayer(function (x) { "
+                                  "if (x.feature.properties.h3 === h) l = x; }); l.openPopup(); "
+                                  "return document.querySelector('.hs-popup .locations').textContent;", top["h3"])
+    assert top["top_locations"][0] in popup
+    time.sleep(0.4)
+    screenshot(driver, "map-street-labels.png")
+
+    # a period with no records says so on the map
+    driver.get(server + "/map?dataset=leics-auto&from=2025-01&to=2025-02")
+    wait_for(driver, "return document.body.dataset.query && !document.body.dataset.loading "
+                     "&& !document.getElementById('empty-note').hidden")
+    note = driver.find_element(By.ID, "empty-note").text
+    assert "outside the data" in note and "2022-08 to 2022-10" in note

@@ -58,7 +58,7 @@ def post_harm_weights(state: State, file: Annotated[UploadFile, File()],
     return JSONResponse(table.describe(), status_code=201)
 
 
-@router.get("/map/config", summary="What the map page needs from settings (tile URL, page size)", tags=["map"])
+@router.get("/map/config", summary="What the map page needs from settings (tile URL, page size, protective marking)", tags=["map"])
 def map_config(state: State) -> dict:
     """Settings for the map, as JSON (never spliced into HTML): the optional XYZ tile URL and paging limits."""
     tile_url = state.settings.tile_url
@@ -70,4 +70,5 @@ def map_config(state: State) -> dict:
             problem = "HARMSPOT_TILE_URL must be http(s):// or /path with {z}, {x} and {y}; ignored"
             tile_url = None
     return {"tile_url": tile_url, "tile_url_problem": problem, "max_limit": MAX_LIMIT,
-            "collections": "/collections", "hotspot_collection": "harm-spots"}
+            "collections": "/collections", "hotspot_collection": "harm-spots",
+            "protective_marking": state.settings.protective_marking}

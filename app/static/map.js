@@ -24,11 +24,25 @@
   var layerControl = L.control.layers(null, null, { collapsed: false, position: "topright" }).addTo(map);
   layerControl.addOverlay(hexes, "Harm spots");
   L.control.scale({ imperial: false }).addTo(map);
+  var North = L.Control.extend({  // the map is web-Mercator, north up: a fixed arrow is true
+    options: { position: "topleft" },
+    onAdd: function () {
+      var d = L.DomUtil.create("div", "north-arrow leaflet-bar");
+      d.title = "North";
+      d.innerHTML = '<svg width="16" height="20" viewBox="0 0 16 20" aria-hidden="true"><path d="M8 0 L15 20 L8 15 L1 20 Z" ' +
+        'fill="#1b1b1b"/></svg>N';
+      return d;
+    }
+  });
+  new North().addTo(map);
 
   var state = {
     config: { max_limit: 10000 }, breaks: [], shown: null, meta: null, token: 0, presets: {},
-    overlays: {}, extraLegends: {}
+    overlays: {}, extraLegends: {}, districts: null
   };
+  var districtGroup = L.layerGroup().addTo(map);  // the dataset's district layer (loaded, else automatic)
+  var labels = L.layerGroup();  // street names of the top spots, shown at street zoom (LABEL_ZOOM and closer)
+  var LABEL_ZOOM = 15, LABEL_TOP = 25;
 
   // ------------------------------------------------------------------ helpers
   function esc(s) {
@@ -143,8 +157,10 @@
         return "<li>" + esc(o.offence) + ": " + esc(o.count) + " (" + fmt(o.harm) + " days)</li>";
       })).join("");
     var narrative = p.risk_narrative || p.narrative;
+    var places = locations(p);
     return '<div class="hs-popup" data-h3="' + esc(p.h3) + '">' +
       "<strong>Rank <span class=\"rank\">" + esc(p.rank) + "</span></strong> <small>" + esc(p.h3) + "</small>" +
+      (places.length ? '<div class="locations">On or near <b>' + places.map(esc).join("</b>, <b>") + "</b></div>" : "") +
       "<table>" +
       (p.forecast_harm != null ? '<tr><td>Expected harm next period</td><td class="forecast">' +
         fmt(p.forecast_harm) + " days</td></tr>" : "") +
@@ -154,10 +170,20 @@
       "<tr><td>Harm per km²</td><td>" + fmt(p.harm_per_km2, 0) + "</td></tr>" +
       (p.gi_class ? '<tr><td>Gi* class</td><td class="gi">' + esc(p.gi_class) + "</td></tr>" : "") +
       (p.emerging_class ? "<tr><td>Trend</td><td>" + esc(p.emerging_class) + "</td></tr>" : "") +
+      (p.police_station_share ? '<tr><td>At a police station point</td><td class="station">' +
+        fmt(100 * p.police_station_share, 0) + "% of offences</td></tr>" : "") +
+      (p.generic_point_share ? '<tr><td>At generic points</td><td>' + fmt(100 * p.generic_point_share, 0) +
+        "% (car park, supermarket…)</td></tr>" : "") +
       "</table>" +
       (offences ? '<div>Top offences:</div><ul class="offences">' + offences + "</ul>" : "") +
       (narrative ? '<p class="narrative">' + esc(narrative) + "</p>" : "") +
       "</div>";
+  }
+  /** The cell's location texts: a list from JSON, "a; b; c" text from the OGC door (flattened for QGIS). */
+  function locations(p) {
+    var v = p.top_locations;
+    if (typeof v === "string") return v.split("; ").filter(Boolean);
+    return Array.isArray(v) ? v.filter(Boolean) : [];
   }
   function bindPopup(f, layer) {
     layer.bindPopup(function () { return popupHtml(f.properties); }, { maxWidth: 340 });
@@ -238,14 +264,18 @@
       hexes.clearLayers();
       hexes.addData(fc);
       state.meta = meta;
+      streetLabels(res.features);
+      emptyNote(res.features.length ? null : (meta.no_records || meta.period_note || null));
       state.shown = q;
       legend(meta, res.features.length);
       summary(meta, res.features.length);
       el("dl-geojson").href = withParams("/hotspots.geojson", q);
       el("dl-csv").href = withParams("/hotspots", q, { format: "csv" });
-      el("status").textContent = fmt(res.features.length, 0) + " harm spots";
+      el("status").textContent = res.features.length ? fmt(res.features.length, 0) + " harm spots" :
+        (meta.no_records ? "No records for this selection" : "No harm spots for this selection");
       history.replaceState(null, "", "?" + q.toString());
       if (fit && res.features.length) { map.fitBounds(hexes.getBounds(), { padding: [20, 20] }); }
+      else if (fit) fitDataset();  // nothing to show: the dataset's districts, not an empty view elsewhere
       requestAnimationFrame(function () {
         document.body.dataset.cells = String(res.features.length);
         document.body.dataset.query = q.toString();
@@ -261,6 +291,87 @@
     });
   }
 
+  // ------------------------------------------------------------------ street labels, empty result
+  /** The LABEL_TOP highest-ranked spots labelled with their main location text, drawn at street zoom only. */
+  function streetLabels(features) {
+    labels.clearLayers();
+    features.filter(function (f) { return f.properties.rank <= LABEL_TOP && locations(f.properties).length; })
+      .forEach(function (f) {
+        var centre = L.latLng(f.properties.lat, f.properties.lon);
+        labels.addLayer(L.tooltip({ permanent: true, direction: "right", offset: [8, 0], className: "street-label" })
+          .setLatLng(centre).setContent(esc(f.properties.rank) + " " + esc(locations(f.properties)[0])));
+      });
+    showLabels();
+  }
+  function showLabels() {
+    var want = map.getZoom() >= LABEL_ZOOM && map.hasLayer(hexes);
+    if (want && !map.hasLayer(labels)) map.addLayer(labels);
+    if (!want && map.hasLayer(labels)) map.removeLayer(labels);
+  }
+  map.on("zoomend overlayadd overlayremove", showLabels);
+  /** A period with no records says so on the map itself, not as an empty map. */
+  function emptyNote(text) {
+    var box = el("empty-note");
+    box.hidden = !text;
+    box.textContent = text || "";
+  }
+
+  // ------------------------------------------------------------------ districts (selector and outlines)
+  /** The dataset's district layer (GET /areas/districts.geojson: the loaded 'districts' layer when it covers
+   *  the dataset, else its automatic districts named from the records), fetched directly rather than through
+   *  the layer control's overlayadd event, so the District selector always fills. Keeps a bookmarked area. */
+  function loadDistricts(wanted, keepUnknown) {
+    var ds = el("dataset").value;
+    var sel = el("area");
+    while (sel.options.length > 1) sel.remove(1);
+    districtGroup.clearLayers();
+    state.districts = null;
+    return getJSON("/areas/districts.geojson?" + new URLSearchParams(ds ? { dataset: ds } : {}).toString())
+      .then(function (fc) {
+        state.districts = fc;
+        var feats = (fc.features || []).slice().sort(function (a, b) {
+          return String(a.properties.name).localeCompare(String(b.properties.name));
+        });
+        feats.forEach(function (f) { option(sel, "districts:" + f.properties.id, f.properties.name); });
+        var approx = fc.metadata && fc.metadata.layer && fc.metadata.layer.approximate;
+        el("area-label").textContent = approx ? "District (approx.)" : "District";
+        sel.title = (fc.metadata && fc.metadata.layer && fc.metadata.layer.rule) || "";
+        var outline = L.geoJSON(fc, {
+          renderer: renderer, interactive: false,
+          style: { color: "#4d4d4d", weight: 1.6, dashArray: approx ? "6 4" : null, fill: true, fillColor: "#ffffff",
+                   fillOpacity: 0.55 }
+        });
+        districtGroup.addLayer(outline);
+        feats.forEach(function (f) {
+          var centre = L.geoJSON(f).getBounds().getCenter();
+          districtGroup.addLayer(L.tooltip({ permanent: true, direction: "center", className: "district-label" })
+            .setLatLng(centre).setContent(esc(f.properties.name)));
+        });
+        if (wanted) {  // a bookmarked ?area= (or the area chosen before a dataset change)
+          var found = Array.prototype.some.call(sel.options, function (o) { return o.value === wanted; });
+          if (!found && keepUnknown) option(sel, wanted, wanted);  // a bookmarked ward or other layer: as given
+          if (found || keepUnknown) sel.value = wanted;
+        }
+        document.body.dataset.districts = String(feats.length);
+      }).catch(function () {  // no district layer for this dataset: the selector offers 'All' (and a bookmark)
+        if (wanted && keepUnknown) { option(sel, wanted, wanted); sel.value = wanted; }
+        document.body.dataset.districts = "0";
+      });
+  }
+  /** The layer control's name of the district outlines: whose, and approximate when automatic. */
+  function districtTitle() {
+    var m = (state.districts && state.districts.metadata) || {}, layer = m.layer || {};
+    return "Districts of " + esc(m.dataset || el("dataset").value) + (layer.approximate ? " (automatic, approximate)" : "");
+  }
+  /** Fit the map to the dataset's districts; false when there are none to fit. */
+  function fitDataset() {
+    var b = null;
+    districtGroup.eachLayer(function (l) { if (l.getBounds) b = b ? b.extend(l.getBounds()) : l.getBounds(); });
+    if (!b || !b.isValid()) return false;
+    map.fitBounds(b, { padding: [10, 10] });
+    return true;
+  }
+
   // ------------------------------------------------------------------ other collections
   function addCollectionLayer(c) {
     var kind = c["harmspot:kind"], style = c["harmspot:style"] || {};
@@ -268,7 +379,6 @@
     var entry = { collection: c, group: group, loaded: null };
     state.overlays[c.id] = entry;
     layerControl.addOverlay(group, esc(c.title));
-    if (c.id === "districts") { map.addLayer(group); }
     return entry;
   }
   function loadOverlay(entry) {
@@ -446,7 +556,8 @@
     el("print").textContent = on ? "Exit print view" : "Print view";
     if (on) {
       var m = state.meta || {};
-      el("print-head").innerHTML = "<h2>Harm spots: " + esc(state.presets[m.preset] || m.preset || "selected offences") +
+      el("print-head").innerHTML = '<div class="marking-line">' + esc(state.config.protective_marking || "OFFICIAL") +
+        "</div><h2>Harm spots: " + esc(state.presets[m.preset] || m.preset || "selected offences") +
         "</h2><p>" + esc(m.from) + " to " + esc(m.to) + " · " + esc(m.dataset) + " · " +
         esc(el("area").selectedOptions[0] ? el("area").selectedOptions[0].textContent : "") + " · weights " +
         esc(m.weights_table) + " · printed " + esc(new Date().toLocaleString("en-GB")) + "</p>";
@@ -471,6 +582,7 @@
       getJSON("/collections").catch(function () { return { collections: [] }; })
     ]).then(function (res) {
       state.config = Object.assign(state.config, res[0]);
+      if (state.config.protective_marking) el("marking").textContent = state.config.protective_marking;
       if (state.config.tile_url) {
         L.tileLayer(state.config.tile_url, { maxZoom: 19, attribution: "tiles: configured by the force" }).addTo(map);
       }
@@ -478,22 +590,31 @@
       if (res[1].default) el("dataset").value = res[1].default;  // the service's stable default, not the list's first
       res[2].presets.forEach(function (p) { state.presets[p.name] = p.title; option(el("preset"), p.name, p.title); });
       el("preset").value = "op-ark";
-      (res[3].collections || []).forEach(function (c) { if (c.id !== HOTSPOTS) addCollectionLayer(c); });
-      var districts = state.overlays.districts;
-      var ready = districts ? loadOverlay(districts).then(function (r) {
-        ((r && r.features) || []).slice().sort(function (a, b) {
-          return String(a.properties.name).localeCompare(String(b.properties.name));
-        }).forEach(function (f) { option(el("area"), "districts:" + f.properties.id, f.properties.name); });
-      }) : Promise.resolve();
-      return ready.then(function () {
-        PARAMS.forEach(function (k) { if (initial.get(k)) el(k).value = initial.get(k); });
+      if (initial.get("dataset")) el("dataset").value = initial.get("dataset");
+      return loadDistricts(initial.get("area"), true).then(function () {
+        layerControl.addOverlay(districtGroup, districtTitle());
+        var drawn = state.districts && state.districts.metadata ? state.districts.metadata.collection : null;
+        (res[3].collections || []).forEach(function (c) {
+          var auto = /^(lad|lsoa)-(.+)$/.exec(c.id);  // automatic layers: only the shown dataset's own
+          if (c.id !== HOTSPOTS && c.id !== drawn && !(auto && auto[2] !== el("dataset").value)) addCollectionLayer(c);
+        });
+        PARAMS.forEach(function (k) { if (initial.get(k) && k !== "area") el(k).value = initial.get(k); });
+        var fitted = !initial.get("area") && fitDataset();  // the dataset's whole extent first
         if (window.harmspotKeyDates) window.harmspotKeyDates.init(); else initKeyDates();  // keydates.js
-        return load(true);
+        return load(!fitted);
       });
     }).catch(function (e) { el("status").textContent = "Error: " + e.message; });
     el("controls").addEventListener("submit", function (e) { e.preventDefault(); load(true).then(refreshActiveOverlays); });
-    ["preset", "resolution", "area", "dataset"].forEach(function (k) {
+    ["preset", "method", "resolution", "area"].forEach(function (k) {
       el(k).addEventListener("change", function () { load(k === "area").then(refreshActiveOverlays); });
+    });
+    el("dataset").addEventListener("change", function () {  // another dataset: its own districts, then its map
+      var keep = el("area").value;
+      loadDistricts(keep, false).then(function () {
+        layerControl.removeLayer(districtGroup);
+        layerControl.addOverlay(districtGroup, districtTitle());
+        return load(true);
+      }).then(refreshActiveOverlays);
     });
     if (!window.harmspotKeyDates) el("keydate").addEventListener("change", onKeyDate);
     el("dl-geojson").addEventListener("click", keyedDownload);
