@@ -199,7 +199,9 @@ def keydate_pack(store: Store, q: HotspotQuery, weights: WeightsTable, kset: kd.
             "before": win(meta_kd["before"]), "after": win(meta_kd["after"]), "offences": preset,
             "weights": meta_kd["weights_table"], "resolution": q.resolution,
             "analogue": f"{meta_kd['analogue']['date']} {meta_kd['analogue']['label']}" if meta_kd["analogue"] else "none",
-            "change_pct": meta_kd["summary"]["change_pct"], "window_rule": meta_kd["window_rule"]}
+            "total harm per day, after vs before": (None if meta_kd["summary"]["change_pct"] is None
+                                                    else f"{meta_kd['summary']['change_pct']:+.1f} %"),
+            "window_rule": meta_kd["window_rule"]}
     return Pack(f"{k['date']} · {k['label']}", f"{q.dataset} · before {meta['before']} · after {meta['after']} · "
                 f"{preset}", layers, meta, meta_kd["caveats"])
 
