@@ -4,9 +4,10 @@
 result cache, as a GIS user meets it after a restart or a new upload):
 
 * Debian 12's GDAL 3.6 (`/usr/bin/ogr2ogr`, gdal-bin), with its defaults (it opens a layer with `limit=10` and
-  follows the `next` links) - the issue 14 target is each collection <= 3 s (it was 141 s for gistar). The
+  follows the `next` links) - the issue 14 target is each collection <= 3 s cold (it was 141 s for gistar). The
   baseline in the same run is the same export with `-oo PAGE_SIZE=1000` (what a client that knew the page size
-  would ask) right after, so the ratio shows what the default paging costs over an ideal one.
+  would ask), warm like the second defaults export, so the ratio shows what the default paging costs over an
+  ideal one with the result cache out of the picture.
 * the newest GDAL available here, the one inside the pyogrio wheel (3.12): `pyogrio.read_dataframe` of the
   OAPIF layer then `write_dataframe` to GPKG (pyogrio ships no ogr2ogr binary), in a subprocess.
 
@@ -50,18 +51,20 @@ class Service:
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "HARMSPOT_DATA_DIR": str(tmp), "PYTHONPATH": str(ROOT)}
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.log = tmp / "server.log"
         self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host",
                                       "127.0.0.1", "--port", str(self.port), "--log-level", "warning"], cwd=ROOT,
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"))
         deadline = time.time() + 180
-        while time.time() < deadline:
+        while time.time() < deadline and self.proc.poll() is None:
             try:
                 urllib.request.urlopen(self.url + "/health", timeout=2).read()
                 return
             except OSError:
                 time.sleep(0.3)
         self.stop()
-        raise RuntimeError("service did not start")
+        raise RuntimeError(f"service did not start: {self.log.read_text(errors='replace')[-1500:]}")
 
     def get(self, path: str) -> dict:
         with urllib.request.urlopen(self.url + path, timeout=300) as r:
@@ -98,6 +101,9 @@ def debian_gdal(tmp: Path) -> dict:
             # the listing above computed nothing for items; the first export meets a cold result cache for them
             cold, requests = _ogr2ogr(svc.url, c["id"], tmp / f"{c['id']}.gpkg")
             warm, _ = _ogr2ogr(svc.url, c["id"], tmp / f"{c['id']}.gpkg")
+            # PAGE_SIZE=1000 asks for other pages (limit=1000 from offset 0): once to fill the cache, then timed,
+            # so the ratio compares two warm exports
+            _ogr2ogr(svc.url, c["id"], tmp / f"{c['id']}.gpkg", "-oo", "PAGE_SIZE=1000")
             ideal, ideal_requests = _ogr2ogr(svc.url, c["id"], tmp / f"{c['id']}.gpkg", "-oo", "PAGE_SIZE=1000")
             rows.append({"id": c["id"], "features": n, "cold_s": cold, "requests": requests, "warm_s": warm,
                          "page1000_s": ideal, "page1000_requests": ideal_requests})
@@ -137,7 +143,8 @@ def markdown(debian: dict, newest: dict) -> str:
     else:
         met = all(r["cold_s"] <= TARGET_S for r in debian["rows"])
         lines += [f"**{debian['version']}** (Debian 12 `gdal-bin`), defaults: target each <= {TARGET_S:.0f} s "
-                  f"(cold) - {'met' if met else 'NOT met'} in this run. Baseline: `-oo PAGE_SIZE=1000`, same run.", "",
+                  f"(cold: the first export after the service started) - {'met' if met else 'NOT met'} in this run. Baseline: "
+                  f"`-oo PAGE_SIZE=1000`, same run, both warm (results cached).", "",
                   "| collection | features | cold, defaults (s) | requests | warm, defaults (s) | warm, PAGE_SIZE=1000 (s) "
                   "| defaults / PAGE_SIZE=1000 |", "|---|---:|---:|---:|---:|---:|---:|"]
         for r in debian["rows"]:

@@ -602,7 +602,7 @@ def install_openapi(app: FastAPI) -> None:
         comps["limit"] = {
             "name": "limit", "in": "query", "required": False, "style": "form", "explode": False,
             "description": f"The largest number of features in a page: 1 to {MAX_LIMIT}, default {DEFAULT_LIMIT}; "
-                           "larger values are capped.",
+                           "a value outside that range is a 400.",
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
         }
         comps["bbox"] = {
