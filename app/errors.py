@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.render import JSONResponse
 from geodata.harm import WeightsError
 from geodata.ingest import IngestError, IngestLimitError
-from geodata.store import StoreError
+from geodata.store import StoreConflict, StoreError
 
 
 log = logging.getLogger("harmspot")
@@ -72,6 +72,10 @@ def install_error_handlers(app: FastAPI) -> None:
         status = 404 if msg.startswith("unknown dataset") or msg.startswith("unknown area") or msg.startswith("unknown weights") else 422
         return JSONResponse(error_body("not_found" if status == 404 else "invalid_request", msg),
                             status_code=_status(request, status))
+
+    @app.exception_handler(StoreConflict)
+    async def _conflict(_: Request, exc: StoreConflict):  # a lost write race (docs/security.md#concurrent-writes)
+        return JSONResponse(error_body("conflict", str(exc)), status_code=409)
 
     @app.exception_handler(IngestError)
     async def _ingest(_: Request, exc: IngestError):

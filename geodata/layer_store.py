@@ -69,14 +69,16 @@ def add_layer(store: Store, source: str | Path, name: str, type: str, *, data: b
     layer = load_layer(source, name, type, data=data, area=area, buffer_m=buffer_m, plural=plural.strip(),
                        licence=licence.strip())
     summary = save_layer(store, layer, attribution=attribution.strip(), study_area=area.name if area else None,
-                         buffer_m=buffer_m if area else None)
+                         buffer_m=buffer_m if area else None, replace=replace)
     summary["rejects"] = layer_rejects(store, name, limit=20, raw=True)
     return summary
 
 
 def save_layer(store: Store, layer: PointLayer, *, attribution: str = "", study_area: str | None = None,
-               buffer_m: float | None = None) -> dict:
-    """Store (or replace) a layer, its points and its rejects in one transaction; returns its summary."""
+               buffer_m: float | None = None, replace: bool = True) -> dict:
+    """Store (or, with ``replace``, replace) a layer, its points and its rejects in one transaction; returns its
+    summary. The exists check runs inside that transaction (Store.write), so of parallel uploads of one new name
+    without ``replace`` exactly one is stored and the others raise LayerExists."""
     ensure_tables(store)
     n = len(layer)
     points = pd.DataFrame({
@@ -87,7 +89,9 @@ def save_layer(store: Store, layer: PointLayer, *, attribution: str = "", study_
         "x": np.asarray(layer.x, float), "y": np.asarray(layer.y, float)})
     rejects = layer.rejects.assign(layer=layer.name)[["layer", "line", "reason", "raw"]]
     rejects = rejects.astype({"line": "int64", "reason": "string", "raw": "string"})
-    with store.write_lock, store.transaction() as cur:
+    def write(cur) -> None:
+        if not replace and cur.execute("SELECT count(*) FROM poi_layers WHERE name = ?", [layer.name]).fetchall()[0][0]:
+            raise LayerExists(f"layer '{layer.name}' exists: ask to replace it (replace=true, or --replace)")
         for table, col in (("poi_layers", "name"), ("poi_points", "layer"), ("poi_rejects", "layer")):
             cur.execute(f"DELETE FROM {table} WHERE {col} = ?", [layer.name])
         cur.execute("INSERT INTO poi_layers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -102,6 +106,8 @@ def save_layer(store: Store, layer: PointLayer, *, attribution: str = "", study_
             cur.register("poi_rej", rejects)
             cur.execute("INSERT INTO poi_rejects SELECT * FROM poi_rej")
             cur.unregister("poi_rej")
+
+    store.write(write)
     return layer_summary(store, layer.name)
 
 

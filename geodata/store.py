@@ -7,12 +7,15 @@ transaction: a batch lands whole or not at all.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 import duckdb
 import numpy as np
@@ -64,8 +67,18 @@ H3_INDEXING = "direct-v1"
 DATASET_LAYER = "__dataset__"  # area_cells rows describing each dataset's study area
 
 
+T = TypeVar("T")
+log = logging.getLogger("harmspot.store")
+WRITE_RETRIES = 3  # a transaction conflict is retried this many times before StoreConflict
+
+
 class StoreError(ValueError):
     """A request the store cannot satisfy (unknown dataset, weights table, area...)."""
+
+
+class StoreConflict(StoreError):
+    """A write that lost a race it cannot win by retrying: a name taken meanwhile, or a DuckDB transaction
+    conflict that persisted over :data:`WRITE_RETRIES` attempts. The API answers 409."""
 
 
 class BlockingCallOnLoop(RuntimeError):
@@ -190,18 +203,44 @@ def _drop_duplicates(cur, dataset: str, batch_id: int, had_rows: bool) -> None:
                     [dataset, batch_id, dataset, batch_id])
 
 
+def _private_dir(path: Path) -> None:
+    """Create the store's folder owner-only (0700). An existing folder is left as it is (it may be shared, e.g. a
+    mounted volume or /tmp): the store file and its WAL are still made 0600, and a warning names the folder."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
+        path.chmod(0o700)  # mkdir's mode is filtered by the umask
+    elif path.stat().st_mode & 0o077:
+        log.warning("store folder %s is readable by other users; the store file is kept 0600 (chmod 700 the "
+                    "folder to hide its name and temporary files too)", path)
+
+
+def _private_files(path: Path) -> None:
+    """The store file and its WAL owner-only (0600)."""
+    for f in (path, path.with_name(path.name + ".wal")):
+        try:
+            if f.exists() and f.stat().st_mode & 0o077:
+                f.chmod(0o600)
+        except OSError:
+            pass
+
+
 class Store:
-    """A handle on the DuckDB file. Reads use a cursor each; writes take a lock and one transaction."""
+    """A handle on the DuckDB file. Reads use a cursor each; writes go through :meth:`transaction` or
+    :meth:`write`, which hold the process's write lock for the whole transaction (check-then-write is atomic).
+    The folder is created 0700 and the file 0600: the store holds personal data (offence locations)."""
 
     def __init__(self, path: Path | str, read_only: bool = False, memory_limit_mb: int | None = None):
         self.path = Path(path)
         if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _private_dir(self.path.parent)
         try:
             self._con = duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             raise StoreError(f"cannot open the store at {path}: {exc} (is `harmspot serve` running on it? "
                              "upload through the API instead, or stop the service)") from exc
+        if str(path) != ":memory:":
+            _private_files(self.path)
         self._forbidden_thread: int | None = None
         self.memory_limit_mb = memory_limit_mb
         self._configure()
@@ -356,7 +395,27 @@ class Store:
 
     # ------------------------------------------------------------------ transactions
     def transaction(self) -> "_Tx":
+        """``with store.transaction() as cur:`` one DuckDB transaction holding the write lock throughout, so no
+        other writer of this process interleaves between a check and the write that depends on it. A DuckDB
+        transaction conflict surfaces as :class:`StoreConflict` (409); use :meth:`write` to retry it."""
         return _Tx(self)
+
+    def write(self, fn: Callable[[duckdb.DuckDBPyConnection], T], retries: int = WRITE_RETRIES) -> T:
+        """Check-then-write in one transaction, retried on conflict: ``fn(cur)`` runs inside
+        :meth:`transaction` (write lock held, BEGIN..COMMIT); raise inside ``fn`` to roll everything back (e.g.
+        an "already exists" error: the check and the insert see the same state). A DuckDB transaction conflict
+        (a writer that did not take the lock) rolls back and runs ``fn`` again, up to ``retries`` more times with
+        a short back-off, then raises StoreConflict. ``fn`` must touch the store only through ``cur`` (it may
+        run more than once)."""
+        for attempt in range(retries + 1):
+            try:
+                with self.transaction() as cur:
+                    return fn(cur)
+            except StoreConflict as exc:
+                if not getattr(exc, "retryable", False) or attempt == retries:
+                    raise
+                time.sleep(0.01 * 2 ** attempt)
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ datasets
     def datasets(self) -> pd.DataFrame:
@@ -579,33 +638,55 @@ class Store:
         return str(hits.layer.iloc[0]), hits.feature_id.astype(str).tolist(), spec
 
 
+def _conflict(exc: Exception) -> StoreConflict:
+    err = StoreConflict(f"the write conflicted with another write to the same data; retry it ({exc})")
+    err.retryable = True  # type: ignore[attr-defined]
+    return err
+
+
 class _Tx:
+    """One transaction under the store's write lock (re-entrant: ``with store.write_lock, store.transaction()``
+    still works). DuckDB transaction conflicts become a retryable :class:`StoreConflict`."""
+
     def __init__(self, store: Store):
         self.store = store
         self.cur: duckdb.DuckDBPyConnection | None = None
 
     def __enter__(self) -> duckdb.DuckDBPyConnection:
+        self.store.write_lock.acquire()
         try:
-            self.cur = self.store.cursor()
-            self.cur.execute("BEGIN TRANSACTION")
-        except duckdb.FatalException:  # invalidated by an earlier failed checkpoint: reopen, then write
-            if not self.store.recover():
-                raise
-            self.cur = self.store.cursor()
-            self.cur.execute("BEGIN TRANSACTION")
+            try:
+                self.cur = self.store.cursor()
+                self.cur.execute("BEGIN TRANSACTION")
+            except duckdb.FatalException:  # invalidated by an earlier failed checkpoint: reopen, then write
+                if not self.store.recover():
+                    raise
+                self.cur = self.store.cursor()
+                self.cur.execute("BEGIN TRANSACTION")
+        except BaseException:
+            if self.cur is not None:
+                self.cur.close()
+            self.store.write_lock.release()
+            raise
         return self.cur
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self.cur is not None
         try:
             if exc_type is None:
-                self.cur.execute("COMMIT")
+                try:
+                    self.cur.execute("COMMIT")
+                except duckdb.TransactionException as err:
+                    raise _conflict(err) from err
             else:
                 try:
                     self.cur.execute("ROLLBACK")
                 except duckdb.Error:
                     pass  # the transaction is already gone (failed commit, invalidated database): keep exc
+                if isinstance(exc, duckdb.TransactionException):
+                    raise _conflict(exc) from exc
         finally:
             self.cur.close()
             self.store._changed()
+            self.store.write_lock.release()
 

@@ -89,13 +89,14 @@ def create_key(env: dict, role: str, name: str) -> str:
     return json.loads(made.stdout)["key"]
 
 
-def start(data_dir: Path, log: Path, extra_env: dict | None = None, keys: dict[str, str] | None = None) -> tuple[Live, dict]:
+def start(data_dir: Path, log: Path, extra_env: dict | None = None, keys: dict[str, str] | None = None,
+          host: str = "127.0.0.1") -> tuple[Live, dict]:
     """Start `harmspot serve`; ``keys`` = {name: role} creates API keys first (keyed mode). Returns the server
-    and {name: key}."""
+    and {name: key}. ``host`` is the bind address (clients always connect over loopback)."""
     env = {**os.environ, "HARMSPOT_DATA_DIR": str(data_dir), **(extra_env or {})}
     made = {name: create_key(env, role, name) for name, role in (keys or {}).items()}
     port = free_port()
-    proc = subprocess.Popen([str(HARMSPOT), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
+    proc = subprocess.Popen([str(HARMSPOT), "serve", "--host", host, "--port", str(port)], env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

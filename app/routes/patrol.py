@@ -157,7 +157,10 @@ def get_keydates(state: State, dataset: Annotated[str | None, Query(description=
                          "analogue_rule": "explicit analogue if given, else the latest earlier date of the same kind"})
 
 
-@router.post("/keydates", status_code=201, summary="Add a user key-date set (events, bank holidays, festivals)")
+@router.post("/keydates", status_code=201, summary="Add a user key-date set (events, bank holidays, festivals)",
+             description="The set is stored whole in one transaction. A name that exists (without replace) is a 409; "
+             "of parallel posts of one new name exactly one is stored (201) and the others get 409.",
+             responses={409: {"description": "A set of that name exists (replace=false), or the write conflicted"}})
 def post_keydates(state: State, body: Annotated[KeyDateSetIn, Body()]) -> JSONResponse:
     try:
         kset = kd.make_set(body.name, body.description, [d.model_dump(mode="json") for d in body.dates])

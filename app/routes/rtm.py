@@ -66,7 +66,9 @@ def _manager(request: Request) -> RunManager:
              description="CSV/TSV with longitude/latitude or easting/northing columns (detected from the header), "
              "GeoJSON or GeoPackage. Every row is kept, rejected with its line and reason, or counted as lying "
              "more than buffer_m outside the dataset's study area (features within it are kept: edge effects). "
-             "The layer is stored in one transaction. Needs the analyst role.")
+             "The layer is stored in one transaction; the name check is inside it, so of parallel uploads of one new "
+             "name without replace exactly one is stored (201) and the others get 409. Needs the analyst role.",
+             responses={409: {"description": "A layer of that name exists (replace=false), or the write conflicted"}})
 def post_layer(
     state: State,
     file: Annotated[UploadFile, File(description="The layer file")],

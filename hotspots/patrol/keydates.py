@@ -127,22 +127,26 @@ def ensure_schema(store: Store) -> None:
 
 
 def save_set(store: Store, kset: KeyDateSet, replace: bool = False) -> None:
-    """Store a user set in one transaction (all dates or none)."""
+    """Store a user set in one transaction (all dates or none): the exists check and the write run in the same
+    transaction under the write lock (Store.write), so parallel posts of one name give one 201 and 409s."""
     if kset.name in SHIPPED:
         raise KeyDateError(f"'{kset.name}' is a shipped set; choose another name")
     ensure_schema(store)
-    with store.transaction() as cur:
+    frame = pd.DataFrame([{"set_name": kset.name, "date": k.date, "label": k.label, "kind": k.kind,
+                           "analogue": k.analogue} for k in kset.dates])
+
+    def write(cur) -> None:
         exists = cur.execute("SELECT count(*) FROM keydate_sets WHERE name = ?", [kset.name]).fetchall()[0][0]
         if exists and not replace:
             raise KeyDateError(f"key-date set '{kset.name}' already exists (replace=true to overwrite)")
         cur.execute("DELETE FROM keydates WHERE set_name = ?", [kset.name])
         cur.execute("DELETE FROM keydate_sets WHERE name = ?", [kset.name])
         cur.execute("INSERT INTO keydate_sets VALUES (?, ?, ?)", [kset.name, kset.description, utc_now()])
-        frame = pd.DataFrame([{"set_name": kset.name, "date": k.date, "label": k.label, "kind": k.kind,
-                               "analogue": k.analogue} for k in kset.dates])
         cur.register("kd", frame)
         cur.execute("INSERT INTO keydates SELECT set_name, date, label, kind, analogue FROM kd")
         cur.unregister("kd")
+
+    store.write(write)
 
 
 def list_sets(store: Store) -> list[KeyDateSet]:
