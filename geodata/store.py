@@ -638,6 +638,13 @@ class Store:
         return str(hits.layer.iloc[0]), hits.feature_id.astype(str).tolist(), spec
 
 
+def _is_conflict(exc: BaseException) -> bool:
+    """A DuckDB transaction conflict (two writers on the same rows or catalog entry), not a failed commit for
+    another reason (a full disk also raises TransactionException: that stays the storage error it is)."""
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.TransactionException) and ("conflict" in text or "duplicate key" in text)
+
+
 def _conflict(exc: Exception) -> StoreConflict:
     err = StoreConflict(f"the write conflicted with another write to the same data; retry it ({exc})")
     err.retryable = True  # type: ignore[attr-defined]
@@ -677,13 +684,15 @@ class _Tx:
                 try:
                     self.cur.execute("COMMIT")
                 except duckdb.TransactionException as err:
-                    raise _conflict(err) from err
+                    if _is_conflict(err):
+                        raise _conflict(err) from err
+                    raise
             else:
                 try:
                     self.cur.execute("ROLLBACK")
                 except duckdb.Error:
                     pass  # the transaction is already gone (failed commit, invalidated database): keep exc
-                if isinstance(exc, duckdb.TransactionException):
+                if _is_conflict(exc):
                     raise _conflict(exc) from exc
         finally:
             self.cur.close()
