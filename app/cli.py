@@ -76,18 +76,27 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from app.main import create_app
 
-    from app.security import active_key_count, is_loopback_host
-
+    from app.security import active_key_count, bootstrap_admin_key, is_loopback_host
+    # the bind address goes into the settings: demo mode is re-checked against it at every request
+    settings = settings.model_copy(update={"host": args.host, "port": args.port})
+    loopback = is_loopback_host(args.host)
     store = settings.open_store()
     try:
-        demo = settings.keys_mode == "auto" and active_key_count(store) == 0
+        # a start that must be keyed (non-loopback bind, or keys_mode=required) and has no key gets an admin key:
+        # the deployment's secret (HARMSPOT_ADMIN_KEY / _FILE) or a generated one, printed once below
+        made = bootstrap_admin_key(store, settings) if (not loopback or settings.keys_mode == "required") else None
+        demo = settings.keys_mode == "auto" and loopback and active_key_count(store) == 0
     finally:
         store.close()
-    if demo and not is_loopback_host(args.host):
-        print(f"harmspot serve: refusing to bind {args.host}: no API keys exist, so the service would run in local "
-              "demo mode with no access control. Bind 127.0.0.1, or first create a key: "
-              "harmspot keys create --role admin --name <you>", file=sys.stderr)
-        return 2
+    if made is not None and made[0] == "generated":
+        print("harmspot serve: no API key existed, so an ADMIN KEY was generated. It is shown this once; only its "
+              "salted hash is stored:\n\n    " + str(made[1]) + "\n\nSend it as the X-API-Key header. Create "
+              "personal keys with POST /keys and revoke this one (DELETE /keys/<id>). To choose the first key "
+              "instead, set HARMSPOT_ADMIN_KEY or HARMSPOT_ADMIN_KEY_FILE (docs/security.md#first-start).",
+              file=sys.stderr, flush=True)
+    elif made is not None:
+        print("harmspot serve: no API key existed; the admin key from HARMSPOT_ADMIN_KEY(_FILE) is stored",
+              file=sys.stderr, flush=True)
     if demo:
         print("harmspot serve: LOCAL DEMO MODE (no API keys: no access control, loopback only)", file=sys.stderr)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
@@ -95,8 +104,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
-    from app.security import create_key, list_keys, revoke_key
+    from app.security import create_key, list_keys, new_key, revoke_key
 
+    if args.keys_command == "generate":
+        print(new_key())
+        print("a new key, stored nowhere: give it to HARMSPOT_ADMIN_KEY (or a secrets file) for a first start",
+              file=sys.stderr)
+        return 0
     store = settings.open_store()
     try:
         if args.keys_command == "create":
@@ -459,11 +473,13 @@ def build_parser() -> argparse.ArgumentParser:
     ks = sub.add_parser("keys", help="API keys: create, revoke, list (run while the service is stopped)")
     ksub = ks.add_subparsers(dest="keys_command", required=True)
     kc = ksub.add_parser("create", help="create a key; prints it once (only its salted hash is stored)")
-    kc.add_argument("--role", required=True, choices=["viewer", "analyst", "admin"])
+    kc.add_argument("--role", required=True, choices=["public", "viewer", "analyst", "admin"],
+                    help="public: disclosure-controlled output only (docs/security.md#public-output-mode)")
     kc.add_argument("--name", required=True, help="who or what holds the key")
     kr = ksub.add_parser("revoke", help="revoke a key by its id")
     kr.add_argument("key_id")
     ksub.add_parser("list", help="list keys (ids, names, roles, state; never secrets)")
+    ksub.add_parser("generate", help="print a new well-formed key without storing it (for HARMSPOT_ADMIN_KEY)")
     from app import cli_patrol  # patrols gps|compliance, report, map export
 
     cli_patrol.add_parsers(sub)
@@ -474,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.umask(0o077)  # what harmspot writes (the store, its WAL, exports) is private to the user running it
     args = build_parser().parse_args(argv)
     settings = get_settings()
     if args.command == "serve":

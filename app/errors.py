@@ -36,8 +36,9 @@ def storage_failure(exc: BaseException) -> tuple[int, str, str] | None:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: object = None):
+    def __init__(self, status: int, code: str, message: str, details: object = None, headers: dict | None = None):
         self.status, self.code, self.message, self.details = status, code, message, details
+        self.headers = headers  # e.g. Retry-After on a 429
 
 
 def error_body(code: str, message: str, details: object = None) -> dict:
@@ -56,7 +57,8 @@ def _status(request: Request, status: int) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError):
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=_status(request, exc.status))
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=_status(request, exc.status),
+                            headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

@@ -19,7 +19,7 @@ from app.limits import BodyLimitMiddleware
 from app.render import JSONResponse
 from app.routes import areas, datasets, hotspots, meta
 from app.rowwriter import RowWriter
-from app.security import install_security, keyring_of
+from app.security import AUDIT_COLUMNS, install_security, keyring_of
 from app.state import open_state
 from geodata.settings import Settings, get_settings
 
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.harmspot = state = open_state(settings)
         keyring_of(app)  # the keys, loaded here: the access middleware runs on the event loop
-        app.state.harmspot_audit = RowWriter(state.store, "audit_log", 10, name="harmspot-audit")
+        app.state.harmspot_audit = RowWriter(state.store, "audit_log", AUDIT_COLUMNS, name="harmspot-audit")
         try:
             yield
         finally:

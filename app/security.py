@@ -5,11 +5,18 @@
 * The role a request needs is decided in ONE place, :func:`required_role`, from its method and path
   (:data:`RULES`, first match wins). :class:`AccessMiddleware` applies it to every request, including routes
   added later by other modules, so no endpoint can forget it.
-* Without any active key (and ``HARMSPOT_KEYS_MODE=auto``) the service runs in **local demo mode**: no key is
-  needed, every response carries ``X-Harmspot-Mode: demo``, ``/health`` says so, only loopback clients are
-  served, and ``harmspot serve`` refuses to bind anything but loopback.
-* Every data fetch and upload (and every refused request) writes one ``audit_log`` row: who (key id), when,
-  what (method, path, query), which dataset, and the response status.
+* Without any active key (and ``HARMSPOT_KEYS_MODE=auto``) a service BOUND TO LOOPBACK runs in **local demo
+  mode**: no key is needed, every response carries ``X-Harmspot-Mode: demo``, ``/health`` says so, only loopback
+  clients without proxy headers are served. The bind address is checked at every request, so a service bound to
+  anything else is never in demo mode (no key, no access), and its last admin key cannot be revoked.
+  ``harmspot serve`` on a non-loopback address with no key starts keyed: with the admin key of
+  ``HARMSPOT_ADMIN_KEY`` (or ``_FILE``), or a generated one printed once (:func:`bootstrap_admin_key`).
+* The ``public`` role (below viewer) and ``HARMSPOT_DISCLOSURE=public`` (the whole deployment) force public
+  output (hotspots/publish/disclosure.py) on every door that has one and refuse every other data door
+  (:data:`PUBLIC_READS`); the routes learn it from ``request.state.harmspot_public`` (app.deps.disclosure_policy).
+* Every data fetch and upload writes one ``audit_log`` row: who (key id), when, what (method, path, query,
+  secrets redacted by app/redact.py), which dataset, and the response status. Refused requests are aggregated
+  per client, status and key over a window (app/refusals.py): the first one row, the rest one row with a count.
 * CORS is closed: no CORS middleware at all unless ``HARMSPOT_CORS_ORIGINS`` lists origins.
 
 See docs/security.md.
@@ -24,6 +31,7 @@ import logging
 import re
 import secrets
 import threading
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import parse_qs
@@ -33,13 +41,15 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from pydantic import BaseModel, Field
 
 from app.render import JSONResponse
+from app.redact import REDACTED, install_log_redaction, redact, redact_query
+from app.refusals import AGGREGATED, RefusalAggregator
 from geodata.settings import Settings
-from geodata.store import Store, utc_now
+from geodata.store import Store, StoreConflict, utc_now
 
 log = logging.getLogger("harmspot.security")
 
-Role = Literal["viewer", "analyst", "admin"]
-ROLES: tuple[str, ...] = ("viewer", "analyst", "admin")
+Role = Literal["public", "viewer", "analyst", "admin"]
+ROLES: tuple[str, ...] = ("public", "viewer", "analyst", "admin")
 RANK = {r: i for i, r in enumerate(ROLES)}
 OPEN = None  # marker: no key needed
 HEADER = "x-api-key"
@@ -50,11 +60,21 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at TIMESTAMP, revoked_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS audit_log (
     at_utc TIMESTAMP, key_id VARCHAR, role VARCHAR, method VARCHAR, path VARCHAR, query VARCHAR, dataset VARCHAR,
-    status SMALLINT, client VARCHAR, mode VARCHAR);
+    status SMALLINT, client VARCHAR, mode VARCHAR, repeats INTEGER DEFAULT 1);
+ALTER TABLE audit_log ADD COLUMN IF NOT EXISTS repeats INTEGER DEFAULT 1;
 """
+AUDIT_COLUMNS = 11  # at_utc .. mode, repeats (the number of requests a row stands for: app/refusals.py)
 
 # (methods or None for any, path pattern, role or OPEN). First match wins; keep this the only place roles live.
 _R = re.compile
+# GET doors a `public` key (or a HARMSPOT_DISCLOSURE=public deployment) may use: disclosure-controlled output
+# (hotspots, its GeoJSON, OGC harm-spot items; app.deps.disclosure_policy forces it) and reference data with no
+# offence records in it. Every other data door (tasking, emerging, spikes, key-date hotspots, Gi*, RTM, patrols,
+# evaluation, rejects) has no public form and is refused.
+PUBLIC_READS = _R(r"^/(hotspots(\.geojson)?|collections(/[^/]+(/items(/[^/]+)?)?)?|conformance|datasets|presets|"
+                  r"harm-weights|areas(/[^/]+\.geojson)?|map/config|keydates)$")
+# Doors that have a public form (`mode=public`); elsewhere mode=public is refused rather than silently ignored.
+PUBLIC_FORM = _R(r"^/(hotspots(\.geojson)?|collections/[^/]+/items(/[^/]+)?)$")
 RULES: list[tuple[frozenset[str] | None, re.Pattern[str], str | None]] = [
     (None, _R(r"^/(health|docs|redoc|openapi\.json|docs/oauth2-redirect|map|favicon\.ico)?$"), OPEN),
     (None, _R(r"^/static/"), OPEN),
@@ -64,6 +84,7 @@ RULES: list[tuple[frozenset[str] | None, re.Pattern[str], str | None]] = [
     (frozenset({"DELETE"}), _R(r"^/areas(/.*)?$"), "admin"),  # POST /areas: analyst (the catch-all write rule)
     (frozenset({"POST", "PUT", "PATCH", "DELETE"}), _R(r"^/(datasets|rtm/runs|patrols|keydates)(/.*)?$"), "analyst"),
     (frozenset({"GET", "HEAD"}), _R(r"^/datasets/[^/]+/rejects$"), "analyst"),  # raw source rows
+    (frozenset({"GET", "HEAD"}), PUBLIC_READS, "public"),  # disclosure-controlled or reference only
     (frozenset({"GET", "HEAD"}), _R(r".*"), "viewer"),  # maps, hotspots, collections, statistics, reference
     (None, _R(r".*"), "analyst"),  # any other write: analyst at least
 ]
@@ -91,29 +112,95 @@ def _hash(salt: bytes, secret: str) -> str:
     return hashlib.sha256(salt + secret.encode()).hexdigest()
 
 
-def create_key(store: Store, role: str, name: str) -> tuple[str, str]:
-    """Create a key; returns (key_id, full key). The full key is shown once and never stored."""
+KEY_FORMAT = re.compile(r"^hs_([0-9a-f]{8})_([A-Za-z0-9_-]{32,200})$")
+
+
+class LastAdminKey(StoreConflict):
+    """Revoking this key would leave a non-loopback service without an admin (or without any key): 409."""
+
+
+def new_key() -> str:
+    """A fresh, well-formed key (``hs_<8 hex>_<43 URL-safe characters>``), stored nowhere."""
+    return f"hs_{secrets.token_hex(4)}_{secrets.token_urlsafe(32)}"
+
+
+def _store_key(store: Store, key: str, role: str, name: str) -> str:
     if role not in RANK:
         raise ValueError(f"role must be one of {list(ROLES)}")
     if not name or len(name) > 100:
         raise ValueError("name: 1-100 characters")
-    ensure_tables(store)
-    key_id = secrets.token_hex(4)
-    secret = secrets.token_urlsafe(32)
+    m = KEY_FORMAT.match(key)
+    if not m:
+        raise ValueError("a key looks like hs_<8 hex digits>_<32-200 URL-safe characters> (make one with "
+                         "`harmspot keys generate`)")
+    key_id, secret = m.groups()
     salt = secrets.token_bytes(16)
-    with store.write_lock, store.transaction() as cur:
+    ensure_tables(store)
+
+    def write(cur) -> None:
+        if cur.execute("SELECT count(*) FROM api_keys WHERE key_id = ?", [key_id]).fetchall()[0][0]:
+            raise StoreConflict(f"a key with id {key_id} exists (active or revoked): use another key")
         cur.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
                     [key_id, name, role, salt.hex(), _hash(salt, secret), utc_now()])
-    return key_id, f"hs_{key_id}_{secret}"
+
+    store.write(write)
+    return key_id
 
 
-def revoke_key(store: Store, key_id: str) -> bool:
+def create_key(store: Store, role: str, name: str) -> tuple[str, str]:
+    """Create a key; returns (key_id, full key). The full key is shown once and never stored."""
+    key = new_key()
+    return _store_key(store, key, role, name), key
+
+
+def import_key(store: Store, key: str, role: str, name: str) -> str:
+    """Store a key made elsewhere (a deployment secret); returns its id. Only its salted hash is kept."""
+    return _store_key(store, key.strip(), role, name)
+
+
+def revoke_key(store: Store, key_id: str, keep_an_admin: bool = False) -> bool:
+    """Revoke an active key (False: no such active key). With ``keep_an_admin`` (a service bound to a
+    non-loopback address) the last active admin key, or the last active key, is refused (LastAdminKey): such a
+    service must never be left with no way in, nor fall into local demo mode."""
     ensure_tables(store)
-    with store.write_lock, store.transaction() as cur:
-        n = cur.execute("SELECT count(*) FROM api_keys WHERE key_id = ? AND revoked_at IS NULL", [key_id]).fetchall()[0][0]
-        if n:
-            cur.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", [utc_now(), key_id])
-    return bool(n)
+
+    def write(cur) -> bool:
+        row = cur.execute("SELECT role FROM api_keys WHERE key_id = ? AND revoked_at IS NULL", [key_id]).fetchall()
+        if not row:
+            return False
+        if keep_an_admin:
+            others = cur.execute("""SELECT count(*), count(*) FILTER (WHERE role = 'admin') FROM api_keys
+                                    WHERE revoked_at IS NULL AND key_id <> ?""", [key_id]).fetchall()[0]
+            if others[0] == 0 or (row[0][0] == "admin" and others[1] == 0):
+                raise LastAdminKey(f"refusing to revoke {key_id}: it is the last active {'admin ' if others[0] else ''}"
+                                   "key of a service bound to a non-loopback address (it would be left with no admin; "
+                                   "without keys it would not serve at all). Create another admin key first "
+                                   "(POST /keys), then revoke this one")
+        cur.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", [utc_now(), key_id])
+        return True
+
+    return store.write(write)
+
+
+def bootstrap_admin_key(store: Store, settings: Settings) -> tuple[str, str | None] | None:
+    """For a start that must be keyed and has no active key (non-loopback bind, or HARMSPOT_KEYS_MODE=required):
+    store the admin key given in ``HARMSPOT_ADMIN_KEY`` / ``HARMSPOT_ADMIN_KEY_FILE`` -> ("environment", None), or
+    generate one -> ("generated", key) for the caller to print ONCE. None when active keys exist."""
+    if active_key_count(store):
+        return None
+    given = settings.admin_key.get_secret_value() if settings.admin_key else None
+    if given is None and settings.admin_key_file:
+        given = settings.admin_key_file.read_text().strip()
+    if given:
+        import_key(store, given, "admin", "first admin (HARMSPOT_ADMIN_KEY)")
+        return "environment", None
+    key_id, key = create_key(store, "admin", "first admin (generated at first start)")
+    return "generated", key
+
+
+def active_admin_count(store: Store) -> int:
+    ensure_tables(store)
+    return int(store.scalar("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL AND role = 'admin'") or 0)
 
 
 def list_keys(store: Store) -> pd.DataFrame:
@@ -125,6 +212,14 @@ def list_keys(store: Store) -> pd.DataFrame:
 def active_key_count(store: Store) -> int:
     ensure_tables(store)
     return int(store.scalar("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL") or 0)
+
+
+def write_audit_rows(store: Store, rows: list[list]) -> None:
+    """Rows written directly (the aggregated refusals flushed before /audit reads): one transaction."""
+    if rows:
+        ensure_tables(store)
+        store.write(lambda cur: cur.executemany(
+            f"INSERT INTO audit_log VALUES ({', '.join('?' * AUDIT_COLUMNS)})", rows))
 
 
 def audit_rows(store: Store, limit: int = 100, key_id: str | None = None, dataset: str | None = None) -> pd.DataFrame:
@@ -196,13 +291,25 @@ def access_status(app) -> dict:
     """For /health: which access mode the service is in."""
     ring = keyring_of(app)
     settings: Settings = app.state.harmspot.settings
-    demo = settings.keys_mode == "auto" and (ring is None or ring.empty)
-    if demo:
+    empty = ring is None or ring.empty
+    disclosure = {"disclosure": settings.disclosure}
+    if demo_allowed(settings) and empty:
         return {"mode": "demo", "message": "LOCAL DEMO MODE: no API keys exist, so there is no access control; "
                 "served to loopback clients only. Create a key (harmspot keys create --role admin --name ...) "
-                "to require X-API-Key."}
-    return {"mode": "keys", "message": "X-API-Key required (roles viewer < analyst < admin)",
-            "cors": bool(settings.cors_origins)}
+                "to require X-API-Key.", **disclosure}
+    if empty:
+        return {"mode": "keys", "message": "X-API-Key required, but no active key exists: nothing but /health and "
+                "the documentation is served. Stop the service and create one (harmspot keys create --role admin "
+                "--name ...), or restart it: a non-loopback start without keys makes an admin key "
+                "(docs/security.md#first-start)", "cors": bool(settings.cors_origins), **disclosure}
+    return {"mode": "keys", "message": "X-API-Key required (roles public < viewer < analyst < admin)",
+            "cors": bool(settings.cors_origins), **disclosure}
+
+
+def demo_allowed(settings: Settings) -> bool:
+    """Demo mode is possible only in keys_mode auto AND on a loopback bind (HARMSPOT_HOST, which `harmspot serve`
+    sets from --host): checked at every request, so a service bound elsewhere never drops into it."""
+    return settings.keys_mode == "auto" and is_loopback_host(settings.host)
 
 
 def _is_loopback_or_local(host: str | None) -> bool:
@@ -217,6 +324,15 @@ def _is_loopback_or_local(host: str | None) -> bool:
 _FORM_DATASET = re.compile(rb'name="dataset"\r\n(?:[^\r\n]*\r\n)*?\r\n([^\r\n]{1,64})\r\n')
 
 
+_PROXY_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+_KEY_BYTES = re.compile(rb"hs_([0-9a-fA-F]{8})_[A-Za-z0-9_\-%]+")
+_REDACT_BODY_MAX = 1 << 20  # error bodies are small; a larger one passes through after its first MB
+
+
+def _redact_bytes(body: bytes) -> bytes:
+    return _KEY_BYTES.sub(lambda m: b"hs_" + m.group(1) + b"_" + REDACTED.encode(), body) if b"hs_" in body else body
+
+
 def _error(status: int, code: str, message: str, extra_headers: list | None = None):
     body = json.dumps({"error": {"code": code, "message": message, "details": None}}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -229,6 +345,7 @@ class AccessMiddleware:
     def __init__(self, app, settings: Settings):
         self.app = app
         self.settings = settings
+        self.refusals = RefusalAggregator(settings.audit_refusal_window_s)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -237,24 +354,40 @@ class AccessMiddleware:
         ring = keyring_of(fastapi_app) if fastapi_app is not None else None
         if ring is None:  # lifespan not started (should not happen)
             return await self.app(scope, receive, send)
+        fastapi_app.state.harmspot_refusals = self.refusals  # flushed by GET /audit and at shutdown
         method, path = scope["method"], scope["path"]
         needed = required_role(method, path)
-        demo = self.settings.keys_mode == "auto" and ring.empty
+        demo = demo_allowed(self.settings) and ring.empty  # the bind is re-checked at every request
         headers = dict(scope.get("headers") or [])
         client = (scope.get("client") or ("", 0))[0]
         principal: Principal | None = DEMO if demo else ring.verify(headers.get(HEADER.encode(), b"").decode("latin-1"))
+        forced = ("deployment" if self.settings.disclosure == "public"
+                  else "key" if principal is not None and principal.role == "public" else None)
+        state = scope.setdefault("state", {})
+        state["harmspot_principal"], state["harmspot_public"] = principal, forced
         mode_header = [(b"x-harmspot-mode", b"demo" if demo else b"keys")]
+        reading = method in ("GET", "HEAD")
         refusal = None
-        if demo and not _is_loopback_or_local(client):
-            refusal = _error(403, "demo_mode_loopback_only", "local demo mode serves loopback clients only")
+        if demo and (not _is_loopback_or_local(client) or any(h in headers for h in _PROXY_HEADERS)):
+            refusal = _error(403, "demo_mode_loopback_only", "local demo mode serves loopback clients only (and "
+                             "not through a proxy)")
         elif needed is not OPEN and principal is None:
             given = HEADER.encode() in headers
             refusal = _error(401, "unauthorized", "invalid or revoked API key" if given
                              else "an API key is required: send it in the X-API-Key header",
                              [(b"www-authenticate", b'ApiKey header="X-API-Key"')])
+        elif forced and reading and needed in ("viewer", "analyst"):
+            why = ("this deployment publishes only disclosure-controlled output (HARMSPOT_DISCLOSURE=public)"
+                   if forced == "deployment" else "a public key sees only disclosure-controlled output")
+            refusal = _error(403, "not_public", f"{why}: GET {path} has no public form (public doors: /hotspots, "
+                             "/hotspots.geojson, OGC harm-spots and boundaries; docs/security.md#public-output-mode)")
         elif needed is not OPEN and RANK[principal.role] < RANK[needed]:  # type: ignore[union-attr]
             refusal = _error(403, "forbidden", f"{method} {path} needs the {needed} role; this key is "
                              f"{principal.role}")  # type: ignore[union-attr]
+        elif reading and not PUBLIC_FORM.match(path) and "public" in parse_qs(
+                scope.get("query_string", b"").decode("latin-1")).get("mode", []):
+            refusal = _error(422, "invalid_parameter", f"mode=public: GET {path} has no public form (only "
+                             "/hotspots, /hotspots.geojson and OGC harm-spot items do); nothing was computed")
 
         audited = self.settings.audit and (refusal is not None or not _NOT_AUDITED.match(path))
         status_box = {"status": 500}
@@ -265,10 +398,30 @@ class AccessMiddleware:
             await send({"type": "http.response.start", "status": status, "headers": hdrs + mode_header})
             await send({"type": "http.response.body", "body": body})
         else:
+            held: dict = {}  # an error response, held until its body is complete and redacted
+
             async def send_labelled(message):
                 if message["type"] == "http.response.start":
                     status_box["status"] = message["status"]
                     message = {**message, "headers": [*message.get("headers", []), *mode_header]}
+                    plain = not any(k.lower() == b"content-encoding" for k, _ in message["headers"])
+                    if message["status"] >= 400 and plain:
+                        held.update(start=message, body=[], size=0)
+                        return
+                elif message["type"] == "http.response.body" and "start" in held:
+                    chunk = message.get("body", b"")
+                    held["body"].append(chunk)
+                    held["size"] += len(chunk)
+                    more = message.get("more_body", False)
+                    if more and held["size"] < _REDACT_BODY_MAX:
+                        return
+                    body = _redact_bytes(b"".join(held["body"]))
+                    start = held.pop("start")
+                    hdrs = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+                    if not more:
+                        hdrs.append((b"content-length", str(len(body)).encode()))
+                    await send({**start, "headers": hdrs})
+                    message = {**message, "body": body}
                 await send(message)
 
             recv = receive
@@ -299,30 +452,53 @@ class AccessMiddleware:
 
     async def _audit(self, app, scope, principal: Principal | None, status: int, form_dataset: str | None,
                      mode: str, client: str) -> None:
-        path = scope["path"]
-        query = scope.get("query_string", b"").decode("latin-1")[:2000]
+        path = redact(scope["path"])
+        query = redact_query(scope.get("query_string", b"").decode("latin-1"))[:2000]  # never a secret in the log
         dataset = form_dataset
         if dataset is None:
             dataset = (parse_qs(query).get("dataset") or [None])[0]
         if dataset is None:
             m = re.match(r"^/datasets/([^/]+)", path)
             dataset = m.group(1) if m else ("uploads" if path == "/datasets" and scope["method"] == "POST" else None)
-        row = [utc_now(), principal.key_id if principal else None, principal.role if principal else None,
-               scope["method"], path[:500], query, dataset, int(status), client, mode]
+        key_id = principal.key_id if principal else None
+        row = [utc_now(), key_id, principal.role if principal else None,
+               scope["method"], path[:500], query, dataset and redact(dataset), int(status), client, mode, 1]
+        writer = app.state.harmspot_audit
         try:  # one writer thread, batched (app.rowwriter): no threadpool token held behind a long ingest
-            await app.state.harmspot_audit.write(row)
+            if int(status) in AGGREGATED:  # refusals: one row per client, status and key per window
+                now, due = self.refusals.admit(row, client, int(status), key_id)
+                for summary in due:
+                    writer.write_nowait(summary)
+                if not now:
+                    return
+            await writer.write(row)
         except Exception:  # the audit must never turn a served request into an error
             log.exception("audit write failed")
 
 
 # ---------------------------------------------------------------------------------------------- key & audit API
 
-router = APIRouter(tags=["access"])
+@asynccontextmanager
+async def _lifespan(app):
+    """Nested in the app's lifespan: at shutdown the refusals still being counted are written (the audit writer
+    is closed after this)."""
+    try:
+        yield
+    finally:
+        refusals = getattr(app.state, "harmspot_refusals", None)
+        writer = getattr(app.state, "harmspot_audit", None)
+        if refusals is not None and writer is not None:
+            for row in refusals.flush():
+                writer.write_nowait(row)
+
+
+router = APIRouter(tags=["access"], lifespan=_lifespan)
 
 
 class KeyRequest(BaseModel):
     name: str = Field(..., min_length=1, max_length=100, description="Who or what holds the key")
-    role: Role = Field(..., description="viewer (maps, hotspots), analyst (+ uploads, runs), admin (+ keys, weights)")
+    role: Role = Field(..., description="public (disclosure-controlled output only: docs/security.md#public-output-"
+                       "mode), viewer (maps, hotspots), analyst (+ uploads, runs), admin (+ keys, weights)")
 
 
 @router.get("/keys", summary="API keys (ids, names, roles; never the secrets) - admin")
@@ -340,26 +516,39 @@ def post_key(request: Request, body: KeyRequest) -> JSONResponse:
                          "note": "store this key now: only its salted hash is kept"}, status_code=201)
 
 
-@router.delete("/keys/{key_id}", summary="Revoke an API key - admin")
+@router.delete("/keys/{key_id}", summary="Revoke an API key - admin",
+               description="Takes effect on the next request. On a service bound to a non-loopback address the last "
+               "active admin key (or the last key) cannot be revoked: 409 (create another admin key first).",
+               responses={404: {"description": "No active key with that id"},
+                          409: {"description": "The last admin key of a non-loopback service"}})
 def delete_key(request: Request, key_id: str) -> dict:
     from app.errors import ApiError
 
-    if not revoke_key(request.app.state.harmspot.store, key_id):
+    settings: Settings = request.app.state.harmspot.settings
+    if not revoke_key(request.app.state.harmspot.store, key_id, keep_an_admin=not is_loopback_host(settings.host)):
         raise ApiError(404, "not_found", f"no active key '{key_id}'")
     keyring_of(request.app).reload()  # type: ignore[union-attr]
     return {"key_id": key_id, "revoked": True}
 
 
-@router.get("/audit", summary="Audit log, newest first - admin")
+@router.get("/audit", summary="Audit log, newest first - admin",
+            description="One row per data request; refused requests (401/403/429) are aggregated per client, status "
+            "and key over HARMSPOT_AUDIT_REFUSAL_WINDOW_S seconds: the first as its own row, the rest as one row "
+            "whose `repeats` says how many requests it stands for. Query strings are stored with secrets redacted.")
 def get_audit(request: Request, limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
               key_id: Annotated[str | None, Query(max_length=64)] = None,
               dataset: Annotated[str | None, Query(max_length=64)] = None) -> dict:
-    frame = audit_rows(request.app.state.harmspot.store, limit, key_id, dataset)
+    store = request.app.state.harmspot.store
+    refusals = getattr(request.app.state, "harmspot_refusals", None)
+    if refusals is not None:
+        write_audit_rows(store, refusals.flush())  # counted refusals first, so the admin sees them
+    frame = audit_rows(store, limit, key_id, dataset)
     return {"rows": json.loads(frame.to_json(orient="records", date_format="iso"))}
 
 
 def install_security(app: FastAPI, settings: Settings) -> None:
     """The one line in app/main.py: access middleware, key/audit routes, and CORS only if configured."""
+    install_log_redaction()  # no secret in any log record (app/redact.py)
     app.add_middleware(AccessMiddleware, settings=settings)
     app.include_router(router)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]

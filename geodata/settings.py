@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -62,12 +62,40 @@ class Settings(BaseSettings):
                            "required: always demand an X-API-Key, even before any key is created.")
     cors_origins: str = Field("", description="Comma-separated browser origins allowed by CORS; empty = CORS closed.")
     audit: bool = Field(True, description="Write an audit row (who, when, what, dataset, status) per data request.")
-    public_min_count: int = Field(5, ge=1, description="Public output mode: suppress cells with fewer offences.")
-    public_max_resolution: int = Field(8, ge=7, le=11, description="Public output mode: coarsest-allowed H3 res cap.")
+    audit_refusal_window_s: int = Field(60, ge=1, le=3600, description="Refused requests (401/403/429) of one "
+                                        "client, status and key within this many seconds share one audit row "
+                                        "(the first has its own; the rest one row with a count).")
+    admin_key: SecretStr | None = Field(None, description="First start that must be keyed (non-loopback bind or "
+                                        "keys_mode=required) with no key yet: store this admin key "
+                                        "(hs_<8 hex>_<secret>, e.g. from `harmspot keys generate`) instead of "
+                                        "generating and printing one.")
+    admin_key_file: Path | None = Field(None, description="As HARMSPOT_ADMIN_KEY, read from this file (a Docker or "
+                                        "Kubernetes secret).")
+    disclosure: str = Field("per-key", pattern="^(per-key|public)$",
+                            description="public: every data read of this deployment is public output, whoever "
+                            "asks, and doors without a public form are refused; per-key: only public keys (and "
+                            "mode=public) get public output (docs/security.md#public-output-mode).")
+    public_min_count: int = Field(5, ge=1, description="Public output: cells with fewer offences are withheld.")
+    public_resolution: int = Field(8, ge=7, le=11, description="Public output: the one H3 resolution published "
+                                   "(every public answer is at it; two would let parents minus children be "
+                                   "differenced).")
+    public_period: str = Field("month", pattern="^(month|quarter)$", description="Public output: whole calendar "
+                               "months or whole calendar quarters (never both: a quarter minus two months is the "
+                               "third).")
+    public_presets: str = Field("all-crime", description="Public output: the offence presets published, comma-"
+                                "separated; they must share no offence group or category (checked at start).")
+    rtm_max_queued_per_key: int = Field(2, ge=1, le=100, description="RTM runs one API key may have queued or "
+                                        "running at once (429 with Retry-After beyond).")
+    rtm_max_queued: int = Field(20, ge=1, le=1000, description="RTM runs queued or running at once, all keys "
+                                "together (429 beyond).")
     # ---- GPS-measured dosage (docs/patrol-planning.md#gps-measured-dosage, docs/security.md#officer-location-pings)
     gps_ping_retention_days: int = Field(0, ge=0, le=366, description="Days raw officer location pings are kept "
                                          "after upload (0: never stored, only the visits derived from them).")
     gps_max_pings: int = Field(1_000_000, ge=1000, le=20_000_000, description="Most pings in one GPS upload.")
+
+    @property
+    def public_preset_list(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.public_presets.split(",") if p.strip())
 
     @property
     def store_path(self) -> Path:

@@ -42,17 +42,20 @@ def test_role_table_is_the_one_place():
     assert required_role("GET", "/health") is None
     assert required_role("GET", "/openapi.json") is None
     assert required_role("GET", "/static/map.js") is None
-    assert required_role("GET", "/hotspots") == "viewer"
-    assert required_role("GET", "/hotspots.geojson") == "viewer"
-    assert required_role("GET", "/collections/hotspots/items") == "viewer"
-    assert required_role("GET", "/datasets") == "viewer"
+    assert required_role("GET", "/hotspots") == "public"  # public keys get it disclosure-controlled
+    assert required_role("GET", "/hotspots.geojson") == "public"
+    assert required_role("GET", "/collections/hotspots/items") == "public"
+    assert required_role("GET", "/datasets") == "public"
+    assert required_role("GET", "/tasking") == "viewer"  # no public form
+    assert required_role("GET", "/hotspots/emerging") == "viewer"
+    assert required_role("GET", "/spikes") == "viewer"
     assert required_role("GET", "/datasets/x/rejects") == "analyst"
     assert required_role("POST", "/datasets") == "analyst"
     assert required_role("POST", "/rtm/runs") == "analyst"
     assert required_role("POST", "/patrols") == "analyst"
     assert required_role("POST", "/keydates") == "analyst"
     assert required_role("POST", "/harm-weights") == "admin"
-    assert required_role("GET", "/harm-weights") == "viewer"
+    assert required_role("GET", "/harm-weights") == "public"
     assert required_role("GET", "/keys") == "admin"
     assert required_role("DELETE", "/keys/abc") == "admin"
     assert required_role("GET", "/audit") == "admin"
@@ -201,13 +204,11 @@ def test_cors_closed_by_default_and_opt_in(tmp_path):
         assert "access-control-allow-origin" not in r.headers
 
 
-def test_cli_keys_and_serve_refuses_public_bind_in_demo(tmp_path, capsys):
+def test_cli_keys(tmp_path, capsys):
+    """(A non-loopback `harmspot serve` without keys now starts keyed: tests/test_issue13_security.py, 13.15.)"""
     from app import cli
 
     settings = Settings(data_dir=tmp_path, load_sample=False)
-    args = cli.build_parser().parse_args(["serve", "--host", "0.0.0.0", "--port", "8999"])
-    assert cli.cmd_serve(args, settings) == 2
-    assert "refusing to bind 0.0.0.0" in capsys.readouterr().err
     args = cli.build_parser().parse_args(["keys", "create", "--role", "analyst", "--name", "cli analyst"])
     assert cli.cmd_keys(args, settings) == 0
     out = capsys.readouterr().out
