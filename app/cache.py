@@ -382,7 +382,8 @@ def cached_route(name: str):
         @functools.wraps(fn)
         async def route(*args, **kwargs):  # a hit is answered on the loop; ``fn`` runs in the threadpool
             request, state = kwargs["request"], kwargs["state"]
-            key = (name, sorted(request.query_params.multi_items()))
+            # a public key (or deployment) gets public output for the same URL: never share it with internal
+            key = (name, sorted(request.query_params.multi_items()), getattr(request.state, "harmspot_public", None))
             return await cached_response_async(request, state, key, lambda: fn(*args, **kwargs))
         return route
     return wrap

@@ -52,6 +52,7 @@ class ItemsRequest:
     offset: int = 0
     query: dict[str, Any] = field(default_factory=dict)  # dataset, from, to, preset, ... (cell collections)
     feature_id: str | None = None  # set for /items/{featureId}
+    disclosure: Any = None  # a hotspots.publish.disclosure.DisclosurePolicy: public output (app.deps.disclosure_policy)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Collection:
     # the query a request stands for, in words and fields (cell collections: dataset, period, preset, weights),
     # shown in the collection's title and description so GIS clients record it; None = nothing to say
     describe: Callable[[ServiceState, ItemsRequest], "QueryDescription"] | None = None
+    public: bool = False  # has a public form (disclosure-controlled, or no offence data): served to public keys
 
 
 @dataclass(frozen=True)

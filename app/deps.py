@@ -124,15 +124,29 @@ async def hotspot_query_on_loop(*args, **kwargs) -> HotspotQuery:
 Query_ = Annotated[HotspotQuery, Depends(hotspot_query_on_loop)]
 
 
+def forced_public(request: Request) -> str | None:
+    """Why this request must get public output whatever it asks: "key" (a public key), "deployment"
+    (HARMSPOT_DISCLOSURE=public), or None. Set by the access middleware (app/security.py)."""
+    return getattr(request.state, "harmspot_public", None)
+
+
 def disclosure_policy(
+    request: Request,
     state: State,
     mode: Annotated[Literal["internal", "public"], Query(
-        description="public: output for sharing outside the force - cells with fewer than k offences withheld "
-        "(k=5 by default), resolution capped at 8, bbox/days/hours refused (docs/security.md).")] = "internal",
+        description="public: the disclosure-controlled output published outside the force (docs/security.md"
+        "#public-output-mode): one H3 resolution (8), whole calendar months (or quarters), the public presets "
+        "only, cells with fewer than k=5 offences withheld, harm to 2 significant figures; days, hours, offence "
+        "lists, ASB and other weights refused, area/bbox keep whole cells. Available to every role (preview); a "
+        "public key or a HARMSPOT_DISCLOSURE=public deployment always gets it, whatever this says.")] = "internal",
 ) -> DisclosurePolicy | None:
-    if mode == "internal":
+    """The one hook of public output on every door that has it (/hotspots, its GeoJSON, OGC harm-spot items)."""
+    forced = forced_public(request)
+    if mode == "internal" and not forced:
         return None
-    return DisclosurePolicy(state.settings.public_min_count, state.settings.public_max_resolution)
+    s = state.settings
+    return DisclosurePolicy(s.public_min_count, s.public_resolution, s.public_period, s.public_preset_list,
+                            forced_by=forced, explicit=frozenset(request.query_params.keys()))
 
 
 Disclosure = Annotated[DisclosurePolicy | None, Depends(on_loop(disclosure_policy))]

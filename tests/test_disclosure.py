@@ -1,4 +1,6 @@
-"""Public output mode: small cells withheld before ranking, resolution capped, totals over published cells only."""
+"""Public output mode (engine and in-process API): small cells withheld before ranking, one published resolution,
+totals over published cells only, fixed periods and presets. The differencing attacks of issue 13.12 run against a
+real keyed server in tests/test_issue13_security.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +13,7 @@ from hotspots.publish.disclosure import DisclosureError, DisclosurePolicy, publi
 from hotspots.ranking.harmspots import harm_spots
 from hotspots.ranking.query import HotspotQuery
 
-Q = {"dataset": "essex-sample", "from": "2024-03", "to": "2024-04", "preset": "all-crime"}
+Q = {"dataset": "essex-sample", "from": "2024-04", "to": "2024-04", "preset": "all-crime"}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,13 @@ def test_engine_suppresses_and_coarsens(service):
     assert pub.total_count == int(pub.cells["count"].sum())  # totals over published cells only
     assert pub.total_harm == pytest.approx(float(pub.cells["harm"].sum()))
     assert pub.cells["rank"].tolist() == list(range(1, len(pub.cells) + 1))
-    assert np.all(pub.cells["harm"].to_numpy() == np.round(pub.cells["harm"].to_numpy()))
+    harm = pub.cells["harm"].to_numpy()
+    digits = np.floor(np.log10(harm))  # 2 significant figures: harm / 10^(digits-1) is a whole number
+    assert np.allclose(harm / 10 ** (digits - 1), np.round(harm / 10 ** (digits - 1)))
     assert all(o["count"] >= 5 for offs in pub.cells["top_offences"] for o in offs)
+    for offs, n in zip(pub.cells["top_offences"], pub.cells["count"]):  # the rest of a cell: 0 or >= k
+        rest = n - sum(o["count"] for o in offs)
+        assert rest == 0 or rest >= 5
     meta = pub.meta()
     assert meta["disclosure"]["cells_withheld"] == len(small)
     assert meta["disclosure"]["resolution_requested"] == 10 and meta["resolution"] == 8
@@ -63,10 +70,19 @@ def test_suppression_before_top_n(service):
 
 def test_differencing_handles_refused(service):
     _, state = service
-    for extra in ({"bbox": (0.5, 51.5, 0.8, 51.7)}, {"hours": [1, 2]}, {"days": [4]}, {"from": "2024-03-01"}):
+    for extra in ({"hours": [1, 2]}, {"days": [4]}, {"from": "2024-03-05", "to": "2024-04-04"},
+                  {"from": "2024-03", "to": "2024-04"}, {"offences": ["robbery"]}, {"include_asb": True},
+                  {"preset": "op-ark"}, {"from": "2024-05", "to": "2024-05"}):
         q = HotspotQuery.model_validate({**Q, **extra})
         with pytest.raises(DisclosureError):
-            public_harm_spots(state.store, q, state.default_weights)
+            public_harm_spots(state.store, q, state.default_weights, DisclosurePolicy(explicit=frozenset(extra)))
+    q = HotspotQuery.model_validate({**Q, "from": "2024-03-01", "to": "2024-03-31"})  # a whole month, as days
+    assert public_harm_spots(state.store, q, state.default_weights).period_from.month == 3
+    quarterly = DisclosurePolicy(period="quarter")
+    with pytest.raises(DisclosureError):  # months are not published where quarters are
+        public_harm_spots(state.store, q, state.default_weights, quarterly)
+    with pytest.raises(ValueError):  # overlapping public presets are refused when the policy is made
+        DisclosurePolicy(presets=("all-crime", "op-ark"))
 
 
 def test_api_public_mode(service):
@@ -81,8 +97,8 @@ def test_api_public_mode(service):
     assert all(f["properties"]["count"] >= 5 for f in geo["features"])
     csv = client.get("/hotspots", params={**Q, "mode": "public", "format": "csv", "top": 5})
     assert csv.status_code == 200 and csv.text.startswith("h3,")
-    bad = client.get("/hotspots", params={**Q, "mode": "public", "bbox": "0.5,51.5,0.8,51.7"})
-    assert bad.status_code == 422 and "public mode" in bad.json()["error"]["message"]
+    bad = client.get("/hotspots", params={**Q, "mode": "public", "hours": "1-2"})
+    assert bad.status_code == 422 and "public output" in bad.json()["error"]["message"]
     assert client.get("/hotspots", params={**Q, "mode": "secret"}).status_code == 422
     internal = client.get("/hotspots", params={**Q, "resolution": 10, "top": 5}).json()
     assert internal["resolution"] == 10 and "disclosure" not in internal

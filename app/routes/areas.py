@@ -189,6 +189,7 @@ def area_collections(state: ServiceState) -> list[Collection]:
                     f"its records; {APPROXIMATE_NOTE}.")
         out.append(Collection(id=collection_id(stored), title=title, description=desc, items=_items_for(stored),
                               extent=_extent_for(stored), kind="areas", style={"type": "outline"},
+                              public=own is None,  # automatic outlines are drawn from record locations
                               keywords=("boundaries",) if own is None else ("boundaries", "automatic", own)))
     return out
 

@@ -15,7 +15,7 @@ from app.deps import Disclosure, Format, GiStar, GiStarParams, Query_, State
 from app.errors import ApiError
 from app.render import CELL_FIELDS, GEOJSON_MEDIA, cells_response, to_geojson
 from app.state import ServiceState
-from hotspots.publish.disclosure import DisclosurePolicy, public_harm_spots
+from hotspots.publish.disclosure import DisclosureError, DisclosurePolicy, public_harm_spots
 from hotspots.ranking.context import CONTEXT_FIELDS
 from hotspots.ranking.forecast import FORECAST_COLUMNS
 from hotspots.ranking.harmspots import HotspotResult, harm_spots
@@ -161,6 +161,8 @@ def harm_spot_items(state: ServiceState, req: ItemsRequest) -> Items:
     ranking, so they are the same on every page and in ``/hotspots``.
     """
     q = hotspot_query_for_items(state, req)
+    if req.disclosure is not None:
+        return _public_items(state, q, req)
     labelled = _label_depth(req.offset + req.limit, q.top)
     result = hotspot_result(state, q.model_copy(update={"top": labelled}))  # cached: pages are slices of it
     ranked = result.cells if q.top is None else result.cells.head(q.top)
@@ -176,14 +178,29 @@ def harm_spot_items(state: ServiceState, req: ItemsRequest) -> Items:
     return Items(fc["features"], int(len(ranked)), fc["metadata"], fields)
 
 
+def _public_items(state: ServiceState, q: HotspotQuery, req: ItemsRequest) -> Items:
+    """The public output of the query (hotspots.publish.disclosure, as /hotspots?mode=public): every published
+    cell ranked once per store state and policy, then the page (bbox keeps whole published cells)."""
+    policy: DisclosurePolicy = req.disclosure
+    try:
+        result = cached_value(state, ("public_harm_spots", q, policy),
+                              lambda: public_harm_spots(state.store, q, state.default_weights, policy))
+    except DisclosureError as exc:  # OGC API - Features: an invalid parameter value is a 400
+        raise ApiError(400, "invalid_parameter", str(exc)) from exc
+    ranked, page = cells_page(result.top_cells, req, policy.resolution)
+    fc = to_geojson({**result.meta(), "top": q.top}, page, FIELDS)
+    return Items(fc["features"], int(len(ranked)), fc["metadata"], FIELDS)
+
+
 HARM_SPOTS = Collection(
     id="harm-spots", title="Harm spots",
     description="H3 cells ranked by harm (days under the harm weights table; `harm_unit` in the metadata names it): the same query and cells as GET /hotspots. Query "
     "parameters dataset, from, to, preset, offences, area, resolution, weights, top, rank_by, include_asb and "
     "method work as on /hotspots (default: every cell with harm, ranked by observed harm; method=forecast ranks "
     "by expected harm in the period after `to`); datetime sets the period (whole days); "
-    "bbox keeps the ranked cells whose hexagon intersects it (ranks and shares are not recomputed).",
-    items=harm_spot_items, extent=offences_extent, kind="cells", describe=describe_query,
+    "bbox keeps the ranked cells whose hexagon intersects it (ranks and shares are not recomputed). "
+    "mode=public (and always for a public key) gives the disclosure-controlled output of /hotspots?mode=public.",
+    items=harm_spot_items, extent=offences_extent, kind="cells", describe=describe_query, public=True,
     style={"property": "harm", "type": "sequential"}, keywords=("harm", "hotspots", "H3", "CCHI"))
 
 

@@ -30,7 +30,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.cache import cached_route
 from app.collections import (CRS84, DEFAULT_LIMIT, HOTSPOT_PARAMETERS, MAX_LIMIT, Collection, Collections, Items,
                              ItemsRequest)
-from app.deps import State
+from app.deps import Disclosure, State, forced_public
 from app.errors import ApiError
 from app.render import JSONResponse, to_csv
 from app.state import ServiceState
@@ -354,6 +354,8 @@ _F_ITEMS = Annotated[Literal["json", "csv", "html"] | None, Query(description="j
 _F_ITEM = Annotated[Literal["json", "html"] | None, Query(description="json (GeoJSON, default) or html")]
 _ERRORS = {400: {"description": "an invalid or unknown query parameter (OGC API - Features asks for 400)",
                  "content": {"application/json": {}}},
+           403: {"description": "public output (a public key or deployment) and a collection without a public form",
+                 "content": {"application/json": {}}},
            404: {"description": "no such collection or feature", "content": {"application/json": {}}}}
 
 
@@ -392,7 +394,8 @@ def get_collections(request: Request, state: State, registry: Collections, p: Ha
     doc = {
         "links": [{"href": f"{base}/collections?f=json", "rel": "self", "type": "application/json", "title": "collections"},
                   {"href": f"{base}/collections?f=html", "rel": "alternate", "type": "text/html", "title": "as HTML"}],
-        "collections": [collection_document(request, state, c, req) for c in registry.collections(state)],
+        "collections": [collection_document(request, state, c, req) for c in registry.collections(state)
+                        if c.public or not forced_public(request)],  # a public key sees what it may read
     }
     if _format(request, f) == "html":
         return _html_page("Collections", doc)
@@ -403,7 +406,8 @@ def get_collections(request: Request, state: State, registry: Collections, p: Ha
             responses={200: {"content": {"application/json": {}, "text/html": {}}}, **_ERRORS})
 def get_collection_doc(request: Request, state: State, registry: Collections, collection_id: str, p: Harmspot,
                        f: _F_JSON_HTML = None) -> Response:
-    doc = collection_document(request, state, registry.get(state, collection_id), ItemsRequest(query=p.query))
+    doc = collection_document(request, state, _collection_for(request, state, registry, collection_id),
+                              ItemsRequest(query=p.query))
     if _format(request, f) == "html":
         return _html_page(doc["title"], doc)
     return JSONResponse(doc)
@@ -417,7 +421,7 @@ def get_collection_doc(request: Request, state: State, registry: Collections, co
             responses={200: {"content": {"application/schema+json": {}, "application/json": {}}}, **_ERRORS})
 @cached_route("ogc-queryables")
 def get_queryables(request: Request, state: State, registry: Collections, collection_id: str, p: Harmspot) -> Response:
-    c = registry.get(state, collection_id)
+    c = _collection_for(request, state, registry, collection_id)
     doc = {"$schema": "https://json-schema.org/draft/2019-09/schema",
            "$id": _url(request, f"/collections/{c.id}/queryables"), "type": "object", "title": c.title,
            "properties": queryables(state, c, ItemsRequest(query=p.query)), "additionalProperties": False}
@@ -481,12 +485,24 @@ def _matches(props: dict, filters: dict[str, str]) -> bool:
     return True
 
 
+def _collection_for(request: Request, state: ServiceState, registry, collection_id: str, disclosure=None):
+    """The collection, if this request may read it: with public output (a public key, a public deployment, or
+    mode=public) only collections with a public form (harm spots, loaded boundary layers)."""
+    c = registry.get(state, collection_id)
+    if c.public or (disclosure is None and not forced_public(request)):
+        return c
+    if forced_public(request):
+        raise ApiError(403, "not_public", f"collection '{c.id}' has no public (disclosure-controlled) form; public "
+                       "output covers harm-spots and the loaded boundary layers (docs/security.md#public-output-mode)")
+    raise ApiError(400, "invalid_parameter", f"mode=public: collection '{c.id}' has no public form (harm-spots has)")
+
+
 def _items_request(bbox: str | None, datetime_: str | None, limit: int | None, offset: int | None,
-                   query: dict[str, Any], feature_id: str | None = None) -> ItemsRequest:
+                   query: dict[str, Any], feature_id: str | None = None, disclosure=None) -> ItemsRequest:
     start, end, has_dt = parse_datetime(datetime_)
     return ItemsRequest(bbox=parse_ogc_bbox(bbox), start=start, end=end, has_datetime=has_dt,
                         limit=DEFAULT_LIMIT if limit is None else limit, offset=offset or 0, query=query,
-                        feature_id=feature_id)
+                        feature_id=feature_id, disclosure=disclosure)
 
 
 @router.get(
@@ -503,7 +519,7 @@ def _items_request(bbox: str | None, datetime_: str | None, limit: int | None, o
 )
 @cached_route("ogc-items")  # one response per store state and request; pages slice one cached result (app.cache)
 def get_items(
-    request: Request, state: State, registry: Collections, collection_id: str, p: Harmspot,
+    request: Request, state: State, registry: Collections, collection_id: str, p: Harmspot, disclosure: Disclosure,
     bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (CRS84)")] = None,
     datetime_: Annotated[str | None, Query(alias="datetime", description="RFC 3339 instant or interval a/b")] = None,
     limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1-{MAX_LIMIT} (default "
@@ -511,9 +527,9 @@ def get_items(
     offset: Annotated[int | None, Query(ge=0, description="Features to skip")] = None,
     f: _F_ITEMS = None,
 ) -> Response:
-    c = registry.get(state, collection_id)
+    c = _collection_for(request, state, registry, collection_id, disclosure)
     fmt = _format(request, f)
-    req = _items_request(bbox, datetime_, limit, offset, p.query)
+    req = _items_request(bbox, datetime_, limit, offset, p.query, disclosure=disclosure)
     filters = _property_filters(request, c, state, req)
     if filters:  # a filter on properties: the page is a slice of the filtered features
         every = c.items(state, replace(req, offset=0, limit=10**9))
@@ -572,10 +588,10 @@ def get_items(
             responses={200: {"content": {GEOJSON: {}, "text/html": {}}}, **_ERRORS})
 @cached_route("ogc-item")
 def get_item(request: Request, state: State, registry: Collections, collection_id: str, feature_id: str,
-             p: Harmspot, f: _F_ITEM = None) -> Response:
-    c = registry.get(state, collection_id)
+             p: Harmspot, disclosure: Disclosure, f: _F_ITEM = None) -> Response:
+    c = _collection_for(request, state, registry, collection_id, disclosure)
     fmt = _format(request, f)
-    items = c.items(state, ItemsRequest(query=p.query, feature_id=feature_id, limit=1))
+    items = c.items(state, ItemsRequest(query=p.query, feature_id=feature_id, limit=1, disclosure=disclosure))
     if not items.features:
         raise ApiError(404, "not_found", f"no feature '{feature_id}' in collection '{c.id}'")
     feat = dict(items.features[0])
