@@ -42,6 +42,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS rtm_runs (
     id VARCHAR, status VARCHAR, stage VARCHAR, fraction DOUBLE, error VARCHAR, created_at TIMESTAMP,
     started_at TIMESTAMP, finished_at TIMESTAMP, dataset VARCHAR, request VARCHAR, result VARCHAR);
+ALTER TABLE rtm_runs ADD COLUMN IF NOT EXISTS key_id VARCHAR;
 CREATE TABLE IF NOT EXISTS rtm_cells (
     run_id VARCHAR, cell UBIGINT, relative_risk DOUBLE, risk_class TINYINT, train_offences INTEGER,
     test_offences INTEGER, factors UBIGINT);
@@ -56,6 +57,17 @@ class PlanError(ValueError):
 
 class RunCancelled(Exception):
     pass
+
+
+class QueueFull(Exception):
+    """Too many runs queued or running (for this key, or in all): a 429 with Retry-After, no run is created."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+DEFAULT_RUN_SECONDS = 60.0  # Retry-After estimate before any run has finished
 
 
 def ensure_tables(store: Store) -> None:
@@ -228,12 +240,34 @@ def execute(store: Store, default_weights, plan: RunPlan, progress) -> tuple[dic
 
 
 # ---------------------------------------------------------------------------------------------- persistence
-def create_run(store: Store, plan: RunPlan) -> str:
+def create_run(store: Store, plan: RunPlan, key_id: str | None = None, per_key: int | None = None,
+               total: int | None = None) -> str:
+    """Record a queued run. With caps, the count of open (queued or running) runs - of ``key_id`` (``per_key``)
+    and of everyone (``total``) - is checked in the same transaction as the insert (Store.write), so parallel
+    posts cannot overshoot it; over a cap: QueueFull (429) with a Retry-After estimate, nothing stored."""
     ensure_tables(store)
     run_id = uuid.uuid4().hex[:12]
-    with store.write_lock, store.transaction() as cur:
-        cur.execute("INSERT INTO rtm_runs VALUES (?, 'queued', 'queued', 0.0, NULL, ?, NULL, NULL, ?, ?, NULL)",
-                    [run_id, utc_now(), plan.query.dataset, json.dumps(plan.request, default=str)])
+
+    def write(cur) -> None:
+        if per_key is not None or total is not None:
+            mine, everyone = cur.execute("""SELECT count(*) FILTER (WHERE key_id = ?), count(*) FROM rtm_runs
+                                            WHERE status IN ('queued', 'running')""", [key_id]).fetchall()[0]
+            over = ("this key has" if per_key is not None and key_id is not None and mine >= per_key else
+                    "the service has" if total is not None and everyone >= total else None)
+            if over:
+                cap = per_key if over == "this key has" else total
+                typical = cur.execute("""SELECT median(epoch(finished_at) - epoch(started_at)) FROM (
+                    SELECT finished_at, started_at FROM rtm_runs WHERE status = 'done' AND started_at IS NOT NULL
+                    ORDER BY finished_at DESC LIMIT 20)""").fetchall()[0][0]
+                wait = int(min(3600, max(5, (typical or DEFAULT_RUN_SECONDS) * max(1, everyone))))
+                raise QueueFull(f"{over} {cap} RTM runs queued or running (the most allowed): wait for one to "
+                                f"finish (about {wait} s), then post again", wait)
+        cur.execute("""INSERT INTO rtm_runs (id, status, stage, fraction, error, created_at, started_at, finished_at,
+                                             dataset, request, result, key_id)
+                       VALUES (?, 'queued', 'queued', 0.0, NULL, ?, NULL, NULL, ?, ?, NULL, ?)""",
+                    [run_id, utc_now(), plan.query.dataset, json.dumps(plan.request, default=str), key_id])
+
+    store.write(write)
     return run_id
 
 
@@ -369,8 +403,10 @@ class RunManager:
             log.warning("%d RTM run(s) interrupted by the last shutdown marked failed", recovered)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtm-run")
 
-    def submit(self, plan: RunPlan) -> str:
-        run_id = create_run(self.store, plan)
+    def submit(self, plan: RunPlan, key_id: str | None = None, per_key: int | None = None,
+               total: int | None = None) -> str:
+        """Queue a run (QueueFull beyond the caps: the queue is bounded per key and in all)."""
+        run_id = create_run(self.store, plan, key_id, per_key, total)
         self.executor.submit(self._execute, run_id, plan)
         return run_id
 

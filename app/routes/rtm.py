@@ -28,7 +28,7 @@ from app.collections import CRS84, Collection, Items, ItemsRequest, Registry
 from app.deps import State
 from app.errors import ApiError
 from app.render import JSONResponse, to_csv
-from app.rtm_jobs import PlanError, RunManager, get_run, latest_done, list_runs, plan_run
+from app.rtm_jobs import PlanError, QueueFull, RunManager, get_run, latest_done, list_runs, plan_run
 from geodata import layer_store
 from geodata.cells import cell_boundaries_lonlat, cell_centres, from_hex, to_hex
 from geodata.layers import DEFAULT_BUFFER_M, LayerError
@@ -220,13 +220,24 @@ class RTMRunRequest(BaseModel):
              "bootstrap stability) is there when status is done. Options: outcome=harm models harm per cell with a "
              "Tweedie model (RRVs are ratios of expected harm); block_length_m sets distances in street-block "
              "lengths (0.5-3 blocks); grid=square uses EPSG:27700 squares (half a block by default). "
-             "Needs the analyst role.")
+             "Needs the analyst role. The queue is bounded: an API key may have HARMSPOT_RTM_MAX_QUEUED_PER_KEY "
+             "runs (default 2) queued or running, the service HARMSPOT_RTM_MAX_QUEUED (default 20); beyond, 429 "
+             "with Retry-After (seconds, estimated from recent runs) and no run is created.",
+             responses={429: {"description": "Too many runs queued or running for this key (or in all); see "
+                                             "Retry-After", "headers": {"Retry-After": {
+                                                 "description": "Seconds to wait", "schema": {"type": "integer"}}}}})
 def post_run(request: Request, state: State, body: RTMRunRequest) -> JSONResponse:
     try:
         plan = plan_run(state.store, state.default_weights, body.model_dump(by_alias=True))
     except PlanError as exc:
         raise ApiError(422, "invalid_parameter", str(exc)) from exc
-    run_id = _manager(request).submit(plan)
+    principal = getattr(request.state, "harmspot_principal", None)
+    try:
+        run_id = _manager(request).submit(plan, principal.key_id if principal else None,
+                                          state.settings.rtm_max_queued_per_key, state.settings.rtm_max_queued)
+    except QueueFull as exc:
+        raise ApiError(429, "too_many_runs", str(exc), {"retry_after_s": exc.retry_after},
+                       headers={"Retry-After": str(exc.retry_after)}) from exc
     return JSONResponse({"id": run_id, "status": "queued", "links": _run_links(run_id)}, status_code=202,
                         headers={"Location": f"/rtm/runs/{run_id}"})
 
