@@ -136,7 +136,7 @@ def disclosure_policy(
     mode: Annotated[Literal["internal", "public"], Query(
         description="public: the disclosure-controlled output published outside the force (docs/security.md"
         "#public-output-mode): one H3 resolution (8), whole calendar months (or quarters), the public presets "
-        "only, cells with fewer than k=5 offences withheld, harm to 2 significant figures; days, hours, offence "
+        "only (another preset is answered with the first public one), cells with fewer than k=5 offences withheld, harm to 2 significant figures; days, hours, offence "
         "lists, ASB and other weights refused, area/bbox keep whole cells. Available to every role (preview); a "
         "public key or a HARMSPOT_DISCLOSURE=public deployment always gets it, whatever this says.")] = "internal",
 ) -> DisclosurePolicy | None:
@@ -146,7 +146,7 @@ def disclosure_policy(
         return None
     s = state.settings
     return DisclosurePolicy(s.public_min_count, s.public_resolution, s.public_period, s.public_preset_list,
-                            forced_by=forced, explicit=frozenset(request.query_params.keys()))
+                            forced_by=forced)
 
 
 Disclosure = Annotated[DisclosurePolicy | None, Depends(on_loop(disclosure_policy))]

@@ -72,10 +72,10 @@ def test_differencing_handles_refused(service):
     _, state = service
     for extra in ({"hours": [1, 2]}, {"days": [4]}, {"from": "2024-03-05", "to": "2024-04-04"},
                   {"from": "2024-03", "to": "2024-04"}, {"offences": ["robbery"]}, {"include_asb": True},
-                  {"preset": "op-ark"}, {"from": "2024-05", "to": "2024-05"}):
+                  {"method": "forecast"}, {"from": "2024-05", "to": "2024-05"}):
         q = HotspotQuery.model_validate({**Q, **extra})
         with pytest.raises(DisclosureError):
-            public_harm_spots(state.store, q, state.default_weights, DisclosurePolicy(explicit=frozenset(extra)))
+            public_harm_spots(state.store, q, state.default_weights)
     q = HotspotQuery.model_validate({**Q, "from": "2024-03-01", "to": "2024-03-31"})  # a whole month, as days
     assert public_harm_spots(state.store, q, state.default_weights).period_from.month == 3
     quarterly = DisclosurePolicy(period="quarter")

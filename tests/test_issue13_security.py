@@ -358,14 +358,17 @@ def test_13_12_public_key_cannot_difference_months(svc):
 
 def test_13_12_public_key_cannot_difference_offence_selections(svc):
     with svc.client("public") as p:
-        for extra in ({"preset": "op-ark"}, {"preset": "nte"}, {"offences": "robbery"},
-                      {"offences": "violence-and-sexual-offences,robbery"}, {"include_asb": "true"},
-                      {"weights": "race-weights"}, {"days": "4,5"}, {"hours": "20-3"}):
+        for extra in ({"offences": "robbery"}, {"offences": "violence-and-sexual-offences,robbery"},
+                      {"include_asb": "true"}, {"weights": "race-weights"}, {"days": "4,5"}, {"hours": "20-3"},
+                      {"method": "forecast"}):
             r = p.get("/hotspots", params={**MONTH, **extra})
             assert r.status_code == 422, (extra, r.text)
-        default = p.get("/hotspots", params=MONTH).json()
+        default = p.get("/hotspots", params={**MONTH, "top": 100_000}).json()
         assert default["preset"] == "all-crime"  # the one published selection, whatever the door's default
-        assert p.get("/hotspots", params={**MONTH, "preset": "all-crime"}).json()["cells"] == default["cells"]
+        for preset in ("all-crime", "op-ark", "nte", "community-violence"):  # another preset: the published one
+            body = p.get("/hotspots", params={**MONTH, "preset": preset, "top": 100_000}).json()
+            assert body["preset"] == "all-crime" and body["disclosure"]["preset_requested"] == preset
+            assert _cells(body) == _cells(default)  # so one selection minus another is always zero
 
 
 def test_13_12_public_key_cannot_difference_district_areas(svc):

@@ -11,7 +11,8 @@ differenced into small counts. Rules (docs/security.md, "Public output mode"):
    period.
 3. **Fixed offence selections**: only the deployment's public presets (``presets``, default ``all-crime``), which
    must not share an offence group or category (checked when the policy is made), so no published selection is
-   another one plus a remainder. Explicit offence lists, ``include_asb`` and other weights tables are refused.
+   another one plus a remainder. Another preset is answered with the first public one (and says so); explicit
+   offence lists, ``include_asb``, ``method=forecast`` and other weights tables are refused.
 4. **Whole cells only**: ``days`` and ``hours`` (they cut offences inside cells) are refused; ``area`` and
    ``bbox`` select whole published cells by their centre and never cut one, so a cell has the same count in
    every public response that contains it.
@@ -33,7 +34,7 @@ the same offences, or what a cell's rounded harm and count together say about th
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -79,7 +80,6 @@ class DisclosurePolicy:
     period: str = "month"  # month | quarter
     presets: tuple[str, ...] = ("all-crime",)
     forced_by: str | None = None  # None: asked for with mode=public; "key" (a public key) or "deployment"
-    explicit: frozenset[str] = field(default_factory=frozenset)  # request parameters given (not defaulted)
 
     def __post_init__(self) -> None:
         if self.period not in PERIOD_MONTHS:
@@ -173,12 +173,9 @@ def public_query(store: Store, q: HotspotQuery, policy: DisclosurePolicy,
         raise DisclosureError(f"public output does not take {', '.join(refused)}: it publishes fixed offence "
                               f"selections ({', '.join(policy.presets)}) under the default weights, over whole "
                               "cells, so no two public answers can be differenced")
-    preset = q.preset
-    if preset not in policy.presets:
-        if "preset" in policy.explicit:
-            raise DisclosureError(f"public output publishes the presets {list(policy.presets)} only (fixed, "
-                                  f"non-overlapping selections); '{preset}' is not one")
-        preset = policy.presets[0]
+    # a preset that is not published is answered with the first public one (announced in the caveats and in
+    # disclosure.preset_requested, as a resolution is): the answer is then a published product, never a new one
+    preset = q.preset if q.preset in policy.presets else policy.presets[0]
     last = store.cached(("public_last", q.dataset), lambda: store.scalar(
         "SELECT max(occurred_to) FROM offences WHERE dataset = ?", [q.dataset]))
     if last is None or pd.isna(last):
@@ -251,7 +248,8 @@ def apply_disclosure(result: HotspotResult, policy: DisclosurePolicy, q: Hotspot
     pub["top_offences"] = [_breakdown(offs, int(n), k) for offs, n in zip(pub["top_offences"], pub["count"])]
     withheld = int((~big & inside).sum())
     published_q = result.query.model_copy(update={"top": q.top})
-    disclosure = {**policy.describe(), "cells_withheld": withheld, "resolution_requested": q.resolution,
+    disclosure = {**policy.describe(), "cells_withheld": withheld, "preset_requested": q.preset,
+                  "preset_published": result.query.preset, "resolution_requested": q.resolution,
                   "resolution_published": policy.resolution, "area": cell_filter.area,
                   "bbox": list(cell_filter.bbox) if cell_filter.bbox else None}
     caveats = [*result.caveats, f"public output: cells with fewer than {k} offences withheld ({withheld} cells); "
@@ -263,8 +261,8 @@ def apply_disclosure(result: HotspotResult, policy: DisclosurePolicy, q: Hotspot
         caveats.append("public output: the area/bbox keeps whole cells whose centre lies inside it (a cell is "
                        "never cut), so edge cells cover some ground outside it")
     if result.query.preset != q.preset:
-        caveats.append(f"public output: offence selection {result.query.preset}, a published preset (the default "
-                       f"{q.preset} is not published; public presets: {', '.join(policy.presets)})")
+        caveats.append(f"public output: offence selection {result.query.preset}, a published preset ({q.preset} "
+                       f"is not published; public presets: {', '.join(policy.presets)})")
     not_applied = [_RECORD_COUNTS.sub("not applied to records that lack the field", t) for t in result.not_applied]
     domain = _area_domain(cell_filter, policy.resolution)
     domain = result.domain_cells if domain is None else domain
