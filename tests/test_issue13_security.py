@@ -99,6 +99,20 @@ def test_13_4_parallel_layer_uploads_one_new_name_one_201_rest_409(svc):
         assert c.get("/layers/race-layer").json()["features"] == 2
 
 
+def test_13_4_parallel_tasking_packs_are_chained_not_forked(svc):
+    """A saved pack's new/continuing/dropped statuses compare it with the pack saved before it: parallel saves
+    for one dataset and layer each name a different predecessor (the check runs in the save's transaction; an
+    overtaken pack is built again), so the packs form one chain."""
+    params = {"layer": "wards", "spots_per_area": 1, "dataset": "essex-sample"}
+    with svc.client("analyst") as c:
+        got = parallel(4, lambda i: c.post("/tasking", params=params))
+        assert statuses(got) == [201] * 4, [r.text[:200] for r in got]
+        packs = sorted((r.json()["pack_id"], r.json()["previous_pack_id"]) for r in got)
+        ids = [p for p, _ in packs]
+        assert [prev for _, prev in packs][1:] == ids[:-1], packs  # each the successor of the one before
+        assert len({prev for _, prev in packs}) == 4
+
+
 def test_13_4_every_write_path_in_parallel_has_no_5xx(svc):
     """Keys, patrols, tasking packs, harm weights, datasets and RTM runs posted concurrently: only 2xx/4xx."""
     with svc.client("admin") as c:

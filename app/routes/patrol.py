@@ -108,13 +108,27 @@ async def get_tasking(request: Request, state: State, q: Query_, params: TParams
                                                             state.settings.protective_marking))
 
 
+TASKING_SAVE_ATTEMPTS = 5  # builds of one POST in all: n parallel posts (n <= 5) all land, chained
+
+
 @router.post("/tasking", summary="Compute and save a tasking pack (the baseline for the next pack's statuses)",
              description="Same parameters as GET /tasking; the saved pack gets a `pack_id`, is the plan that "
-             "GET /patrols/compliance measures against, and the 'last pack' for new/continuing/dropped.")
+             "GET /patrols/compliance measures against, and the 'last pack' for new/continuing/dropped. Packs "
+             "saved in parallel for one dataset and layer are chained: each is compared with the pack saved just "
+             "before it (a pack overtaken while it was built is built again; 409 if that keeps happening).",
+             status_code=201,
+             responses={409: {"description": "Other packs of this dataset and layer kept being saved while this one "
+                                             "was built; post it again"}})
 def post_tasking(state: State, q: Query_, params: TParams,
                  format: Annotated[TaskFormat, Query()] = "json") -> Response:
-    pack = _pack(state, q, params)
-    tk.save_pack(state.store, pack)
+    for attempt in range(TASKING_SAVE_ATTEMPTS):
+        pack = _pack(state, q, params)
+        try:
+            tk.save_pack(state.store, pack)
+            break
+        except tk.StalePack:
+            if attempt == TASKING_SAVE_ATTEMPTS - 1:
+                raise  # StoreConflict: 409 (app/errors.py)
     resp = _render_pack(pack, format, state.store, state.settings.protective_marking)
     resp.status_code = 201
     return resp

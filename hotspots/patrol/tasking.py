@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from geodata.areas import LayerChoice, choose_layer, public_layers
 from geodata.cells import AREA_RESOLUTION, parents
 from geodata.harm import WeightsTable
-from geodata.store import Store, StoreError, utc_now
+from geodata.store import Store, StoreConflict, StoreError, utc_now
 from hotspots.ranking.context import MAIN_LOCATION_RULE, police_station_cells
 from hotspots.ranking.harmspots import HotspotResult, run_plan
 from hotspots.ranking.plan import QueryPlan, resolve_plan
@@ -386,11 +386,26 @@ def _dropped(prev: pd.DataFrame | None, chosen: pd.DataFrame, cells: pd.DataFram
     return gone[["cell", *cols]].reset_index(drop=True)
 
 
+class StalePack(StoreConflict):
+    """Another pack of the same dataset and layer was saved after this one was built: its new/continuing/dropped
+    statuses compare with a pack that is no longer the latest. Build it again (the API does, then answers 409)."""
+
+
 def save_pack(store: Store, pack: TaskingPack) -> int:
-    """Store the pack (header + spots) in one transaction; it becomes the 'previous pack' of the next one."""
+    """Store the pack (header + spots) in one transaction; it becomes the 'previous pack' of the next one. The
+    check that the pack it was compared with (``previous_pack_id``) is still the latest saved one of its dataset
+    and layer runs in the same transaction (Store.write), so two packs saved in parallel never both claim the
+    same predecessor: the later one raises :class:`StalePack`."""
     ensure_schema(store)
     hs = pack.hotspots
-    with store.transaction() as cur:
+
+    def write(cur) -> int:
+        latest = cur.execute("""SELECT pack_id FROM tasking_packs WHERE dataset = ? AND area_layer = ?
+                                ORDER BY created_at DESC, pack_id DESC LIMIT 1""",
+                             [pack.query.dataset, pack.params.area_layer]).fetchall()
+        if (latest[0][0] if latest else None) != pack.previous_pack_id:
+            raise StalePack(f"tasking pack {latest[0][0]} of {pack.query.dataset}/{pack.params.area_layer} was saved "
+                            f"while this one was built against pack {pack.previous_pack_id}; build it again")
         pid = int(cur.execute("SELECT nextval('tasking_pack_seq')").fetchall()[0][0])
         cur.execute("INSERT INTO tasking_packs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [pid, pack.query.dataset, pack.area_layer, utc_now(), pack.plan_from,
@@ -410,6 +425,9 @@ def save_pack(store: Store, pack: TaskingPack) -> int:
         cur.register("ts", frame)
         cur.execute("INSERT INTO tasking_spots SELECT * FROM ts")
         cur.unregister("ts")
+        return pid
+
+    pid = store.write(write)
     pack.pack_id = pid
     return pid
 
