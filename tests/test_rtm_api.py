@@ -245,7 +245,8 @@ def test_runs_persist_across_restart(tmp_path):
         t0 = time.monotonic()
     assert time.monotonic() - t0 < 15  # shutdown cancels the running run at its next progress report
     con = duckdb.connect(str(tmp_path / "harmspot.duckdb"))  # as if the service had died mid-run
-    con.execute("INSERT INTO rtm_runs VALUES ('stale', 'running', 'screening', 0.3, NULL, now(), now(), NULL, "
+    con.execute("INSERT INTO rtm_runs (id, status, stage, fraction, error, created_at, started_at, finished_at, "
+                "dataset, request, result) VALUES ('stale', 'running', 'screening', 0.3, NULL, now(), now(), NULL, "
                 "'essex-sample', '{}', NULL)")
     con.close()
     with _client(tmp_path) as c:
