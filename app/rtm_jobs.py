@@ -267,7 +267,7 @@ def create_run(store: Store, plan: RunPlan, key_id: str | None = None, per_key: 
                        VALUES (?, 'queued', 'queued', 0.0, NULL, ?, NULL, NULL, ?, ?, NULL, ?)""",
                     [run_id, utc_now(), plan.query.dataset, json.dumps(plan.request, default=str), key_id])
 
-    store.write(write)
+    store.write(write, scope="rtm_runs")
     return run_id
 
 

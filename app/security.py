@@ -143,7 +143,7 @@ def _store_key(store: Store, key: str, role: str, name: str) -> str:
         cur.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
                     [key_id, name, role, salt.hex(), _hash(salt, secret), utc_now()])
 
-    store.write(write)
+    store.write(write, scope="keys")
     return key_id
 
 
@@ -179,7 +179,7 @@ def revoke_key(store: Store, key_id: str, keep_an_admin: bool = False) -> bool:
         cur.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", [utc_now(), key_id])
         return True
 
-    return store.write(write)
+    return store.write(write, scope="keys")
 
 
 def bootstrap_admin_key(store: Store, settings: Settings) -> tuple[str, str | None] | None:
@@ -218,8 +218,8 @@ def write_audit_rows(store: Store, rows: list[list]) -> None:
     """Rows written directly (the aggregated refusals flushed before /audit reads): one transaction."""
     if rows:
         ensure_tables(store)
-        store.write(lambda cur: cur.executemany(
-            f"INSERT INTO audit_log VALUES ({', '.join('?' * AUDIT_COLUMNS)})", rows))
+        sql = f"INSERT INTO audit_log VALUES ({', '.join('?' * AUDIT_COLUMNS)})"
+        store.write(lambda cur: cur.executemany(sql, rows), scope="audit")
 
 
 def audit_rows(store: Store, limit: int = 100, key_id: str | None = None, dataset: str | None = None) -> pd.DataFrame:

@@ -107,7 +107,7 @@ def save_layer(store: Store, layer: PointLayer, *, attribution: str = "", study_
             cur.execute("INSERT INTO poi_rejects SELECT * FROM poi_rej")
             cur.unregister("poi_rej")
 
-    store.write(write)
+    store.write(write, scope="layers")
     return layer_summary(store, layer.name)
 
 

@@ -244,7 +244,9 @@ class Store:
         self._forbidden_thread: int | None = None
         self.memory_limit_mb = memory_limit_mb
         self._configure()
-        self.write_lock = _GuardedLock(self)  # writers in this process take it around their transaction
+        self.write_lock = _GuardedLock(self)  # bulk writers (ingest, weights, areas, RTM results) hold it throughout
+        self._scope_locks: dict[str, _GuardedLock] = {}  # one per check-then-write scope (see write)
+        self._scope_locks_guard = threading.Lock()
         self._schemas: set[str] = set()
         # small per-state memo (dataset names, period bounds, key weights, domain sizes): every write goes
         # through transaction(), which bumps the version after it commits, so an entry is only reused while
@@ -394,22 +396,31 @@ class Store:
         return self._read(run)
 
     # ------------------------------------------------------------------ transactions
-    def transaction(self) -> "_Tx":
-        """``with store.transaction() as cur:`` one DuckDB transaction holding the write lock throughout, so no
-        other writer of this process interleaves between a check and the write that depends on it. A DuckDB
-        transaction conflict surfaces as :class:`StoreConflict` (409); use :meth:`write` to retry it."""
-        return _Tx(self)
+    def scope_lock(self, scope: str) -> _GuardedLock:
+        """The lock of one write scope (a table or family of tables: "keydates", "layers", "keys"...): writers of
+        one scope take turns, writers of different scopes - and the bulk writers holding :attr:`write_lock`, such
+        as a long ingest - do not wait for each other (DuckDB isolates their transactions)."""
+        with self._scope_locks_guard:
+            return self._scope_locks.setdefault(scope, _GuardedLock(self))
 
-    def write(self, fn: Callable[[duckdb.DuckDBPyConnection], T], retries: int = WRITE_RETRIES) -> T:
+    def transaction(self, scope: str | None = None) -> "_Tx":
+        """``with store.transaction() as cur:`` one DuckDB transaction. With ``scope`` it holds that scope's lock
+        throughout (:meth:`scope_lock`), so no other writer of the scope in this process interleaves between a
+        check and the write that depends on it; bulk writers wrap it in ``with store.write_lock``. A DuckDB
+        transaction conflict surfaces as :class:`StoreConflict` (409); use :meth:`write` to retry it."""
+        return _Tx(self, self.scope_lock(scope) if scope else None)
+
+    def write(self, fn: Callable[[duckdb.DuckDBPyConnection], T], scope: str, retries: int = WRITE_RETRIES) -> T:
         """Check-then-write in one transaction, retried on conflict: ``fn(cur)`` runs inside
-        :meth:`transaction` (write lock held, BEGIN..COMMIT); raise inside ``fn`` to roll everything back (e.g.
-        an "already exists" error: the check and the insert see the same state). A DuckDB transaction conflict
-        (a writer that did not take the lock) rolls back and runs ``fn`` again, up to ``retries`` more times with
-        a short back-off, then raises StoreConflict. ``fn`` must touch the store only through ``cur`` (it may
-        run more than once)."""
+        ``transaction(scope)`` (the scope's lock held, BEGIN..COMMIT); raise inside ``fn`` to roll everything back
+        (e.g. an "already exists" error: the check and the insert see the same state). A DuckDB transaction
+        conflict (a writer of another scope on the same rows) rolls back and runs ``fn`` again, up to ``retries``
+        more times with a short back-off, then raises StoreConflict. ``fn`` must touch the store only through
+        ``cur`` (it may run more than once). The scope is not the whole store: a small write never waits for a
+        long ingest (issue 13 item 5)."""
         for attempt in range(retries + 1):
             try:
-                with self.transaction() as cur:
+                with self.transaction(scope) as cur:
                     return fn(cur)
             except StoreConflict as exc:
                 if not getattr(exc, "retryable", False) or attempt == retries:
@@ -652,15 +663,17 @@ def _conflict(exc: Exception) -> StoreConflict:
 
 
 class _Tx:
-    """One transaction under the store's write lock (re-entrant: ``with store.write_lock, store.transaction()``
-    still works). DuckDB transaction conflicts become a retryable :class:`StoreConflict`."""
+    """One transaction, under a scope's lock when given one (re-entrant). DuckDB transaction conflicts become a
+    retryable :class:`StoreConflict`."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, lock: _GuardedLock | None = None):
         self.store = store
+        self.lock = lock
         self.cur: duckdb.DuckDBPyConnection | None = None
 
     def __enter__(self) -> duckdb.DuckDBPyConnection:
-        self.store.write_lock.acquire()
+        if self.lock is not None:
+            self.lock.acquire()
         try:
             try:
                 self.cur = self.store.cursor()
@@ -673,7 +686,8 @@ class _Tx:
         except BaseException:
             if self.cur is not None:
                 self.cur.close()
-            self.store.write_lock.release()
+            if self.lock is not None:
+                self.lock.release()
             raise
         return self.cur
 
@@ -697,5 +711,6 @@ class _Tx:
         finally:
             self.cur.close()
             self.store._changed()
-            self.store.write_lock.release()
+            if self.lock is not None:
+                self.lock.release()
 

@@ -159,16 +159,16 @@ def test_13_4_store_write_retries_a_transaction_conflict_then_answers_conflict(t
             raise duckdb.TransactionException("Conflict on tuple deletion!")
         return len(tries)
 
-    assert store.write(flaky) == 3
+    assert store.write(flaky, scope="t") == 3
     assert store.query_df("SELECT name FROM t")["name"].tolist() == ["n3"]  # the failed attempts rolled back
 
     def always(cur):
         raise duckdb.TransactionException("Conflict on tuple deletion!")
 
     with pytest.raises(StoreConflict):
-        store.write(always)
-    assert store.write_lock.acquire(blocking=False)  # the lock is released after every outcome
-    store.write_lock.release()
+        store.write(always, scope="t")
+    assert store.scope_lock("t").acquire(blocking=False)  # the lock is released after every outcome
+    store.scope_lock("t").release()
     store.close()
 
 

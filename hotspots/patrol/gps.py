@@ -489,7 +489,7 @@ def purge_expired_pings(store, retention_days: int, now: pd.Timestamp | None = N
     cutoff = (now or pd.Timestamp.now(tz="UTC")).tz_convert("UTC").tz_localize(None) - pd.Timedelta(days=retention_days)
     n = int(store.scalar("SELECT count(*) FROM gps_pings WHERE received_at <= ? OR ? = 0", [cutoff, retention_days]))
     if n:
-        with store.transaction() as cur:
+        with store.transaction("patrols") as cur:
             cur.execute("DELETE FROM gps_pings WHERE received_at <= ? OR ? = 0", [cutoff, retention_days])
     return n
 
@@ -533,7 +533,7 @@ def record_gps(store, data: bytes | str, pack: dict, spots: pd.DataFrame, params
             "minutes": new["minutes"].round(3),
             "note": [f"GPS-derived: {p} pings, median interval {m:.0f} s, {s} stay(s)"
                      for p, m, s in zip(new["pings"], new["median_interval_s"], new["stays"])]})
-        with store.transaction() as cur:
+        with store.transaction("patrols") as cur:
             upload_id, _ = insert_patrols(store, cur, frame, "gps")
             if retention_days > 0:
                 pg = table.pings

@@ -146,7 +146,7 @@ def save_set(store: Store, kset: KeyDateSet, replace: bool = False) -> None:
         cur.execute("INSERT INTO keydates SELECT set_name, date, label, kind, analogue FROM kd")
         cur.unregister("kd")
 
-    store.write(write)
+    store.write(write, scope="keydates")
 
 
 def list_sets(store: Store) -> list[KeyDateSet]:

@@ -155,7 +155,7 @@ def record(store: Store, rows: list[dict], first_line: int = 1) -> PatrolUpload:
     if errors:
         raise PatrolError(f"{len({e['line'] for e in errors})} of {len(rows)} patrol rows are invalid; nothing was "
                           "stored", errors)
-    with store.transaction() as cur:
+    with store.transaction("patrols") as cur:
         upload, ids = insert_patrols(store, cur, frame, "manual")
     return PatrolUpload(upload, len(frame), ids, float(frame["minutes"].sum()))
 

@@ -427,7 +427,7 @@ def save_pack(store: Store, pack: TaskingPack) -> int:
         cur.unregister("ts")
         return pid
 
-    pid = store.write(write)
+    pid = store.write(write, scope="tasking")
     pack.pack_id = pid
     return pid
 
