@@ -338,6 +338,23 @@ def test_13_12_a_public_key_gets_public_output_on_every_door(svc):
         assert p.get("/datasets").status_code == 200 and p.get("/presets").status_code == 200
 
 
+def test_13_12_public_output_gets_loaded_boundaries_not_automatic_outlines(svc):
+    """Automatic lad/lsoa outlines follow the res-10 cells holding records (finer than the public grid): a public
+    key gets loaded boundary layers only, on /collections and /areas/{layer}.geojson; a viewer gets both."""
+    with svc.client("viewer") as v:
+        cols = v.get("/collections").json()["collections"]
+        auto = [c["id"] for c in cols if "automatic" in (c.get("keywords") or [])]
+        assert auto, [c["id"] for c in cols]  # the sample has LSOA names: its automatic layers exist
+        assert v.get("/areas/lad.geojson", params={"dataset": "essex-sample"}).status_code == 200
+    with svc.client("public") as p:
+        listed = {c["id"] for c in p.get("/collections").json()["collections"]}
+        assert "districts" in listed and not listed & set(auto), listed
+        r = p.get("/areas/lad.geojson", params={"dataset": "essex-sample"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "not_public", r.text[:300]
+        assert p.get(f"/collections/{auto[0]}/items").status_code == 403
+        assert p.get("/areas/districts.geojson", params={"dataset": "essex-sample"}).status_code == 200
+
+
 def test_13_12_viewers_get_internal_output_and_every_role_can_preview_public(svc):
     for role in ("viewer", "analyst", "admin"):
         with svc.client(role) as c:

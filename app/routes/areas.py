@@ -10,10 +10,10 @@ from typing import Annotated, Callable
 import numpy as np
 import pandas as pd
 import shapely
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 
 from app.collections import CRS84, Collection, Items, ItemsRequest, Registry
-from app.deps import State
+from app.deps import State, forced_public
 from app.errors import ApiError
 from app.render import GEOJSON_MEDIA, JSONResponse
 from app.state import ServiceState
@@ -97,9 +97,12 @@ def delete_areas(state: State, layer: str) -> JSONResponse:
 @router.get("/areas/{layer}.geojson", summary="A boundary layer as GeoJSON (for the map and GIS)",
             description="`layer` may be a loaded layer, `lad` or `lsoa` (the dataset's automatic layers), or "
             "`districts` (the dataset's district layer: loaded when it covers the dataset, else automatic). The "
-            "`metadata` member names the layer used.",
-            responses={200: {"content": {GEOJSON_MEDIA: {}}}})
-def area_geojson(state: State, layer: str,
+            "`metadata` member names the layer used. Public output (a public key, HARMSPOT_DISCLOSURE=public) "
+            "gets loaded layers only: an automatic outline is drawn from res-10 cells holding records, finer than "
+            "the published grid (403 `not_public`).",
+            responses={200: {"content": {GEOJSON_MEDIA: {}}},
+                       403: {"description": "An automatic layer asked for with public output"}})
+def area_geojson(request: Request, state: State, layer: str,
                  dataset: Annotated[str | None, Query(description="Dataset whose automatic or district layer is "
                                                       "meant (default: the default dataset).")] = None) -> JSONResponse:
     ds = _dataset(state, dataset)
@@ -111,6 +114,10 @@ def area_geojson(state: State, layer: str,
     frame = state.store.areas(stored)
     if frame.empty or stored == DATASET_LAYER:
         raise ApiError(404, "not_found", f"no area layer '{layer}'")
+    if split_layer(stored)[1] is not None and forced_public(request):
+        raise ApiError(403, "not_public", f"area layer '{layer}' of {ds} is automatic: its outlines follow the "
+                       "res-10 cells holding records, finer than public output publishes; load a boundary file "
+                       "(POST /areas) to publish outlines (docs/security.md#public-output-mode-disclosure-control)")
     feats = _features(frame, split_layer(stored)[1] is not None)
     meta = {"layer": choice.to_dict() if choice else {"name": layer}, "dataset": ds,
             "collection": collection_id(stored)}
