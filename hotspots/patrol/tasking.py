@@ -402,9 +402,9 @@ def save_pack(store: Store, pack: TaskingPack) -> int:
     def write(cur) -> int:
         latest = cur.execute("""SELECT pack_id FROM tasking_packs WHERE dataset = ? AND area_layer = ?
                                 ORDER BY created_at DESC, pack_id DESC LIMIT 1""",
-                             [pack.query.dataset, pack.params.area_layer]).fetchall()
+                             [pack.query.dataset, pack.area_layer]).fetchall()  # the layer used, as stored
         if (latest[0][0] if latest else None) != pack.previous_pack_id:
-            raise StalePack(f"tasking pack {latest[0][0]} of {pack.query.dataset}/{pack.params.area_layer} was saved "
+            raise StalePack(f"tasking pack {latest[0][0]} of {pack.query.dataset}/{pack.area_layer} was saved "
                             f"while this one was built against pack {pack.previous_pack_id}; build it again")
         pid = int(cur.execute("SELECT nextval('tasking_pack_seq')").fetchall()[0][0])
         cur.execute("INSERT INTO tasking_packs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
