@@ -44,7 +44,10 @@ def test_engine_suppresses_and_coarsens(service):
     for offs, n in zip(pub.cells["top_offences"], pub.cells["count"]):  # the rest of a cell: 0 or >= k
         rest = n - sum(o["count"] for o in offs)
         assert rest == 0 or rest >= 5
+    assert "top_locations" in full8.cells.columns  # internal output has street context; public output has none
+    assert pub.cells["top_locations"].isna().all() and pub.cells["police_station_share"].isna().all()
     meta = pub.meta()
+    assert any("street context" in c for c in meta["caveats"])
     assert meta["disclosure"]["cells_withheld"] == len(small)
     assert meta["disclosure"]["resolution_requested"] == 10 and meta["resolution"] == 8
     assert any("withheld" in c for c in meta["caveats"])

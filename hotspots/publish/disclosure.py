@@ -23,6 +23,9 @@ differenced into small counts. Rules (docs/security.md, "Public output mode"):
    least k, and only while the cell's other offences (its count minus those shown) are 0 or at least k.
 7. **Rounded harm**: harm to 2 significant figures (so a cell's harm does not spell out which weights, i.e.
    which offences, it adds up); record counts in explanatory notes are not published.
+8. **No street context**: a cell's ``top_locations`` (location texts of its records: in a force extract they can
+   be addresses) and its police-station / generic-point shares (sub-counts of the cell) are not published
+   (null, and a caveat says so).
 
 The guarantee and its limits are in docs/security.md. In short: between public responses of one store state,
 every published count is a count of at least k offences of one fixed selection, in one fixed period and one
@@ -43,6 +46,7 @@ import pandas as pd
 from geodata.cells import cell_area_km2, cell_centres, cells_at_all_resolutions, parents
 from geodata.harm import WeightsTable
 from geodata.store import Store, StoreError
+from hotspots.ranking.context import CONTEXT_FIELDS
 from hotspots.ranking.harmspots import HotspotResult, concentration_curve, harm_spots
 from hotspots.ranking.presets import PRESETS
 from hotspots.ranking.query import HotspotQuery, period_end_exclusive, period_start
@@ -246,6 +250,9 @@ def apply_disclosure(result: HotspotResult, policy: DisclosurePolicy, q: Hotspot
     pub["area_km2"] = area
     pub["harm_per_km2"] = pub["harm"] / area if len(pub) else pd.Series(dtype=float)
     pub["top_offences"] = [_breakdown(offs, int(n), k) for offs, n in zip(pub["top_offences"], pub["count"])]
+    withheld_context = [c for c in CONTEXT_FIELDS if c in pub.columns]
+    for c in withheld_context:  # location texts and sub-counts of a cell: finer than a published count (rule 8)
+        pub[c] = None
     withheld = int((~big & inside).sum())
     published_q = result.query.model_copy(update={"top": q.top})
     disclosure = {**policy.describe(), "cells_withheld": withheld, "preset_requested": q.preset,
@@ -254,6 +261,9 @@ def apply_disclosure(result: HotspotResult, policy: DisclosurePolicy, q: Hotspot
                   "bbox": list(cell_filter.bbox) if cell_filter.bbox else None}
     caveats = [*result.caveats, f"public output: cells with fewer than {k} offences withheld ({withheld} cells); "
                "totals and shares cover published cells only"]
+    if withheld_context:
+        caveats.append(f"public output: street context ({', '.join(withheld_context)}) is not published: location "
+                       "texts and sub-counts of a cell are finer than its published count")
     if q.resolution != policy.resolution:
         caveats.append(f"public output: answered at resolution {policy.resolution} (the one published grid), "
                        f"not {q.resolution}")
