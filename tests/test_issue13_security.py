@@ -226,7 +226,7 @@ def test_13_10_redaction_rule_units():
 
 # ------------------------------------------------------------------------------------------ 11: demo mode
 def test_13_11_last_admin_key_cannot_be_revoked_on_a_non_loopback_bind(tmp_path):
-    s = start(tmp_path, roles=("admin",), host="0.0.0.0")
+    s = start(tmp_path, env={"HARMSPOT_LOAD_SAMPLE": "false"}, roles=("admin",), host="0.0.0.0")  # keys only
     try:
         first = s.keys["admin"].split("_")[1]
         with s.client("admin") as c:
