@@ -161,7 +161,7 @@ def cmd_export_parquet(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_tasking(args: argparse.Namespace, settings: Settings) -> int:
     from app.render import to_geojson, to_json
-    from app.routes.patrol import patrol_sheet_html, tasking_csv
+    from app.routes.patrol import patrol_sheet_html, sheet_roads, tasking_csv
     from app.state import load_weights
     from hotspots.patrol import tasking as tasking
     from hotspots.ranking.query import HotspotQuery
@@ -179,12 +179,13 @@ def cmd_tasking(args: argparse.Namespace, settings: Settings) -> int:
         pack = tasking.build_pack(store, q, weights, params)
         if args.save:
             print(f"saved tasking pack {tasking.save_pack(store, pack)}", file=sys.stderr)
+        fields = list(tasking.TASKING_FIELDS)
+        out = {"csv": lambda: tasking_csv(pack),
+               "html": lambda: patrol_sheet_html(pack, settings.protective_marking, sheet_roads(store)),
+               "geojson": lambda: json.dumps(to_geojson(pack.meta(), pack.rows, fields)),
+               "json": lambda: json.dumps(to_json(pack.meta(), pack.rows, fields), indent=1, default=str)}[args.format]()
     finally:
         store.close()
-    fields = list(tasking.TASKING_FIELDS)
-    out = {"csv": lambda: tasking_csv(pack), "html": lambda: patrol_sheet_html(pack, settings.protective_marking),
-           "geojson": lambda: json.dumps(to_geojson(pack.meta(), pack.rows, fields)),
-           "json": lambda: json.dumps(to_json(pack.meta(), pack.rows, fields), indent=1, default=str)}[args.format]()
     sys.stdout.write(out if out.endswith("\n") else out + "\n")
     return 0
 

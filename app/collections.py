@@ -71,7 +71,7 @@ class Collection:
     items: Callable[[ServiceState, ItemsRequest], Items]
     extent: Callable[[ServiceState], dict]
     available: Callable[[ServiceState], bool] = lambda _state: True
-    kind: Literal["cells", "areas", "points"] = "cells"
+    kind: Literal["cells", "areas", "points", "lines"] = "cells"
     style: dict = field(default_factory=dict)  # hint for the map: {"property", "type": sequential|categorical|outline}
     keywords: tuple[str, ...] = ()
     # the query a request stands for, in words and fields (cell collections: dataset, period, preset, weights),

@@ -81,7 +81,7 @@ RULES: list[tuple[frozenset[str] | None, re.Pattern[str], str | None]] = [
     (frozenset({"OPTIONS"}), _R(r".*"), OPEN),  # CORS pre-flight carries no data
     (None, _R(r"^/(keys|audit)(/.*)?$"), "admin"),
     (frozenset({"POST", "PUT", "PATCH", "DELETE"}), _R(r"^/harm-weights(/.*)?$"), "admin"),
-    (frozenset({"DELETE"}), _R(r"^/areas(/.*)?$"), "admin"),  # POST /areas: analyst (the catch-all write rule)
+    (frozenset({"DELETE"}), _R(r"^/(areas|roads)(/.*)?$"), "admin"),  # POST /areas, /roads: analyst (catch-all)
     (frozenset({"POST", "PUT", "PATCH", "DELETE"}), _R(r"^/(datasets|rtm/runs|patrols|keydates)(/.*)?$"), "analyst"),
     (frozenset({"GET", "HEAD"}), _R(r"^/datasets/[^/]+/rejects$"), "analyst"),  # raw source rows
     (frozenset({"GET", "HEAD"}), PUBLIC_READS, "public"),  # disclosure-controlled or reference only

@@ -267,7 +267,7 @@ def choose_fields(columns: list[str], name_field: str | None, id_field: str | No
 
 
 # ------------------------------------------------------------------------------------------------ geometry
-def _to_wgs84(frame):
+def to_wgs84(frame):
     """(frame in EPSG:4326, the source CRS, a note when the CRS was missing and inferred)."""
     note = None
     crs = frame.crs
@@ -315,7 +315,7 @@ def _multipolygon(g) -> shapely.Geometry | None:
 def prepare(frame, name_field: str | None = None, id_field: str | None = None,
             district_field: str | None = None) -> Prepared:
     fields, guessed = choose_fields(list(frame.columns), name_field, id_field, district_field)
-    wgs, source, note = _to_wgs84(frame)
+    wgs, source, note = to_wgs84(frame)
     repaired, rejected, keep = [], [], []
     ids = wgs[fields["id_field"]].astype("string")
     names = wgs[fields["name_field"]].astype("string")

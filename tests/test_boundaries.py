@@ -6,6 +6,7 @@ import io
 import json
 import zipfile
 
+import numpy as np
 import pytest
 
 from tests.conftest import SHARED, need
@@ -273,3 +274,103 @@ def test_analyst_may_load_only_admin_may_delete(live, districts_bng_gpkg):
     assert call("POST", "/areas", body, {"Content-Type": ctype}) == 201
     assert call("DELETE", "/areas/analyst-layer") == 403
     assert live.request("DELETE", "/areas/analyst-layer").status == 200
+
+
+# ------------------------------------------------------------------------------------------ road layers
+LEICS_CRIME = SHARED / "crime" / "leicestershire_street_2019-12_to_2022-10.csv.gz"
+
+
+def record_roads(max_streets: int = 400):
+    """A road layer made from real records: for each of the commonest Leicester-area street names, a line
+    through that name's distinct snap points (sorted west to east), in British National Grid. Not a survey
+    of the streets: enough to check the door and to draw something an officer recognises on the sheet."""
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
+    df = pd.read_csv(need(LEICS_CRIME), usecols=["Longitude", "Latitude", "Location"]).dropna()
+    df["name"] = df["Location"].str.replace(r"^On or near\s*", "", regex=True).str.strip()
+    df = df[(df["name"] != "") & ~df["name"].isin(["No Location", "Parking Area", "Supermarket", "Petrol Station"])]
+    df = df[df["Longitude"].between(-1.25, -1.03) & df["Latitude"].between(52.56, 52.70)]  # Leicester and around
+    pts = df.drop_duplicates(["name", "Longitude", "Latitude"]).copy()
+    # one street per name and ~1 km square (a "High Street" in every town is not one line across the county)
+    pts["gx"], pts["gy"] = (pts["Longitude"] // 0.015).astype(int), (pts["Latitude"] // 0.009).astype(int)
+    sizes = pts.groupby(["name", "gx", "gy"]).size()
+    keys = sizes[sizes >= 2].sort_values(ascending=False).index[:max_streets]
+    lines = []
+    for key, g in pts.set_index(["name", "gx", "gy"]).loc[list(keys)].groupby(level=[0, 1, 2]):
+        xy = g[["Longitude", "Latitude"]].to_numpy()
+        axis = 0 if np.ptp(xy[:, 0]) * 0.61 >= np.ptp(xy[:, 1]) else 1  # along the longer side (lon ~0.61 of lat)
+        lines.append({"name": key[0], "geometry": shapely.LineString(xy[np.argsort(xy[:, axis], kind="stable")])})
+    return gpd.GeoDataFrame(lines, geometry="geometry", crs=4326).to_crs(27700)
+
+
+@pytest.fixture(scope="module")
+def roads_gpkg(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("roads") / "roads.gpkg"
+    record_roads().to_file(path, driver="GPKG", layer="roads")
+    return path.read_bytes()
+
+
+def roads_mixed_geojson() -> bytes:
+    feats = [{"type": "Feature", "properties": {"road_name": "High Street"},
+              "geometry": {"type": "LineString", "coordinates": [[-1.13, 52.63], [-1.12, 52.64]]}},
+             {"type": "Feature", "properties": {"road_name": "A field"},
+              "geometry": {"type": "Polygon", "coordinates": [[[-1.14, 52.63], [-1.13, 52.63], [-1.13, 52.64],
+                                                               [-1.14, 52.63]]]}},
+             {"type": "Feature", "properties": {"road_name": "London Road"},
+              "geometry": {"type": "MultiLineString", "coordinates": [[[-1.12, 52.62], [-1.11, 52.63]],
+                                                                      [[-1.11, 52.63], [-1.10, 52.635]]]}}]
+    return json.dumps({"type": "FeatureCollection", "features": feats}).encode()
+
+
+def test_road_layer_reprojected_named_and_replaced(store, roads_gpkg):
+    from geodata import roads as rd
+    from geodata.boundaries import BoundaryError
+
+    rep = rd.add_roads(store, "roads", roads_gpkg, "roads.gpkg")
+    assert rep["features"] > 300 and rep["rejected"] == 0 and rep["geometry_type"] == "MultiLineString"
+    assert rep["name_field"] == "name" and rep["name_field_guessed"] and "27700" in rep["source_crs"]
+    minx, miny, maxx, maxy = rep["bbox"]
+    assert -1.3 < minx < maxx < -1.0 and 52.5 < miny < maxy < 52.75  # WGS84 after reprojection
+    frame, matched = rd.roads_in_bbox(store, (-1.14, 52.63, -1.13, 52.64))
+    assert 0 < matched < rep["features"] and {g.geom_type for g in frame["geometry"]} == {"MultiLineString"}
+    mixed = rd.add_roads(store, "roads", roads_mixed_geojson(), "mixed.geojson")  # replaces the layer whole
+    assert mixed["features"] == 2 and mixed["name_field"] == "road_name"
+    assert mixed["rejects"] == [{"index": 1, "reason": "not a line (Polygon)"}]
+    assert [r["features"] for r in rd.list_roads(store)] == [2]
+    with pytest.raises(BoundaryError, match="name_field 'nope'"):
+        rd.add_roads(store, "roads", roads_gpkg, "roads.gpkg", name_field="nope")
+    assert [r["features"] for r in rd.list_roads(store)] == [2]  # a refused file changed nothing
+    assert rd.delete_roads(store, "roads") == 2 and rd.list_roads(store) == []
+
+
+ROAD_HOSTILE = {
+    "empty file": ("empty.geojson", b"", "empty"),
+    "polygons only": ("p.geojson", bowtie_geojson().replace(b'"LineString"', b'"Point"'), "no line features"),
+    "broken JSON": ("broken.geojson", b'{"type":"FeatureCollection","features":[{"type":"Feat', "GDAL"),
+    "deeply nested JSON": ("deep.geojson", b'{"type":"FeatureCollection","features":' + b"[" * 5000 + b"]" * 5000
+                           + b"}", "nested"),
+    "zip without a shapefile": ("x.zip", _zip({"readme.txt": b"nothing here"}), "exactly one .shp"),
+}
+
+
+def test_road_layers_on_the_service(live, roads_gpkg):
+    """POST /roads (hostile files 4xx with a reason, nothing stored), GET /roads, the OGC collection of
+    MultiLineStrings, DELETE /roads (admin)."""
+    for case, (filename, data, words) in ROAD_HOSTILE.items():
+        body, ctype = areas_body(filename, data, layer="hostile-roads")
+        r = live.request("POST", "/roads", body, {"Content-Type": ctype})
+        assert r.status == 422 and words.lower() in r.json()["error"]["message"].lower(), (case, r.body[:300])
+    assert live.request("GET", "/roads").json()["layers"] == []
+    body, ctype = areas_body("roads.gpkg", roads_gpkg, layer="streets")
+    r = live.request("POST", "/roads", body, {"Content-Type": ctype})
+    assert r.status == 201 and r.json()["collection"] == "roads-streets"
+    assert [x["layer"] for x in live.request("GET", "/roads").json()["layers"]] == ["streets"]
+    fc = live.request("GET", "/collections/roads-streets/items?f=json&limit=1000&bbox=-1.15,52.62,-1.12,52.65").json()
+    assert fc["features"] and {f["geometry"]["type"] for f in fc["features"]} == {"MultiLineString"}
+    assert all(f["properties"]["name"] for f in fc["features"])
+    coll = live.request("GET", "/collections/roads-streets?f=json").json()
+    assert coll["harmspot:kind"] == "lines"
+    assert live.request("DELETE", "/roads/streets").status == 200
+    assert live.request("DELETE", "/roads/streets").status == 404

@@ -97,3 +97,26 @@ def test_period_outside_the_data_says_so(env):
     assert inside["period_note"] is None
     with pytest.raises(StoreError, match="month-only"):
         harm_spots(store, HotspotQuery(dataset=LEICS, days=[5]), w)
+
+
+def test_patrol_sheet_draws_a_road_layer(env):
+    from app.routes.patrol import patrol_sheet_html, sheet_roads
+    from geodata import roads as rd
+    from tests.test_boundaries import record_roads
+
+    store, w = env
+    pack = tasking.build_pack(store, HotspotQuery(dataset=LEICS, method="observed"), w,
+                              tasking.TaskingParams(plan_from=date(2022, 11, 1), spots_per_area=3))
+    assert sheet_roads(store) is None  # no road layer: the sheet draws none
+    plain = patrol_sheet_html(pack)
+    assert 'stroke="#9a9a9a"' not in plain
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "roads.gpkg"
+        record_roads().to_file(path, driver="GPKG", layer="roads")
+        rd.add_roads(store, "roads", path.read_bytes(), "roads.gpkg")
+    page = patrol_sheet_html(pack, "OFFICIAL", sheet_roads(store))
+    assert page.count('stroke="#9a9a9a"') >= 1  # the Leicester sheet at least (the roads cover Leicester)
+    rd.delete_roads(store, "roads")

@@ -18,6 +18,7 @@ from app.errors import ApiError
 from app.render import GEOJSON_MEDIA, JSONResponse
 from app.state import ServiceState
 from geodata import boundaries as bd
+from geodata import roads as rd
 from geodata.areas import choose_layer, layer_listing
 from geodata.auto_areas import APPROXIMATE_NOTE, split_layer
 from geodata.datasets import default_dataset
@@ -203,3 +204,81 @@ def area_collections(state: ServiceState) -> list[Collection]:
 
 def register_collections(registry: Registry) -> None:
     registry.add_dynamic(area_collections)
+    registry.add_dynamic(lambda state: road_collections(state))  # defined below
+
+
+# ------------------------------------------------------------------------------------ road layers
+@router.post("/roads", status_code=201, summary="Load a road layer (street lines: GeoJSON, GeoPackage or zipped "
+             "Shapefile)", tags=["roads"],
+             description="Street lines drawn under the hexagons on the map and on the patrol sheet's small maps, so "
+             "an officer can find the street without a tile server (OS Open Roads, OS MasterMap Highways, an "
+             "OpenStreetMap extract, a force gazetteer). Any CRS is reprojected to WGS84; every geometry is stored "
+             "as a MultiLineString; a feature that is not a line is rejected with its index and reason; the road "
+             "name field is guessed when not given (name, name1, road_name, street...) and the guess reported. "
+             "Same bounds as boundary files. Re-adding a layer replaces it in one transaction; a refused file "
+             "stores nothing. Analyst role.")
+def post_roads(
+    state: State,
+    file: Annotated[UploadFile, File(description="GeoJSON, GeoPackage (.gpkg) or a zip holding one Shapefile")],
+    layer: Annotated[str, Form(description="Layer name: lower-case letters, digits, _ or - (e.g. roads)")] = "roads",
+    name_field: Annotated[str | None, Form(description="Field with the road name (guessed if left out)")] = None,
+    source_layer: Annotated[str | None, Form(description="Layer inside a GeoPackage holding several")] = None,
+) -> JSONResponse:
+    data = file.file.read()
+    try:
+        report = rd.add_roads(state.store, layer, data, file.filename or "upload", name_field or None,
+                              source_layer or None)
+    except bd.BoundaryError as exc:
+        raise _boundary_error(exc) from exc
+    report["collection"] = ROADS_PREFIX + layer
+    return JSONResponse(report, status_code=201)
+
+
+@router.get("/roads", summary="Road layers loaded", tags=["roads"])
+def get_roads(state: State) -> JSONResponse:
+    return JSONResponse({"layers": [{**r, "collection": ROADS_PREFIX + r["layer"]} for r in rd.list_roads(state.store)]})
+
+
+@router.delete("/roads/{layer}", summary="Delete a road layer (admin)", tags=["roads"])
+def delete_roads(state: State, layer: str) -> JSONResponse:
+    n = rd.delete_roads(state.store, layer)
+    if not n:
+        raise ApiError(404, "not_found", f"no road layer '{layer}'")
+    return JSONResponse({"layer": layer, "deleted_features": n})
+
+
+ROADS_PREFIX = "roads-"
+
+
+def _road_items(layer: str) -> Callable[[ServiceState, ItemsRequest], Items]:
+    def items(state: ServiceState, req: ItemsRequest) -> Items:
+        if req.feature_id is not None:
+            frame, _ = rd.roads_in_bbox(state.store, None, layer)
+            frame = frame[frame["idx"].astype(str) == req.feature_id]
+            matched = len(frame)
+        else:
+            frame, matched = rd.roads_in_bbox(state.store, req.bbox, layer, req.limit, req.offset)
+        feats = [{"type": "Feature", "id": str(r.idx), "properties": {"name": r.name or None},
+                  "geometry": json.loads(shapely.to_geojson(r.geometry))} for r in frame.itertuples()]
+        return Items(feats, matched, None, ["name"])
+
+    return items
+
+
+def _road_extent(layer: str) -> Callable[[ServiceState], dict]:
+    def extent(state: ServiceState) -> dict:
+        row = [r for r in rd.list_roads(state.store) if r["layer"] == layer]
+        return {"spatial": {"bbox": [[round(v, 6) for v in row[0]["bbox"]]], "crs": CRS84}} if row else {}
+
+    return extent
+
+
+def road_collections(state: ServiceState) -> list[Collection]:
+    """One collection per road layer: MultiLineString features with their name; the map draws them under the
+    hexagons."""
+    names = state.store.cached("road_collections", lambda: rd.road_layer_names(state.store))
+    return [Collection(id=ROADS_PREFIX + n, title=f"Roads: {n}", description=f"Road layer '{n}' loaded into "
+                       "harmspot (POST /roads); MultiLineString features with the road name.", items=_road_items(n),
+                       extent=_road_extent(n), kind="lines", style={"type": "lines", "property": "name"},
+                       keywords=("roads",)) for n in names]
+

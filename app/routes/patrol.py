@@ -22,6 +22,7 @@ from app.cache import cached_response_async
 from app.deps import Query_, State, on_loop
 from app.errors import ApiError
 from app.render import GEOJSON_MEDIA, JSONResponse, to_csv, to_geojson, to_json
+from geodata import roads as rd
 from geodata.cells import cell_boundaries_lonlat
 from geodata.store import DATASET_LAYER, Store, StoreError
 from hotspots.patrol import evaluation as ev
@@ -87,7 +88,7 @@ def _render_pack(pack: tk.TaskingPack, fmt: str, store: Store, marking: str = "O
     if fmt == "geojson":
         return JSONResponse(to_geojson(pack.meta(), pack.rows, fields), media_type=GEOJSON_MEDIA)
     if fmt == "html":
-        return HTMLResponse(patrol_sheet_html(pack, marking))
+        return HTMLResponse(patrol_sheet_html(pack, marking, sheet_roads(store)))
     return JSONResponse({**to_json(pack.meta(), pack.spots, fields), "dropped": to_json({}, pack.dropped, fields)["cells"]})
 
 
@@ -521,8 +522,20 @@ def _geom_paths(geom, proj: _Projector) -> str:
     return " ".join(out)
 
 
+def _line_paths(geoms, proj: _Projector) -> str:
+    """SVG path data of every LineString in ``geoms`` (multi-parts and collections flattened, points dropped)."""
+    parts = shapely.get_parts(shapely.get_parts(np.asarray(geoms, dtype=object)))  # collections, then multi-lines
+    out = []
+    for line in parts:
+        if line.geom_type != "LineString" or line.is_empty:
+            continue
+        pts = [proj.xy(x, y) for x, y in line.coords]
+        out.append("M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in pts))
+    return " ".join(out)
+
+
 def _svg_map(boundary, cells: pd.DataFrame, labels: list[str], colours: list[str], width: int = 300,
-             height: int = 300, extra_outline: pd.DataFrame | None = None) -> str:
+             height: int = 300, extra_outline: pd.DataFrame | None = None, roads=None) -> str:
     """Inline SVG: the boundary, each cell's hexagon, and a numbered marker (hexes are tiny at district scale)."""
     if boundary is not None and not boundary.is_empty:
         bounds = boundary.bounds
@@ -538,6 +551,8 @@ def _svg_map(boundary, cells: pd.DataFrame, labels: list[str], colours: list[str
         simple = boundary.simplify((bounds[2] - bounds[0]) / 400)
         parts.append(f'<path d="{_geom_paths(simple, proj)}" fill="#eef1ea" stroke="#555" stroke-width="1" '
                      'fill-rule="evenodd"/>')
+    if roads is not None and len(roads):  # a loaded road layer (POST /roads), under the spots
+        parts.append(f'<path d="{_line_paths(roads, proj)}" fill="none" stroke="#9a9a9a" stroke-width="0.8"/>')
     if extra_outline is not None and len(extra_outline):
         from geodata.cells import from_hex
 
@@ -584,7 +599,14 @@ def _offences(v) -> str:
     return ", ".join(f"{o['offence']} ({o['count']})" for o in v)
 
 
-def patrol_sheet_html(pack: tk.TaskingPack, marking: str = "OFFICIAL") -> str:
+def sheet_roads(store: Store, max_lines: int = 20_000):
+    """The patrol sheet's road source: lines of every loaded road layer within a bbox (None: no road layer)."""
+    if not rd.road_layer_names(store):
+        return None
+    return lambda bounds: list(rd.roads_in_bbox(store, bounds, limit=max_lines)[0]["geometry"])
+
+
+def patrol_sheet_html(pack: tk.TaskingPack, marking: str = "OFFICIAL", roads=None) -> str:
     """Printable patrol sheet: one A4 page per area with a small inline-SVG map and the spot list; the protective
     marking at the top and bottom of every page, warnings (stale data) in red under the title."""
     meta = pack.meta()
@@ -607,7 +629,14 @@ def patrol_sheet_html(pack: tk.TaskingPack, marking: str = "OFFICIAL") -> str:
         dropped = pack.dropped[pack.dropped["area_id"] == a.area_id] if len(pack.dropped) else pack.dropped
         geom = shapely.from_wkb(bytes(a.geometry_wkb)) if a.geometry_wkb is not None else None
         colours = ["#c0392b" if s == "new" else "#1e7b4f" for s in spots["status"]]
-        svg = _svg_map(geom, spots, [str(r) for r in spots["area_rank"]], colours)
+        area_roads = None
+        if roads is not None and geom is not None and not geom.is_empty:
+            found = np.array([g for g in roads(geom.bounds) if g is not None], dtype=object)
+            if len(found):  # clipped to the area, simplified to the sheet's scale
+                inside = shapely.intersection(found, shapely.make_valid(geom))
+                inside = inside[~shapely.is_empty(inside)]
+                area_roads = list(shapely.simplify(inside, (geom.bounds[2] - geom.bounds[0]) / 600))
+        svg = _svg_map(geom, spots, [str(r) for r in spots["area_rank"]], colours, roads=area_roads)
         rows = []
         for s in spots.itertuples():
             rows.append(

@@ -40,6 +40,8 @@
     config: { max_limit: 10000 }, breaks: [], shown: null, meta: null, token: 0, presets: {},
     overlays: {}, extraLegends: {}, districts: null
   };
+  map.createPane("roads").style.zIndex = 350;  // road layers under the hexagons (overlayPane is 400)
+  var roadRenderer = L.canvas({ padding: 0.3, pane: "roads" });
   var districtGroup = L.layerGroup().addTo(map);  // the dataset's district layer (loaded, else automatic)
   var labels = L.layerGroup();  // street names of the top spots, shown at street zoom (LABEL_ZOOM and closer)
   var LABEL_ZOOM = 15, LABEL_TOP = 25;
@@ -379,12 +381,14 @@
     var entry = { collection: c, group: group, loaded: null };
     state.overlays[c.id] = entry;
     layerControl.addOverlay(group, esc(c.title));
+    if (kind === "lines") map.addLayer(group);  // road layers: on by default, drawn under the hexagons
     return entry;
   }
   function loadOverlay(entry) {
     var c = entry.collection, style = c["harmspot:style"] || {};
     var kind = c["harmspot:kind"];
-    var q = kind === "areas" ? new URLSearchParams() : new URLSearchParams((state.shown || formParams()).toString());
+    var q = kind === "areas" || kind === "lines" ? new URLSearchParams() :
+      new URLSearchParams((state.shown || formParams()).toString());
     var key = q.toString();
     if (entry.loaded === key) return Promise.resolve();
     entry.loaded = key;
@@ -393,7 +397,14 @@
     return fetchAllItems(url, 100000).then(function (res) {
       entry.group.clearLayers();
       var layer;
-      if (style.type === "outline" || kind === "areas") {
+      if (kind === "lines") {  // streets: thin grey lines in their own pane under the hexagons, names on hover
+        layer = L.geoJSON({ type: "FeatureCollection", features: res.features }, {
+          renderer: roadRenderer, pane: "roads",
+          style: { color: "#8a8a8a", weight: 1.6, opacity: 0.9 },
+          onEachFeature: function (f, l) { if (f.properties.name) l.bindTooltip(esc(f.properties.name), { sticky: true }); }
+        });
+        entry.group.addLayer(layer);
+      } else if (style.type === "outline" || kind === "areas") {
         var district = c.id === "districts";
         layer = L.geoJSON({ type: "FeatureCollection", features: res.features }, {
           renderer: renderer, interactive: false,
