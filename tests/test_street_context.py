@@ -120,3 +120,25 @@ def test_patrol_sheet_draws_a_road_layer(env):
     page = patrol_sheet_html(pack, "OFFICIAL", sheet_roads(store))
     assert page.count('stroke="#9a9a9a"') >= 1  # the Leicester sheet at least (the roads cover Leicester)
     rd.delete_roads(store, "roads")
+
+
+def test_every_format_carries_the_street_context(api):
+    """JSON (list), CSV and the OGC door ('; '-joined text, for QGIS) carry the context fields; meta coverage."""
+    import csv
+    import io
+
+    params = {"dataset": "essex-sample", "preset": "all-crime", "top": 20}
+    body = api.get("/hotspots", params=params).json()
+    assert body["coverage"]["first_month"] and body["coverage"]["month_only"] is True
+    cell = body["cells"][0]
+    assert isinstance(cell["top_locations"], list) and cell["top_locations"]
+    assert 0 <= cell["police_station_share"] <= 1 and 0 <= cell["generic_point_share"] <= 1
+    rows = list(csv.DictReader(io.StringIO(api.get("/hotspots", params={**params, "format": "csv"}).text)))
+    assert rows[0]["top_locations"] == "; ".join(cell["top_locations"])
+    assert {"police_station_share", "generic_point_share"} <= set(rows[0])
+    gj = api.get("/hotspots.geojson", params=params).json()
+    assert gj["features"][0]["properties"]["top_locations"] == cell["top_locations"]
+    ogc = api.get("/collections/harm-spots/items", params={**params, "f": "json", "limit": 20}).json()
+    assert ogc["features"][0]["properties"]["top_locations"] == "; ".join(cell["top_locations"])
+    refused = api.get("/hotspots", params={**params, "hours": "20-23"})
+    assert refused.status_code == 422 and "month-only" in refused.json()["error"]["message"]
