@@ -82,6 +82,10 @@ def test_stale_lookback_is_warned_on_pack_and_sheet(env):
     assert stale.meta()["caveats"][0] == warn[0]
     page = patrol_sheet_html(stale, "OFFICIAL-SENSITIVE")
     assert "STALE DATA" in page and page.count("OFFICIAL-SENSITIVE") >= 2 * len(stale.spots["area_id"].unique())
+    wide = tasking.build_pack(store, HotspotQuery(dataset=LEICS, preset="all-crime"), w,
+                              tasking.TaskingParams(plan_from=date(2022, 11, 1), spots_per_area=60))
+    n_generic = int((wide.spots["generic_point_share"] >= 0.5).sum())
+    assert n_generic > 0 and patrol_sheet_html(wide).count("at generic points") == n_generic
 
 
 def test_period_outside_the_data_says_so(env):

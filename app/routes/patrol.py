@@ -585,6 +585,15 @@ def _svg_map(boundary, cells: pd.DataFrame, labels: list[str], colours: list[str
     return "".join(parts)
 
 
+def _generic_note(spot) -> str:
+    """A line under the streets when most of the spot's records sit at a generic snap point (car park...)."""
+    share = getattr(spot, "generic_point_share", None)
+    if share is None or pd.isna(share) or share < 0.5:
+        return ""
+    return (f"<br><small class='caveat'>{100 * share:.0f}% at generic points (car park, supermarket...): "
+            "not a street address</small>")
+
+
 def _fmt(v, nd: int = 1) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)) or v is pd.NA:
         return "-"
@@ -641,7 +650,7 @@ def patrol_sheet_html(pack: tk.TaskingPack, marking: str = "OFFICIAL", roads=Non
         for s in spots.itertuples():
             rows.append(
                 f"<tr><td class='n'><b>{s.area_rank}</b></td><td>{e(s.spot_id)}<br><span class='{s.status}'>"
-                f"{e(s.status)}</span></td><td>{e(s.streets or '(no location text)')}<br>"
+                f"{e(s.status)}</span></td><td>{e(s.streets or '(no location text)')}{_generic_note(s)}<br>"
                 f"<small>{s.lat:.5f}, {s.lon:.5f}</small></td><td class='n'>{_fmt(s.harm)}</td>"
                 f"<td class='n'>{_fmt(s.count)}</td><td>{e(_offences(s.top_offences))}</td>"
                 f"<td>{e(str(s.peak_days)) if s.peak_days == s.peak_hours else e(str(s.peak_days)) + '<br>' + e(str(s.peak_hours))}</td>"
