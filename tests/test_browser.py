@@ -354,3 +354,15 @@ def test_any_force_gets_automatic_districts_on_the_map(server, driver):
                      "&& !document.getElementById('empty-note').hidden")
     note = driver.find_element(By.ID, "empty-note").text
     assert "outside the data" in note and "2022-08 to 2022-10" in note
+    time.sleep(0.3)
+    screenshot(driver, "map-empty-period.png")
+
+    # switching dataset in the page: its own districts replace the other's in the selector
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element(By.ID, "dataset")).select_by_value("essex-sample")
+    wait_for(driver, "return document.body.dataset.districts === '14' && !document.body.dataset.loading "
+                     "&& document.body.dataset.query.indexOf('essex-sample') >= 0")
+    options = driver.execute_script("return Array.from(document.getElementById('area').options)"
+                                    ".map(function (o) { return o.textContent; })")
+    assert "Southend-on-Sea" in options and "Charnwood" not in options

@@ -624,7 +624,7 @@
       loadDistricts(keep, false).then(function () {
         layerControl.removeLayer(districtGroup);
         layerControl.addOverlay(districtGroup, districtTitle());
-        return load(true);
+        return load(!(!el("area").value && fitDataset()));  // the new dataset's extent (its districts)
       }).then(refreshActiveOverlays);
     });
     if (!window.harmspotKeyDates) el("keydate").addEventListener("change", onKeyDate);
