@@ -70,8 +70,10 @@ def hotspot_query(
     preset: Annotated[str | None, Query(description=f"Offence selection: {', '.join(sorted(PRESETS))}.")] = "op-ark",
     offences: Annotated[str | None, Query(description="Comma-separated police.uk categories or offence groups; "
                                           "overrides the preset.", examples=["robbery,drugs"])] = None,
-    days: Annotated[str | None, Query(description="Days of week, 0=Mon, e.g. 4,5 or 4-6 (timed data only).")] = None,
-    hours: Annotated[str | None, Query(description="Hours, e.g. 20-3 (wraps midnight; timed data only).")] = None,
+    days: Annotated[str | None, Query(description="Days of week, 0=Mon, e.g. 4,5 or 4-6 (timed data only; "
+                                                "refused with 422 on a month-only dataset).")] = None,
+    hours: Annotated[str | None, Query(description="Hours, e.g. 20-3 (wraps midnight; timed data only; "
+                                                 "refused with 422 on a month-only dataset).")] = None,
     bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (WGS84).",
                                       examples=["0.6,51.5,0.8,51.6"])] = None,
     area: Annotated[str | None, Query(description="Area: layer:feature_id, a ward/district name.",
