@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.head import allowed_methods
 from app.render import JSONResponse
 from geodata.harm import WeightsError
 from geodata.ingest import IngestError, IngestLimitError
@@ -116,6 +117,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("invalid_parameter", str(exc)), status_code=_status(request, 422))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
+    async def _http(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method the path takes (RFC 9110 s15.5.6), not only the first route's
+            allowed = allowed_methods(request.app, request.scope)
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers or None)

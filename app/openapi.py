@@ -17,7 +17,10 @@ the 3.0 meta-schema) and checks the conversion rule by rule.
 from __future__ import annotations
 
 import copy
-from typing import Any
+import re
+from typing import Any, Callable
+
+from app.security import required_role  # the one place roles live
 
 OPENAPI_VERSION = "3.0.3"
 _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
@@ -159,6 +162,50 @@ def _rewrite_refs(node: Any) -> None:
             _rewrite_refs(v)
 
 
+ERROR_SCHEMA = {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"}, "details": {"nullable": True}}}},
+}
+_HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+
+
+def _error_response(description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def declare_common_responses(doc: dict, role_of: Callable[[str, str], str | None]) -> dict:
+    """Declare on every operation the answers the shared layers give, so the document tells the truth
+    (issue 13 item 14): 401 and 403 from the access layer (``role_of(method, path)``: the least role, or None
+    when open; 403 also answers a non-loopback client in local demo mode, on every path), and, on operations
+    that take parameters or a body, 404 (a named dataset, area, layer, run, pack or key that does not exist)
+    and 422 (a value the route refuses). Routes tagged ``ogc-features`` declare their own 400/404 (OGC API -
+    Features answers 400, not 422). Nothing an operation declares itself is replaced."""
+    doc.setdefault("components", {}).setdefault("schemas", {}).setdefault("Error", ERROR_SCHEMA)
+    for path, item in doc.get("paths", {}).items():
+        concrete = re.sub(r"\{[^}]+\}", "x", path)
+        for method in _HTTP_METHODS:
+            op = item.get(method)
+            if not isinstance(op, dict):
+                continue
+            responses = op.setdefault("responses", {})
+            role = role_of(method.upper(), concrete)
+            add = {"403": "refused: the key's role is below this operation's"
+                          + (f" ({role})" if role else "") + ", or a non-loopback client in local demo mode"}
+            if role is not None:
+                add["401"] = "no API key, or an invalid or revoked one (keyed mode)"
+            if "ogc-features" in (op.get("tags") or []):
+                responses.pop("422", None)  # FastAPI's default: these routes answer 400 instead (app/errors.py)
+            takes_input = bool(op.get("parameters") or item.get("parameters") or op.get("requestBody"))
+            if takes_input and "ogc-features" not in (op.get("tags") or []):
+                add["404"] = "a named dataset, area, layer, run, pack or other stored object does not exist"
+                add["422"] = "a parameter or body value the operation refuses (the message says which and why)"
+            for status, description in add.items():
+                responses.setdefault(status, _error_response(description))
+    return doc
+
+
 def install(app) -> None:
     """Serve ``/openapi.json`` as OpenAPI 3.0.3: wraps whatever ``app.openapi`` is (so other post-processing,
     e.g. the OGC ``limit`` component, composes) and keeps the converted document once built."""
@@ -167,7 +214,7 @@ def install(app) -> None:
 
     def openapi() -> dict:
         if "doc" not in built:
-            built["doc"] = to_openapi_30(original())
+            built["doc"] = declare_common_responses(to_openapi_30(original()), required_role)
         return built["doc"]
 
     app.openapi = openapi

@@ -40,6 +40,7 @@ import pandas as pd
 from fastapi import APIRouter, FastAPI, Query, Request
 from pydantic import BaseModel, Field
 
+from app.head import allowed_methods
 from app.render import JSONResponse
 from app.redact import REDACTED, install_log_redaction, redact, redact_query
 from app.refusals import AGGREGATED, RefusalAggregator
@@ -88,6 +89,7 @@ RULES: list[tuple[frozenset[str] | None, re.Pattern[str], str | None]] = [
     (frozenset({"GET", "HEAD"}), _R(r".*"), "viewer"),  # maps, hotspots, collections, statistics, reference
     (None, _R(r".*"), "analyst"),  # any other write: analyst at least
 ]
+_ROUTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Requests that are not audited (no data in them): documentation, the map shell, static assets, health.
 _NOT_AUDITED = _R(r"^/(health|docs|redoc|openapi\.json|docs/oauth2-redirect|map|favicon\.ico|presets)?$|^/static/")
 
@@ -95,6 +97,8 @@ _NOT_AUDITED = _R(r"^/(health|docs|redoc|openapi\.json|docs/oauth2-redirect|map|
 def required_role(method: str, path: str) -> str | None:
     """The least role allowed to make this request (None: open to anyone)."""
     method = method.upper()
+    if method not in _ROUTED_METHODS:  # no route takes it: the router answers 405 (with Allow) and runs nothing
+        return OPEN
     for methods, pattern, role in RULES:
         if (methods is None or method in methods) and pattern.match(path):
             return role
@@ -388,6 +392,11 @@ class AccessMiddleware:
                 scope.get("query_string", b"").decode("latin-1")).get("mode", []):
             refusal = _error(422, "invalid_parameter", f"mode=public: GET {path} has no public form (only "
                              "/hotspots, /hotspots.geojson and OGC harm-spot items do); nothing was computed")
+        if refusal is not None and refusal[0] in (401, 403) and not demo:
+            allowed = allowed_methods(fastapi_app, scope)
+            if allowed is not None and method not in allowed:  # no route takes it: 405 whatever the key
+                refusal = _error(405, "method_not_allowed", f"{path} takes {', '.join(allowed)}",
+                                 [(b"allow", ", ".join(allowed).encode())])
 
         audited = self.settings.audit and (refusal is not None or not _NOT_AUDITED.match(path))
         status_box = {"status": 500}

@@ -63,3 +63,25 @@ def test_refs_bounds_uploads_and_defs():
     from openapi_spec_validator import OpenAPIV30SpecValidator
 
     assert not list(OpenAPIV30SpecValidator(out).iter_errors())
+
+
+def test_every_operation_declares_the_access_layer_answers(doc):
+    """Issue 13 item 14: the access layer's 401/403 are declared where they can happen (401 only where a key is
+    needed), with the error body; operations taking input declare 404 and 422 (OGC routes 400/404 instead)."""
+    from app.security import required_role
+
+    assert doc["components"]["schemas"]["Error"]["required"] == ["error"]
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method not in ("get", "post", "put", "delete", "patch"):
+                continue
+            codes = set(op["responses"])
+            assert "403" in codes, (method, path)
+            open_ = required_role(method.upper(), path.replace("{", "").replace("}", "")) is None
+            assert ("401" in codes) is not open_, (method, path)
+            if "ogc-features" in op.get("tags", []):
+                assert "422" not in codes, (method, path)
+            elif op.get("parameters") or op.get("requestBody"):
+                assert {"404", "422"} <= codes, (method, path)
+    assert "201" in doc["paths"]["/tasking"]["post"]["responses"]
+    assert "200" in doc["paths"]["/patrols/gps"]["post"]["responses"]

@@ -220,3 +220,19 @@ def test_cli_keys(tmp_path, capsys):
     assert "cli analyst" in capsys.readouterr().out
     assert cli.cmd_keys(cli.build_parser().parse_args(["keys", "revoke", created["key_id"]]), settings) == 0
     assert cli.cmd_keys(cli.build_parser().parse_args(["keys", "revoke", created["key_id"]]), settings) == 1
+
+
+def test_13_14_a_method_no_route_takes_is_405_with_allow_whatever_the_key(keyed):
+    """Issue 13 item 14: an undeclared method is a 405 listing every method the path takes (RFC 9110), before
+    and regardless of the key's role; no handler runs. A declared method keeps its 401/403."""
+    client, keys, _ = keyed
+    for key in ("", keys["viewer"], keys["analyst"]):
+        r = client.request("PUT", "/keys", headers=h(key) if key else {})
+        assert r.status_code == 405, (key, r.text)
+        assert r.headers["allow"] == "GET, POST"
+        assert r.json()["error"]["code"] == "method_not_allowed"
+        r = client.request("TRACE", "/keys/abc", headers=h(key) if key else {})
+        assert r.status_code == 405 and r.headers["allow"] == "DELETE", r.text
+    assert client.get("/keys", headers=h(keys["analyst"])).status_code == 403
+    assert client.get("/keys").status_code == 401
+    assert client.request("OPTIONS", "/datasets", headers=h(keys["analyst"])).headers["allow"] == "GET, POST"

@@ -118,7 +118,8 @@ TASKING_SAVE_ATTEMPTS = 5  # builds of one POST in all: n parallel posts (n <= 5
              "saved in parallel for one dataset and layer are chained: each is compared with the pack saved just "
              "before it (a pack overtaken while it was built is built again; 409 if that keeps happening).",
              status_code=201,
-             responses={409: {"description": "Other packs of this dataset and layer kept being saved while this one "
+             responses={201: {"content": {"application/json": {}, "text/csv": {}, GEOJSON_MEDIA: {}, "text/html": {}}},
+                        409: {"description": "Other packs of this dataset and layer kept being saved while this one "
                                              "was built; post it again"}})
 def post_tasking(state: State, q: Query_, params: TParams,
                  format: Annotated[TaskFormat, Query()] = "json") -> Response:
@@ -245,6 +246,7 @@ class PatrolsIn(BaseModel):
 
 
 @router.post("/patrols", status_code=201, summary="Log patrols: JSON {patrols: [...]} or a CSV upload",
+             responses={415: {"description": "a body that is not JSON, CSV or multipart"}},
              description="CSV: a `text/csv` body or a multipart `file`, header `spot_id,team,start,end[,note]`. The "
              "upload is stored whole or not at all; invalid rows come back with line number, field and reason.",
              openapi_extra={"requestBody": {"content": {
@@ -305,6 +307,8 @@ def gps_params(
 
 
 @router.post("/patrols/gps", status_code=201,
+             responses={200: {"description": "dry_run=true: the visits found, nothing stored"},
+                        415: {"description": "a body that is not CSV or multipart"}},
              summary="GPS-measured dosage: officer location pings -> visits to the spots of a saved pack",
              description="CSV (a `text/csv` body or a multipart `file`): `unit,timestamp,lon,lat` or "
              "`unit,timestamp,easting,northing` (British National Grid), optional `accuracy_m`; ISO 8601 times "

@@ -253,8 +253,11 @@ def get_run_doc(state: State, run_id: str) -> dict:
     return {**_run_or_404(state, run_id), "links": _run_links(run_id)}
 
 
+_NOT_DONE = {"description": "the run failed or is not done yet (its status says which)"}
+
+
 @router.get("/rtm/runs/{run_id}/cells.geojson", summary="The risk surface: H3 cells with relative risk, class "
-            "and a narrative (RFC 7946)", responses={200: {"content": {GEOJSON: {}}}})
+            "and a narrative (RFC 7946)", responses={200: {"content": {GEOJSON: {}}}, 409: _NOT_DONE})
 def get_run_cells(state: State, run_id: str,
                   min_class: Annotated[int, Query(ge=0, le=3, description="0 all cells, 1 above mean (default), "
                                                   "2 mean + 1 SD, 3 mean + 2 SD")] = 1,
@@ -273,7 +276,7 @@ PLACE_FIELDS = ["rank", "cell", "h3", "lon", "lat", "relative_risk", "risk_class
 
 @router.get("/rtm/runs/{run_id}/priority-places", summary="Priority places (high risk and recent harm), ranked, "
             "with risk narratives", responses={200: {"content": {"application/json": {}, "text/csv": {},
-                                                                   GEOJSON: {}}}})
+                                                                   GEOJSON: {}}}, 409: _NOT_DONE})
 def get_priority_places(state: State, run_id: str,
                         format: Annotated[Literal["json", "csv", "geojson"], Query()] = "json") -> Response:
     run = _done_run(state, run_id)
