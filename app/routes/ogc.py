@@ -58,6 +58,11 @@ _HOTSPOT_PARAM_DOC = " (cell collections; as on /hotspots)"
 
 # ------------------------------------------------------------------------------------------ parameters
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+# The datetime parameter's syntax as declared in the OpenAPI document (RFC 3339 full-date or date-time, or an
+# interval a/b whose ends may be '..' or empty); parse_datetime then checks the calendar and the order.
+_INSTANT = (r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])([Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+            r"(\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))?")
+DATETIME_RE = rf"^(|{_INSTANT}|(\.\.|{_INSTANT})?/(\.\.|{_INSTANT})?)$"
 
 
 def parse_ogc_bbox(text: str | None) -> tuple[float, float, float, float] | None:
@@ -521,7 +526,8 @@ def _items_request(bbox: str | None, datetime_: str | None, limit: int | None, o
 def get_items(
     request: Request, state: State, registry: Collections, collection_id: str, p: Harmspot, disclosure: Disclosure,
     bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (CRS84)")] = None,
-    datetime_: Annotated[str | None, Query(alias="datetime", description="RFC 3339 instant or interval a/b")] = None,
+    datetime_: Annotated[str | None, Query(alias="datetime", pattern=DATETIME_RE,
+                                           description="RFC 3339 instant or interval a/b ('..' or empty: open)")] = None,
     limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1-{MAX_LIMIT} (default "
                                        f"{DEFAULT_LIMIT})")] = None,
     offset: Annotated[int | None, Query(ge=0, description="Features to skip")] = None,
