@@ -419,3 +419,16 @@ def test_odd_months_in_stored_data_never_500(tmp_path):
         r = c.get("/collections/harm-spots/items", params={"from": "2024-03", "to": "2024-04", "limit": 5})
         assert r.status_code == 400 and "out of range" in r.json()["error"]["message"], r.text[:300]
         assert "could not be described" in hs["description"]
+
+
+def test_bbox_latitudes_beyond_a_pole_reach_it(client):
+    """The declared bbox schema bounds every number by 180, so a latitude of -101 is schema-valid: it reaches the
+    pole (schemathesis found it refused); longitudes outside +-180 and crossing boxes stay a 400 with the reason."""
+    def matched(bbox):
+        return client.get("/collections/harm-spots/items", params={"bbox": bbox, "limit": 1}).json()["numberMatched"]
+
+    assert matched("0.6,-101.5,0.8,100") == matched("0.6,-90,0.8,90") > 0
+    r = client.get("/collections/harm-spots/items", params={"bbox": "0.8,51.5,0.6,51.6"})
+    assert r.status_code == 400 and "antimeridian" in r.json()["error"]["message"]
+    r = client.get("/collections/harm-spots/items", params={"bbox": "-190,51.5,0.6,51.6"})
+    assert r.status_code == 400 and "longitudes" in r.json()["error"]["message"]

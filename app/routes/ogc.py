@@ -78,8 +78,10 @@ def parse_ogc_bbox(text: str | None) -> tuple[float, float, float, float] | None
     if not all(math.isfinite(x) for x in v):
         raise ApiError(400, "invalid_parameter", "bbox: values must be finite")
     box = (v[0], v[1], v[3], v[4]) if len(v) == 6 else (v[0], v[1], v[2], v[3])
-    if not (-180 <= box[0] <= 180 and -180 <= box[2] <= 180 and -90 <= box[1] <= 90 and -90 <= box[3] <= 90):
-        raise ApiError(400, "invalid_parameter", "bbox: out of range for CRS84 lon/lat")
+    if not (-180 <= box[0] <= 180 and -180 <= box[2] <= 180):
+        raise ApiError(400, "invalid_parameter", "bbox: longitudes run from -180 to 180 (CRS84)")
+    # a latitude beyond a pole reaches the pole (the declared schema bounds every number by 180)
+    box = (box[0], min(max(box[1], -90.0), 90.0), box[2], min(max(box[3], -90.0), 90.0))
     if box[0] > box[2]:
         raise ApiError(400, "invalid_parameter", "bbox: crosses the antimeridian (minLon > maxLon): not supported")
     if box[1] > box[3]:
@@ -629,9 +631,9 @@ def install_openapi(app: FastAPI) -> None:
         }
         comps["bbox"] = {
             "name": "bbox", "in": "query", "required": False, "style": "form", "explode": False,
-            "description": "minLon,minLat,maxLon,maxLat (or 6 numbers with heights, ignored) in CRS84. minLon > "
-                           "maxLon crosses the antimeridian; latitudes beyond +-90 reach the pole; a box whose "
-                           "south edge is north of its north edge holds nothing.",
+            "description": "minLon,minLat,maxLon,maxLat (or 6 numbers with heights, ignored) in CRS84. Latitudes "
+                           "beyond +-90 reach the pole. A box crossing the antimeridian (minLon > maxLon) or whose "
+                           "south edge is north of its north edge is a 400 (not supported).",
             "schema": {"type": "array", "items": {"type": "number", "minimum": -180, "maximum": 180},
                        "oneOf": [{"minItems": 4, "maxItems": 4}, {"minItems": 6, "maxItems": 6}]},
         }
