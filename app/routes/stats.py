@@ -31,6 +31,7 @@ from hotspots.stats.backtest import METHODS, MIN_RELIABLE_ORIGINS, BacktestConfi
 from hotspots.stats.for_query import (backtest_for_query, emerging_cells, emerging_for_query,
                                        spike_units, spikes_for_query)
 
+SLICE_RE = r"^(\s*[0-9]+\s*[DdWwMm][A-Za-z]*\s*)?$"  # what hotspots.stats.timeslices.parse_slice reads; empty: default
 router = APIRouter(tags=["statistics"])
 EMERGING_FIELDS = ["h3", "pattern", "offences", "harm", "trend_z", "trend_p", "tau", "n_hot", "n_cold", "share_hot",
                    "final_z", "final_q", "total", "lat", "lon"]
@@ -58,10 +59,11 @@ def _engine_errors(fn, *args, **kwargs):
     "historical (and the `_cold` mirror images) or no_pattern, following ESRI's Emerging Hot Spot Analysis rules. "
     "Default period: every record of the dataset. Returns cells with a pattern (highest final-slice z first, `top` "
     "of them); `summary.patterns` counts every domain cell.",
+    responses={200: {"content": {"application/json": {}, "text/csv": {}, "application/geo+json": {}}}},
 )
 async def get_emerging(
     request: Request, state: State, q: Query_,
-    slice: Annotated[str | None, Query(description="Slice length: '14D', '7D', '28D', '1M', '2M'. Default: 1M "
+    slice: Annotated[str | None, Query(pattern=SLICE_RE, description="Slice length: '14D', '7D', '28D', '1M', '2M'. Default: 1M "
                                        "for month-only data, 14D otherwise. Month-only data refuse day slices.")] = None,
     value: Annotated[Literal["count", "harm"], Query(description="What Gi* is computed on per slice: offence counts "
                                                      "(the default: harm per cell-month is dominated by single "
@@ -101,6 +103,7 @@ def _emerging(state, q, slice, value, transform, include_no_pattern, format) -> 
     "back). One-sided exact conditional Poisson test (or negative binomial), Benjamini-Hochberg FDR across the "
     "units tested; a spike also needs `min_observed` offences. Reports observed, expected, ratio, p, q and "
     "harm observed/expected (descriptive).",
+    responses={200: {"content": {"application/json": {}, "text/csv": {}, "application/geo+json": {}}}},
 )
 async def get_spikes(
     request: Request, state: State, q: Query_,
@@ -190,7 +193,8 @@ async def get_evaluation(
                                               "the longest window the data allow when they hold fewer slices (said "
                                               "in `caveats` and `config.train_slices`).")] = None,
     test_slices: Annotated[int, Query(ge=1, le=24, description="Slices scored after each origin.")] = 1,
-    slice: Annotated[str | None, Query(description="Slice length ('14D', '1M'); default 1M month-only, else 14D.")] = None,
+    slice: Annotated[str | None, Query(pattern=SLICE_RE, description="Slice length ('14D', '1M'); default 1M "
+                                       "month-only, else 14D.")] = None,
     bootstrap: Annotated[int, Query(ge=0, le=10000, description="Bootstrap resamples of origins.")] = 2000,
     per_origin: Annotated[bool, Query(description="Include the per-origin rows (json).")] = True,
     format: Annotated[Literal["json", "csv", "png"], Query(description="json, csv (summary) or png (curve)")] = "json",

@@ -64,7 +64,7 @@ def coarsest_precision(precision: pd.Series | str | None) -> str:
 
 def parse_slice(slice_: str | int | None, precision: str) -> tuple[str, int]:
     """'14D', '7d', '2W', '1M', 14 (days) or None (default: 1 month for month-only data, else 14 days)."""
-    if slice_ is None:
+    if slice_ is None or (isinstance(slice_, str) and not slice_.strip()):  # an empty form value: the default
         return ("month", 1) if precision == "month" else ("day", 14)
     if isinstance(slice_, (int, np.integer)):
         unit, length = "day", int(slice_)
