@@ -28,7 +28,7 @@ serve: $(STAMP)
 test: $(TESTSTAMP)
 	bash scripts/install-browser.sh || true
 	bash scripts/install-gis.sh || true
-	$(BIN)/python -m pytest -rs
+	$(BIN)/python -m pytest -rs -n auto --dist loadfile
 
 bench: $(TESTSTAMP)
 	$(BIN)/python -m bench

@@ -230,7 +230,7 @@ def test_ogc_harm_spot_pages_share_one_ranking(client, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------ the event loop
-def test_a_store_call_on_the_event_loop_is_refused(tmp_path):
+def test_13_5_a_store_call_on_the_event_loop_is_refused(tmp_path):
     app = create_app(Settings(data_dir=tmp_path, load_sample=False))
 
     @app.get("/blocking-probe")
@@ -291,7 +291,7 @@ def _blocking_calls(fn: ast.AsyncFunctionDef) -> list[str]:
     return found
 
 
-def test_no_blocking_call_in_async_code():
+def test_13_5_no_blocking_call_in_async_code():
     """Every async function in app/ (routes, middleware, handlers) only awaits: blocking work is deferred to the
     threadpool (``await run_in_threadpool(...)``, a lambda given to cached_response_async) or a def route."""
     problems = []
@@ -348,7 +348,7 @@ def _first_rows(path: Path, n: int) -> bytes:
     return gzip.compress("".join(lines).encode(), compresslevel=1)
 
 
-def test_real_service_answers_during_a_long_ingest(tmp_path):
+def test_13_5_real_service_answers_during_a_long_ingest(tmp_path):
     """Issue 13 item 5 against the real process (keyed): during a 150k-row upload (the first rows of the
     Leicestershire download, kept short so the suite stays fast), POST /patrols, /health,
     /openapi.json, a 401 and reads keep completing, and nothing blocks the event loop (the server's loop guard
@@ -430,7 +430,7 @@ def test_gzip_body_round_trips(client):
     assert int(r.headers["content-length"]) < len(raw.content) / 3
 
 
-def test_requests_keep_answering_while_the_write_lock_is_held(tmp_path):
+def test_13_5_requests_keep_answering_while_the_write_lock_is_held(tmp_path):
     """Deterministic twin of the real-service test: the test holds the store's write lock (a long ingest does
     the same for seconds). /health, /openapi.json, a 401 and reads answer at once; a POST /patrols waits for the
     lock in a worker thread, not on the event loop, and lands when the lock is released."""
