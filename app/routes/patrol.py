@@ -426,6 +426,9 @@ def get_weekly_compliance(
     return JSONResponse({**meta, "rows": to_json({}, table)["cells"]})
 
 
+_PERIOD = r"^[0-9]{4}-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?$"  # YYYY-MM or YYYY-MM-DD, as HotspotQuery reads
+
+
 @router.get("/evaluation/patrols", summary="Patrol effect: matched difference-in-differences and the 48-hour check",
             description="Patrolled spots (those with patrols starting in the after window, or `spots`) against "
             "comparison cells of similar prior harm in the same area, before vs after; effect with a bootstrap and a "
@@ -434,10 +437,12 @@ def get_weekly_compliance(
 def get_patrol_evaluation(
     state: State,
     dataset: Annotated[str, Query(description="Dataset name.")],
-    after_from: Annotated[str, Query(description="Start of the patrol (after) window, YYYY-MM or YYYY-MM-DD.")],
-    after_to: Annotated[str, Query(description="End of the after window, inclusive.")],
-    before_from: Annotated[str | None, Query(description="Before window start (default: same length, just before).")] = None,
-    before_to: Annotated[str | None, Query()] = None,
+    after_from: Annotated[str, Query(pattern=_PERIOD, description="Start of the patrol (after) window, YYYY-MM or "
+                                     "YYYY-MM-DD.")],
+    after_to: Annotated[str, Query(pattern=_PERIOD, description="End of the after window, inclusive.")],
+    before_from: Annotated[str | None, Query(pattern=_PERIOD, description="Before window start (default: same "
+                                             "length, just before).")] = None,
+    before_to: Annotated[str | None, Query(pattern=_PERIOD)] = None,
     spots: Annotated[str | None, Query(description="Comma-separated spot ids (default: patrolled in the window).")] = None,
     min_visits: Annotated[int, Query(ge=1)] = 1,
     preset: Annotated[str | None, Query()] = "op-ark",
