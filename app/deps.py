@@ -8,6 +8,7 @@ store look-up (the default dataset) in the threadpool, and only when ``dataset``
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
@@ -124,6 +125,18 @@ async def hotspot_query_on_loop(*args, **kwargs) -> HotspotQuery:
 
 
 Query_ = Annotated[HotspotQuery, Depends(hotspot_query_on_loop)]
+
+
+async def hotspot_query_observed(*args, **kwargs) -> HotspotQuery:
+    """:func:`hotspot_query_on_loop` without the ``method`` parameter, for a route whose own ``method`` means
+    something else (/spikes: poisson or negbin) and that ranks nothing by forecast."""
+    return await hotspot_query_on_loop(*args, **kwargs)
+
+
+_sig = inspect.signature(hotspot_query)
+hotspot_query_observed.__signature__ = _sig.replace(  # type: ignore[attr-defined]
+    parameters=[p for p in _sig.parameters.values() if p.name != "method"])
+ObservedQuery_ = Annotated[HotspotQuery, Depends(hotspot_query_observed)]
 
 
 def forced_public(request: Request) -> str | None:

@@ -63,3 +63,14 @@ def test_zero_baseline_and_min_observed():
     res = find_spikes(monthly(counts))
     row = res.units.set_index("unit").loc[603]
     assert row.expected == 0 and np.isinf(row.ratio) and not row.spike
+
+
+def test_spikes_method_parameter_is_its_own(api):
+    """/spikes' `method` is the test (poisson or negbin); the hotspot query's `method` (observed/forecast) is not
+    taken there, so both names no longer collide (every value was refused by one of the two before)."""
+    for m in ("poisson", "negbin"):
+        r = api.get("/spikes", params={"method": m, "from": "2024-03"})
+        assert r.status_code == 200, r.text
+    assert api.get("/spikes", params={"method": "forecast"}).status_code == 422
+    params = [p for p in api.get("/openapi.json").json()["paths"]["/spikes"]["get"]["parameters"] if p["name"] == "method"]
+    assert len(params) == 1 and params[0]["schema"]["enum"] == ["poisson", "negbin"]

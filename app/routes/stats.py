@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from app.cache import cached_response_async, cached_value
 from app.collections import (Collection, Items, ItemsRequest, Registry, cells_page, hotspot_query_for_items,
                              offences_extent)
-from app.deps import Query_, State
+from app.deps import ObservedQuery_, Query_, State
 from app.errors import ApiError
 from app.render import GEOJSON_MEDIA, JSONResponse, cells_response, records, to_csv, to_geojson
 from app.routes.hotspots import QUERY_FIELDS, describe_query, gistar_result
@@ -106,7 +106,7 @@ def _emerging(state, q, slice, value, transform, include_no_pattern, format) -> 
     responses={200: {"content": {"application/json": {}, "text/csv": {}, "application/geo+json": {}}}},
 )
 async def get_spikes(
-    request: Request, state: State, q: Query_,
+    request: Request, state: State, q: ObservedQuery_,
     unit: Annotated[str, Query(description="cell (H3 at `resolution`) or an area layer: districts (the loaded "
                                "layer when it covers the dataset, else the automatic districts), lad, lsoa (automatic, "
                                "from the records), wards, or any loaded boundary layer; the response's `area_layer` "
