@@ -124,3 +124,13 @@ def test_api_plan_log_comply_evaluate(api):
     assert js["before"]["months"] == ["2024-02"] and js["after"]["months"] == ["2024-04"]
     assert js["analogue"]["date"] == "2024-02-01"
     assert api.get("/keydates/essex-test/2024-03-16/hotspots?dataset=essex-sample").status_code == 404
+
+
+def test_patrol_log_window_takes_dates_only(api):
+    """?to=0 was read as a Unix time (1970-01-01) and answered 200 (schemathesis: schema-violating request
+    accepted); the window takes YYYY-MM-DD only, as declared (format: date)."""
+    assert api.get("/patrols", params={"to": "0"}).status_code == 422
+    assert api.get("/patrols", params={"from": "2024-04-01", "to": "2024-04-30"}).status_code == 200
+    doc = api.get("/openapi.json").json()["paths"]["/patrols"]["get"]
+    assert {p["name"]: p["schema"].get("format") for p in doc["parameters"]}["to"] == "date"
+    assert "text/csv" in doc["responses"]["200"]["content"]

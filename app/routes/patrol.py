@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from datetime import date
 from typing import Annotated, Literal
 
@@ -16,7 +17,7 @@ import shapely
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from app.cache import cached_response_async
 from app.deps import Query_, State, on_loop
@@ -361,11 +362,20 @@ def get_gps_uploads(state: State) -> JSONResponse:
                          "retention_days": state.settings.gps_ping_retention_days})
 
 
+def _iso_day(v):
+    """A query date as YYYY-MM-DD only (pydantic would also read a number as a Unix time: '?to=0')."""
+    if isinstance(v, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", v.strip()):
+        raise ValueError("a date YYYY-MM-DD")
+    return v
+
+
 @router.get("/patrols", summary="The patrol log (optionally a window and spots)",
             description="Hand-entered rows (`source: manual`) and visits measured from GPS (`source: gps`, the "
-            "unit as the team, minutes = time inside the spot).")
-def get_patrols(state: State, date_from: Annotated[date | None, Query(alias="from")] = None,
-                date_to: Annotated[date | None, Query(alias="to", description="inclusive")] = None,
+            "unit as the team, minutes = time inside the spot).",
+            responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+def get_patrols(state: State, date_from: Annotated[date | None, Query(alias="from"), BeforeValidator(_iso_day)] = None,
+                date_to: Annotated[date | None, Query(alias="to", description="inclusive"),
+                                   BeforeValidator(_iso_day)] = None,
                 spot_id: Annotated[str | None, Query(description="comma-separated spot ids")] = None,
                 source: Annotated[Literal["manual", "gps"] | None, Query(description="only this source")] = None,
                 format: Annotated[Literal["json", "csv"], Query()] = "json") -> Response:
