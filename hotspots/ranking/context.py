@@ -39,11 +39,17 @@ def street_context(store: Store, plan: QueryPlan, cells: np.ndarray) -> pd.DataF
     scope, params = plan.scope_sql()
     sel = plan.selection_sql()
     res = plan.resolution
-    sql = f"""SELECT o.h3_{res} AS cell, {clean_location_sql()} AS loc,
-                     count(*) FILTER (WHERE {scope} AND {sel}) AS n_sel, count(*) AS n_all
-              FROM offences o LEFT JOIN kw ON kw.offence_key = o.offence_key
-              WHERE o.dataset = ? AND o.h3_{res} IN (SELECT cell FROM ctx_cells)
-              GROUP BY 1, 2"""
+    # grouped by the raw text first, cleaned on the few grouped rows (cleaning every record's text with a regular
+    # expression was a third of a top-50 query's time at 1 M offences)
+    sql = f"""WITH raw AS (
+                SELECT o.h3_{res} AS cell, o.location AS location,
+                       count(*) FILTER (WHERE {scope} AND {sel}) AS n_sel, count(*) AS n_all
+                FROM offences o LEFT JOIN kw ON kw.offence_key = o.offence_key
+                WHERE o.dataset = ? AND o.h3_{res} IN (SELECT cell FROM ctx_cells)
+                GROUP BY 1, 2)
+              SELECT cell, {clean_location_sql("location")} AS loc, sum(n_sel)::BIGINT AS n_sel,
+                     sum(n_all)::BIGINT AS n_all
+              FROM raw GROUP BY 1, 2"""
     cur = store.cursor()
     try:
         plan.register(cur)
