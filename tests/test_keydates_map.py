@@ -1,7 +1,8 @@
 """Key dates on the map (app/static/keydates.js) in headless Chromium, on the Leicestershire file: the after,
 change and forecast layers for 2021-05-17 match GET /keydates/.../hotspots, each with its legend and the key
 date's label; a date beyond the data is marked and shows the forecast only; the compact selector does not add a
-header row; editing From/To clears it. The offline map packs (GET /map/export, app/map_export.py) of the same
+header row and the header is at most two rows (<= 110 px) at 1280x720 and 1400x760 (issue 15); editing
+From/To puts the select back to "Key date…". The offline map packs (GET /map/export, app/map_export.py) of the same
 server: a key date's pack opened from file:// with Chromium's network off draws its hexagons and switches layers;
 a period pack and a set's zip; hostile parameters.
 
@@ -108,10 +109,12 @@ def test_key_date_layers_on_leicestershire(server, driver):
     assert any("indoor hospitality" in title for _, title in texts)
     assert ["2023-05-01 · forecast only", "2023-05-01 A date after the data ends (2022-10) (outside the data: "
             "forecast only)"] in texts
-    for width in (1024, 1280, 1600, 1920):  # the key date under the title adds no row, whatever wraps
-        driver.set_window_size(width, 720)
+    for width, height in ((1024, 720), (1280, 720), (1400, 760), (1600, 720), (1920, 720)):  # the key date beside
+        driver.set_window_size(width, height)                                                # the title adds no row
         time.sleep(0.3)
         shown = driver.execute_script("return document.getElementById('bar').getBoundingClientRect().height")
+        if width in (1280, 1400):  # issue 15: two rows at most (it was three, 121 px, before the compact header)
+            assert shown <= 110, (width, shown)
         hidden = driver.execute_script(
             "var w = document.getElementById('keydate-wrap'), s = document.getElementById('subtitle'); "
             "w.hidden = true; s.hidden = false; var h = document.getElementById('bar').getBoundingClientRect().height; "
@@ -171,11 +174,15 @@ def test_key_date_layers_on_leicestershire(server, driver):
     assert "forecast harm per day" in legend and "analogue 2020-07-04" in legend
     screenshot(driver, "keydates-map-2021-05-17-forecast.png")
 
-    # a hand-edited period is no longer the key date's window
+    # a hand-edited period is no longer the key date's window: the select is back to "Key date…" (issue 15)
+    assert "indoor hospitality" in driver.execute_script("return document.getElementById('keydate').title")
     driver.find_element("id", "from").send_keys("x")
     wait_for(driver, "return document.getElementById('keydate').value === '' && "
                      "window.harmspot.map.hasLayer(window.harmspot.hexes)")
     assert driver.execute_script("return document.getElementById('keydate-panel').hidden")
+    sel = driver.execute_script("var s = document.getElementById('keydate'); return [s.selectedOptions[0].text, s.title]")
+    assert sel[0] == "Key date…" and "indoor hospitality" not in sel[1], sel
+    assert not driver.find_elements("css selector", ".kd-caption")
 
 
 def test_key_date_beyond_the_data(server, driver):

@@ -314,11 +314,16 @@
     side.insertBefore(kd.panel, legend);
     el("keydate").addEventListener("change", function () {
       var v = el("keydate").value;
-      el("keydate").title = v && kd.sets[v] ? kd.sets[v].label : "Key dates";
+      el("keydate").title = v && kd.sets[v] ? kd.sets[v].label : "Key dates (lockdown easing, events)";
       select(v, false);
     });
     ["from", "to"].forEach(function (k) {  // a hand-edited period is no longer the key date's window
-      el(k).addEventListener("input", function () { if (el("keydate").value) { el("keydate").value = ""; clear(); } });
+      el(k).addEventListener("input", function () {
+        if (!el("keydate").value) return;
+        el("keydate").value = "";  // back to "Key date…", its tooltip with it
+        el("keydate").title = "Key dates (lockdown easing, events)";
+        clear();
+      });
     });
     ["preset", "resolution"].forEach(function (k) {
       el(k).addEventListener("change", function () { if (el("keydate").value) select(el("keydate").value, true); });
