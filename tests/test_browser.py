@@ -154,8 +154,26 @@ def test_map_end_to_end(server, driver, downloads):
     assert [c["h3"] for c in cells] == [c["h3"] for c in api["cells"]]
     legend = driver.find_element(By.ID, "legend").text
     assert "quantile classes" in legend and api["weights_table"] in legend
-    layers = driver.find_element(By.CSS_SELECTOR, ".leaflet-control-layers").text
+    # under 1500 px the layer control is collapsed to its button (it covered a third of the map); hovering opens it
+    control = driver.find_element(By.CSS_SELECTOR, ".leaflet-control-layers")
+    assert "leaflet-control-layers-expanded" not in control.get_attribute("class")
+    ActionChains(driver).move_to_element(control).perform()
+    wait_for(driver, "return document.querySelector('.leaflet-control-layers-expanded')", timeout=10)
+    layers = control.text
     assert "Harm spots" in layers and "Districts of essex-sample" in layers and "Wards" in layers
+    # the Gi* layer's legend names its classes in words (the response's gistar.class_labels), not by class id
+    gi = [lab for lab in control.find_elements(By.CSS_SELECTOR, ".leaflet-control-layers-overlays label")
+          if lab.text.strip() == "Gi* hot spots"]
+    assert gi, layers
+    gi[0].find_element(By.TAG_NAME, "input").click()
+    wait_for(driver, "return document.querySelector('#legend .extra-legend')", timeout=120)
+    gi_legend = driver.find_element(By.CSS_SELECTOR, "#legend .extra-legend").text
+    assert "Gi* hot spots" in gi_legend and "hot spot, 9" in gi_legend, gi_legend
+    assert "hot_9" not in gi_legend and "neighbourhood_hot" not in gi_legend, gi_legend
+    time.sleep(0.5)
+    screenshot(driver, "map-gistar-legend.png")
+    gi[0].find_element(By.TAG_NAME, "input").click()  # off again: its cells would take the popup click below
+    wait_for(driver, "return !document.querySelector('#legend .extra-legend')", timeout=10)
     assert driver.execute_script("return document.body.dataset.districts") == "14"  # the selector filled
     try:  # the key-date selector shows only when a key-dates engine answers GET /keydates
         has_keydates = bool(get_json(server + "/keydates"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.test_browser import downloads, driver, hotspots, screenshot, server, shown, wait_for  # noqa: F401
 
 
@@ -26,9 +28,15 @@ def test_map_next_period_forecast(server, driver):  # noqa: F811
     assert "Expected harm next period" in driver.find_element(By.ID, "legend").text
     period = api["forecast"]["forecast_period"]
     assert driver.find_element(By.ID, "forecast-period").text == f"{period['from']} to {period['to']}"
+    # the response's totals are the look-back's observed harm: labelled so, beside the expected harm of the cells shown
+    summary = driver.find_element(By.ID, "summary").text
+    assert "Observed harm in look-back" in summary and "Total harm" not in summary
+    expected = float(driver.find_element(By.ID, "expected-harm").text.replace(",", "").replace(" days", ""))
+    assert expected == pytest.approx(sum(c["forecast_harm"] for c in api["cells"]), abs=0.051)
     screenshot(driver, "map-forecast.png")
     # back to the observed map: the selector drops the parameter
     Select(driver.find_element(By.ID, "method")).select_by_visible_text("Last period (observed)")
     driver.find_element(By.ID, "apply").click()
     wait_for(driver, "return document.body.dataset.query.indexOf('method=') < 0 && !document.body.dataset.loading")
     assert "Harm per hexagon" in driver.find_element(By.ID, "legend").text
+    assert "Total harm" in driver.find_element(By.ID, "summary").text

@@ -21,7 +21,9 @@
   var renderer = L.canvas({ padding: 0.3 });
   var map = L.map("map", { preferCanvas: true, renderer: renderer, zoomSnap: 0.25 }).setView([51.75, 0.6], 9);
   var hexes = L.geoJSON(null, { renderer: renderer, style: styleCell, onEachFeature: bindPopup }).addTo(map);
-  var layerControl = L.control.layers(null, null, { collapsed: false, position: "topright" }).addTo(map);
+  // expanded, the layer list covers a third of a laptop's map: under 1500 px it is the layers button (hover or tap
+  // opens it); on a wide screen it stays open.  Decided at load.
+  var layerControl = L.control.layers(null, null, { collapsed: window.innerWidth < 1500, position: "topright" }).addTo(map);
   layerControl.addOverlay(hexes, "Harm spots");
   L.control.scale({ imperial: false }).addTo(map);
   var North = L.Control.extend({  // the map is web-Mercator, north up: a fixed arrow is true
@@ -226,8 +228,9 @@
     Object.keys(state.extraLegends).forEach(function (k) { html += state.extraLegends[k]; });
     el("legend").innerHTML = html;
   }
-  function summary(meta, n) {
+  function summary(meta, n, expected) {
     var c = meta.concentration || {};
+    var fc = !!meta.forecast;  // forecast map: the response's totals are the look-back's OBSERVED harm and count
     var top = c.of_cells_with_harm || {};
     var preset = state.presets[meta.preset] || meta.preset || (meta.offences || []).join(", ");
     el("summary").innerHTML = "<table>" +
@@ -237,9 +240,13 @@
         " to " + esc(meta.forecast.forecast_period.to) + "</td></tr>" : "") +
       "<tr><td>Offences</td><td>" + esc(preset) + "</td></tr>" +
       "<tr><td>Cells shown</td><td>" + fmt(n, 0) + " of " + fmt(meta.cells_with_offences, 0) + "</td></tr>" +
-      "<tr><td>Total harm</td><td>" + fmt(meta.total_harm) + " days</td></tr>" +
-      "<tr><td>Offence count</td><td>" + fmt(meta.total_count, 0) + "</td></tr>" +
-      "<tr><td>Top 5% of cells</td><td>" + fmt(100 * (top.top_5pct || 0), 1) + "% of harm</td></tr>" +
+      (fc && expected != null ? "<tr><td>Expected harm next period (cells shown)</td><td id=\"expected-harm\">" +
+        fmt(expected) + " days</td></tr>" : "") +
+      "<tr><td>" + (fc ? "Observed harm in look-back" : "Total harm") + "</td><td id=\"total-harm\">" +
+        fmt(meta.total_harm) + " days</td></tr>" +
+      "<tr><td>" + (fc ? "Offences in look-back" : "Offence count") + "</td><td>" + fmt(meta.total_count, 0) +
+        "</td></tr>" +
+      "<tr><td>Top 5% of cells" + (fc ? " (look-back)" : "") + "</td><td>" + fmt(100 * (top.top_5pct || 0), 1) + "% of harm</td></tr>" +
       "<tr><td>Weights</td><td>" + esc(meta.weights_table) + " (" + esc(meta.weights_exact) + ")</td></tr>" +
       "<tr><td>Time precision</td><td>" + esc((meta.time_precision || []).join(", ")) + "</td></tr></table>";
     el("weights-name").textContent = meta.weights_table || "";
@@ -270,7 +277,8 @@
       emptyNote(res.features.length ? null : (meta.no_records || meta.period_note || null));
       state.shown = q;
       legend(meta, res.features.length);
-      summary(meta, res.features.length);
+      summary(meta, res.features.length, meta.forecast ? res.features.reduce(function (t, f) {
+        return t + (f.properties.forecast_harm || 0); }, 0) : null);
       el("dl-geojson").href = withParams("/hotspots.geojson", q);
       el("dl-csv").href = withParams("/hotspots", q, { format: "csv" });
       el("status").textContent = res.features.length ? fmt(res.features.length, 0) + " harm spots" :
@@ -375,6 +383,18 @@
   }
 
   // ------------------------------------------------------------------ other collections
+  /** A layer's readable class names, when its response carries them (metadata.class_labels or one level down,
+   *  e.g. the Gi* collection's metadata.gistar.class_labels): {class id: label}; {} when none. */
+  function classLabels(doc) {
+    var m = (doc && doc.metadata) || {};
+    if (m.class_labels && typeof m.class_labels === "object") return m.class_labels;
+    for (var k in m) {
+      if (Object.prototype.hasOwnProperty.call(m, k) && m[k] && typeof m[k] === "object" && m[k].class_labels &&
+          typeof m[k].class_labels === "object") return m[k].class_labels;
+    }
+    return {};
+  }
+  function classText(names, v) { return Object.prototype.hasOwnProperty.call(names, v) ? names[v] : v; }
   function addCollectionLayer(c) {
     var kind = c["harmspot:kind"], style = c["harmspot:style"] || {};
     var group = L.layerGroup();
@@ -422,9 +442,16 @@
         }
       } else {
         var prop = style.property, values = res.features.map(function (f) { return f.properties[prop]; });
-        var cats = [], breaks = [], distinct = [], discrete = false;
+        var cats = [], breaks = [], distinct = [], discrete = false, names = classLabels(res.doc);
         if (style.type === "categorical") {
           values.forEach(function (v) { if (v != null && cats.indexOf(v) < 0) cats.push(v); });
+          var order = Object.keys(names);  // the response's class order (hot_99 before hot_95...) when it has one
+          if (order.length) {
+            cats.sort(function (a, b) {
+              var i = order.indexOf(String(a)), j = order.indexOf(String(b));
+              return (i < 0 ? order.length : i) - (j < 0 ? order.length : j);
+            });
+          }
         } else {
           distinct = values.filter(function (v) { return v != null; })
             .filter(function (v, i, a) { return a.indexOf(v) === i; }).sort(function (a, b) { return a - b; });
@@ -448,8 +475,9 @@
               return "<strong>" + esc(c.title) + "</strong>" +
                 (narrative ? '<p class="narrative">' + esc(narrative) + "</p>" : "") +
                 "<table>" + Object.keys(p).filter(function (k) { return k !== "narrative" && k !== "risk_narrative" && p[k] !== null && p[k] !== undefined; }).map(function (k) {
-                var v = p[k];
-                return "<tr><td>" + esc(k) + "</td><td>" + esc(typeof v === "object" ? JSON.stringify(v) : v) + "</td></tr>";
+                var v = p[k], text = typeof v === "object" ? JSON.stringify(v) : v;
+                if (k === prop && classText(names, v) !== v) text = classText(names, v) + " (" + v + ")";
+                return "<tr><td>" + esc(k) + "</td><td>" + esc(text) + "</td></tr>";
               }).join("") + "</table>";
             }, { maxWidth: 340 });
           }
@@ -458,7 +486,8 @@
         if (style.type === "categorical" && cats.length) {
           state.extraLegends[c.id] = "<div class=\"extra-legend\"><strong>" + esc(c.title) + "</strong>" +
             cats.map(function (v) {
-              return '<div class="row"><span class="swatch" style="background:' + colour(v) + '"></span>' + esc(v) + "</div>";
+              return '<div class="row" title="' + esc(v) + '"><span class="swatch" style="background:' + colour(v) +
+                '"></span>' + esc(classText(names, v)) + "</div>";
             }).join("") + "</div>";
           legend(state.meta, hexes.getLayers().length);
         } else if (style.type !== "categorical" && values.length) {
@@ -581,6 +610,10 @@
   }
 
   // ------------------------------------------------------------------ start-up
+  function tipSelected(id) {
+    var o = el(id).selectedOptions[0];
+    el(id).title = o ? o.textContent : "";
+  }
   function option(select, value, text) {
     var o = document.createElement("option"); o.value = value; o.textContent = text; select.appendChild(o);
   }
@@ -610,6 +643,7 @@
           if (c.id !== HOTSPOTS && c.id !== drawn && !(auto && auto[2] !== el("dataset").value)) addCollectionLayer(c);
         });
         PARAMS.forEach(function (k) { if (initial.get(k) && k !== "area") el(k).value = initial.get(k); });
+        tipSelected("dataset"); tipSelected("preset");
         var fitted = !initial.get("area") && fitDataset();  // the dataset's whole extent first
         if (window.harmspotKeyDates) window.harmspotKeyDates.init(); else initKeyDates();  // keydates.js
         return load(!fitted);
@@ -626,6 +660,9 @@
         layerControl.addOverlay(districtGroup, districtTitle());
         return load(!(!el("area").value && fitDataset()));  // the new dataset's extent (its districts)
       }).then(refreshActiveOverlays);
+    });
+    ["dataset", "preset"].forEach(function (k) {  // width-capped in the header: the chosen text in full on hover
+      el(k).addEventListener("change", function () { tipSelected(k); });
     });
     if (!window.harmspotKeyDates) el("keydate").addEventListener("change", onKeyDate);
     el("dl-geojson").addEventListener("click", keyedDownload);
