@@ -49,7 +49,7 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
 ]
 QUERYABLES_SAMPLE = 200  # features read to type a collection's queryables
-PERIOD_RE = r"^[0-9]{4}-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?$"
+PERIOD_RE = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?$"
 Preset = Literal[tuple(sorted(PRESETS))]  # type: ignore[valid-type]
 _HOTSPOT_PARAM_DOC = " (cell collections; as on /hotspots)"
 # A bad value of any declared parameter is the 400 OGC API - Features asks for (/req/core/query-param-invalid):
@@ -60,7 +60,7 @@ _HOTSPOT_PARAM_DOC = " (cell collections; as on /hotspots)"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 # The datetime parameter's syntax as declared in the OpenAPI document (RFC 3339 full-date or date-time, or an
 # interval a/b whose ends may be '..' or empty); parse_datetime then checks the calendar and the order.
-_INSTANT = (r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])([Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+_INSTANT = (r"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])([Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
             r"(\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))?")
 DATETIME_RE = rf"^(|{_INSTANT}|(\.\.|{_INSTANT})?/(\.\.|{_INSTANT})?)$"
 

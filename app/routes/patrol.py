@@ -436,7 +436,7 @@ def get_weekly_compliance(
     return JSONResponse({**meta, "rows": to_json({}, table)["cells"]})
 
 
-_PERIOD = r"^[0-9]{4}-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?$"  # YYYY-MM or YYYY-MM-DD, as HotspotQuery reads
+_PERIOD = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?$"  # YYYY-MM or YYYY-MM-DD, as HotspotQuery reads
 
 
 @router.get("/evaluation/patrols", summary="Patrol effect: matched difference-in-differences and the 48-hour check",
