@@ -259,6 +259,7 @@ def test_print_view_and_config(server, driver):
     head = driver.find_element(By.ID, "print-head").text
     assert "Harm spots" in head and "weights" in head
     assert not driver.find_element(By.ID, "controls").is_displayed()
+    assert not driver.find_element(By.ID, "keydate-wrap").is_displayed()  # a select on paper: the panel says the date
     config = get_json(server + "/map/config")
     assert config["tile_url"] is None  # offline by default: no tile server
     tiles = driver.execute_script("return document.querySelectorAll('.leaflet-tile').length")
