@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import gzip
 import hashlib
 import json
@@ -385,8 +386,18 @@ def cached_route(name: str):
             # a public key (or deployment) gets public output for the same URL: never share it with internal
             key = (name, sorted(request.query_params.multi_items()), getattr(request.state, "harmspot_public", None))
             return await cached_response_async(request, state, key, lambda: fn(*args, **kwargs))
+        route.__signature__ = resolved_signature(fn)
         return route
     return wrap
+
+
+def resolved_signature(fn) -> inspect.Signature:
+    """``fn``'s signature with its postponed (string) annotations evaluated in ``fn``'s own module: a wrapper's
+    ``__globals__`` are those of the wrapper's module, where FastAPI before 0.115 looked the names up."""
+    try:
+        return inspect.signature(fn, eval_str=True)
+    except NameError:
+        return inspect.signature(fn)
 
 
 # ------------------------------------------------------------------------------------------ fast path

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
+from app.cache import resolved_signature
 from app.errors import ApiError
 from app.state import ServiceState
 from geodata.datasets import default_dataset as stable_default
@@ -28,6 +29,7 @@ def on_loop(fn):
     @functools.wraps(fn)
     async def dependency(*args, **kwargs):
         return fn(*args, **kwargs)
+    dependency.__signature__ = resolved_signature(fn)
     return dependency
 
 

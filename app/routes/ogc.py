@@ -262,8 +262,11 @@ class HarmspotParams:
     (GDAL's ``OAPIF:http://host/?preset=all-crime`` adds them to every request it makes): they select the ranking
     the cell collections serve and that the collection documents describe; other collections ignore them."""
 
-    def __init__(
-        self,
+    def __init__(self, query: dict[str, Any]):
+        self.query = query
+
+
+def harmspot_params(
         dataset: Annotated[str | None, Query(max_length=64, description="Dataset" + _HOTSPOT_PARAM_DOC)] = None,
         date_from: Annotated[str | None, Query(alias="from", pattern=PERIOD_RE,
                                                description="Start YYYY-MM[-DD]" + _HOTSPOT_PARAM_DOC)] = None,
@@ -282,14 +285,16 @@ class HarmspotParams:
         method: Annotated[Literal["observed", "forecast"] | None, Query(
             description="observed (default) or forecast: rank by expected harm in the period after `to`"
             + _HOTSPOT_PARAM_DOC)] = None,
-    ):
-        self.query: dict[str, Any] = {
-            "dataset": dataset, "from": date_from, "to": date_to, "preset": preset, "offences": offences,
-            "area": area, "resolution": resolution, "weights": weights, "top": top, "rank_by": rank_by,
-            "include_asb": bool(include_asb), "method": method}
+) -> HarmspotParams:
+    """The dependency that reads :class:`HarmspotParams` (a function, not the class itself: FastAPI before 0.115
+    cannot resolve a class's postponed annotations, as pyproject's lower bound needs)."""
+    return HarmspotParams({
+        "dataset": dataset, "from": date_from, "to": date_to, "preset": preset, "offences": offences,
+        "area": area, "resolution": resolution, "weights": weights, "top": top, "rank_by": rank_by,
+        "include_asb": bool(include_asb), "method": method})
 
 
-Harmspot = Annotated[HarmspotParams, Depends(HarmspotParams)]
+Harmspot = Annotated[HarmspotParams, Depends(harmspot_params)]
 
 
 def known_parameters_only(request: Request) -> None:
