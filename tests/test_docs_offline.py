@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests import live
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -43,32 +41,9 @@ def server(tmp_path_factory):
         pytest.skip("headless Chromium not installed (apt-get install chromium chromium-driver)")
     pytest.importorskip("selenium", reason="selenium not installed (pip install -e '.[test]')")
     tmp = tmp_path_factory.mktemp("docs")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "HARMSPOT_DATA_DIR": str(tmp / "data"), "HARMSPOT_LOAD_SAMPLE": "false",
-           "PYTHONPATH": str(ROOT)}
-    log = tmp / "server.log"
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host",
-                             "127.0.0.1", "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env,
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    server, _ = live.start(tmp / "data", tmp / "server.log", {"HARMSPOT_LOAD_SAMPLE": "false"})
+    yield server.base
+    live.stop(server.proc)
 
 
 @pytest.fixture(scope="module")

@@ -14,25 +14,18 @@ import json
 import math
 import os
 import re
-import socket
 import sqlite3
 import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests import live as live_process
+
 ROOT = Path(__file__).resolve().parent.parent
 OGR2OGR = "/usr/bin/ogr2ogr"
 SYSTEM_PYTHON = "/usr/bin/python3"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str) -> dict:
@@ -43,29 +36,9 @@ def _get(url: str) -> dict:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gis")
-    port = _free_port()
-    env = {**os.environ, "HARMSPOT_DATA_DIR": str(tmp / "data"), "PYTHONPATH": str(ROOT)}
-    log = tmp / "server.log"
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host",
-                             "127.0.0.1", "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env,
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.3)
-    yield url, tmp
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    server, _ = live_process.start(tmp / "data", tmp / "server.log")
+    yield server.base, tmp
+    live_process.stop(server.proc)
 
 
 def _gdal_version() -> str | None:

@@ -3,15 +3,12 @@ the same cells as GET /hotspots, the OpenAPI `limit` component QGIS reads, and G
 live server."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests import live as live_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -257,41 +254,15 @@ def test_registry_takes_a_new_collection(client, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ GDAL
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     pyogrio = pytest.importorskip("pyogrio")
     if "OAPIF" not in pyogrio.list_drivers():
         pytest.skip(f"GDAL {pyogrio.__gdal_version_string__} in the pyogrio wheel has no OAPIF driver")
     tmp = tmp_path_factory.mktemp("live")
-    port = _free_port()
-    env = {**os.environ, "HARMSPOT_DATA_DIR": str(tmp), "PYTHONPATH": str(ROOT)}
-    log = (tmp / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"server did not start: {(tmp / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    server, _ = live_process.start(tmp, tmp / "server.log")
+    yield server.base
+    live_process.stop(server.proc)
 
 
 def test_gdal_oapif_reads_the_collections(live):
