@@ -138,8 +138,17 @@ class _Grid:
 
     def __init__(self, study: np.ndarray, record_cells: np.ndarray):
         cand = np.unique(parents(study, FILL_RESOLUTION)) if len(study) else np.empty(0, np.uint64)
-        self.cells = np.union1d(cand, np.unique(parents(record_cells, FILL_RESOLUTION)))
-        self.xy = _xy(self.cells)
+        cells = np.union1d(cand, np.unique(parents(record_cells, FILL_RESOLUTION)))
+        xy = _xy(cells)
+        # only grid cells within FILL_KM of a record cell can be assigned (``nearest`` gives None beyond): the
+        # others are dropped before their hexagons and children are made (a national hull holds millions)
+        if len(cells) and len(record_cells):
+            d, _ = cKDTree(_xy(np.unique(np.asarray(record_cells, dtype=np.uint64)))).query(
+                xy, distance_upper_bound=FILL_KM * 1000)
+            near = np.isfinite(d)
+            cells, xy = cells[near], xy[near]
+        self.cells = cells
+        self.xy = xy
         self._hexes = None
         self._children = None
 
