@@ -64,6 +64,8 @@ def main() -> None:
         "",
         target_status(results),
         "",
+        "Since the result cache landed (app/cache.py) this query, repeated after its warm-up, is answered from the cache: the `/hotspots` column measures a cache hit, not the engine. Distinct queries (no cache can help) are in the LOAD section: top-50 p50 75 ms over HTTP at 1 M.",
+        "",
         "The machine is shared (other jobs run on its 2 cores), so single runs vary by tens of percent; "
         "compare each figure with the baselines of the same run.",
     ]
