@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/bench_map.py
 
-Starts the real service (uvicorn subprocess, fresh store with the bundled sample) on a free loopback port,
-measures the bytes the page loads (raw and as gzip would send them), the items request for 5,000 cells, the
-time from navigation start to the hexagons drawn on the canvas (cold and warm), and how long zooms and pans
-take with 5,000 hexagons on the map.  Prints the figures and writes docs/benchmarks-map.md (machine, date).
+Starts the real service (`harmspot serve` subprocess, tests.live.start, fresh store with the bundled sample) on a
+free loopback port, measures the bytes the page loads (raw and as gzip would send them), the items request for
+5,000 cells, the time from navigation start to the hexagons drawn on the canvas (cold and warm), and how long
+zooms and pans take with 5,000 hexagons on the map.  Prints the figures and writes docs/benchmarks-map.md (machine, date).
 """
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from test_browser import CHROMEDRIVER, CHROMIUM, free_port, start_server, stop_server  # noqa: E402
-from bench.machine import machine
+from bench.machine import machine  # noqa: E402
+from tests import live  # noqa: E402
 
 QUERY = {"preset": "all-crime", "resolution": 11, "top": 5000, "from": "2024-01", "to": "2024-04"}
 STATIC = ["/map", "/static/map.js", "/static/map.css", "/static/vendor/leaflet/leaflet.js",
@@ -43,21 +43,13 @@ def chromium_version() -> str:
     import subprocess
 
     try:
-        return subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True, timeout=20).stdout.strip()
+        return subprocess.run([live.CHROMIUM, "--version"], capture_output=True, text=True, timeout=20).stdout.strip()
     except OSError:
         return "unknown"
 
 
 def driver(cache: bool):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--window-size=1400,900", "--disable-dev-shm-usage"):
-        opts.add_argument(arg)
-    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    d = live.chromium(1400, 900, page_load_timeout=None)
     if not cache:
         d.execute_cdp_cmd("Network.enable", {})
         d.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
@@ -105,13 +97,12 @@ next();
 
 
 def main() -> int:
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+    if not live.have_browser():
         print("needs chromium and chromedriver (apt-get install chromium chromium-driver)")
         return 1
     tmp = Path(tempfile.mkdtemp(prefix="bench-map-"))
-    port = free_port()
-    proc = start_server(tmp / "data", port, tmp / "server.log")
-    base = f"http://127.0.0.1:{port}"
+    srv, _ = live.start(tmp / "data", tmp / "server.log", {"HARMSPOT_LOAD_SAMPLE": "true"})
+    base = srv.base
     try:
         weights = []
         for path in STATIC:
@@ -141,7 +132,7 @@ def main() -> int:
         finally:
             warm_driver.quit()
     finally:
-        stop_server(proc)
+        live.stop(srv.proc)
 
     med = statistics.median
     static_raw = sum(w[1] for w in weights)

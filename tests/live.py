@@ -1,9 +1,14 @@
 """The real service in a subprocess (`harmspot serve` on a free loopback port, its own store), for hostile-input
-tests against the process as deployed: real HTTP parsing, the body-limit middleware, keys, worker threads."""
+tests against the process as deployed: real HTTP parsing, the body-limit middleware, keys, worker threads.
+
+And the headless browser the map and docs tests drive against it (Debian chromium + chromium-driver through
+Selenium; `scripts/install-browser.sh` installs them when root): `need_browser`, `chromium`, `wait_for`,
+`screenshot`."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +17,7 @@ import http.client
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HARMSPOT = Path(sys.executable).parent / "harmspot"
 
@@ -129,3 +135,69 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+# ---------------------------------------------------------------------------------------------- headless browser
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def have_browser() -> bool:
+    return Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()
+
+
+def need_browser() -> None:
+    """Skip the calling test or fixture, with the reason, when Chromium, ChromeDriver or Selenium are absent."""
+    import pytest
+
+    if not have_browser():
+        pytest.skip("headless Chromium not installed (apt-get install chromium chromium-driver)")
+    pytest.importorskip("selenium", reason="selenium not installed (pip install -e '.[test]')")
+
+
+def chromium(width: int, height: int, *, profile: Path | None = None, downloads: Path | None = None,
+             args: tuple[str, ...] = (), page_load_timeout: float | None = 60) -> Any:
+    """Headless Chromium (no sandbox, software rendering, no background networking) in a ``width`` x ``height``
+    window; ``profile`` is its user-data directory, ``downloads`` where downloads go without a prompt, ``args``
+    more command-line switches. The caller quits it."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                f"--window-size={width},{height}", "--disable-dev-shm-usage",
+                *([f"--user-data-dir={profile}"] if profile else []), *args):
+        opts.add_argument(arg)
+    if downloads:
+        opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                               "download.prompt_for_download": False})
+    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    if downloads:
+        d.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    if page_load_timeout is not None:
+        d.set_page_load_timeout(page_load_timeout)
+    return d
+
+
+def wait_for(driver: Any, script: str, timeout: float = 45) -> Any:
+    """Run ``script`` in the page until it returns something truthy, and return that; on a timeout fail with the
+    script and the page's #status text (the map's status line), when it has one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.1)
+    status = driver.execute_script("var s = document.getElementById('status'); return s ? s.textContent : null")
+    raise AssertionError(f"timed out waiting for: {script}; status: {status}")
+
+
+def screenshot(driver: Any, name: str) -> None:
+    """Save a screenshot as ``name`` under $HARMSPOT_SCREENSHOTS (relative to the repository), when it is set."""
+    target = os.environ.get("HARMSPOT_SCREENSHOTS")
+    if target:
+        out = (ROOT / target) if not Path(target).is_absolute() else Path(target)
+        out.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(out / name))

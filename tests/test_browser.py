@@ -1,20 +1,15 @@
 """End to end in headless Chromium (Debian chromium + chromium-driver, driven by Selenium).
 
-Starts the real service (uvicorn, a subprocess, a fresh store with the bundled sample) on a free loopback
-port, opens the map, checks the hexagons against GET /hotspots, changes the preset, opens a popup by clicking
-on a hexagon and checks its values, and downloads the GeoJSON of what is shown.  Skipped (reported as
-skipped) only when chromium, chromedriver or selenium are absent.
+Starts the real service (`harmspot serve` in a subprocess, tests.live.start, a fresh store with the bundled
+sample) on a free loopback port, opens the map, checks the hexagons against GET /hotspots, changes the preset,
+opens a popup by clicking on a hexagon and checks its values, and downloads the GeoJSON of what is shown.
+Skipped (reported as skipped) only when chromium, chromedriver or selenium are absent (tests.live.need_browser).
 
 Set HARMSPOT_SCREENSHOTS=docs/screenshots to refresh the screenshots in the docs.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -22,17 +17,10 @@ from urllib.parse import urlencode
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+from tests import live
+from tests.live import screenshot, wait_for
 
 pytestmark = pytest.mark.browser
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str, timeout: float = 60) -> dict:
@@ -40,45 +28,13 @@ def get_json(url: str, timeout: float = 60) -> dict:
         return json.loads(r.read())
 
 
-def start_server(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
-    """The real service in a subprocess, as `harmspot serve` runs it, on its own store."""
-    env = {**os.environ, "HARMSPOT_DATA_DIR": str(data_dir), "HARMSPOT_LOAD_SAMPLE": "true",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                            cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            get_json(f"http://127.0.0.1:{port}/health", timeout=2)
-            return proc
-        except OSError:
-            time.sleep(0.3)
-    proc.terminate()
-    raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("headless Chromium not installed (apt-get install chromium chromium-driver)")
-    pytest.importorskip("selenium", reason="selenium not installed (pip install -e '.[test]')")
+    live.need_browser()
     tmp = tmp_path_factory.mktemp("browser")
-    port = free_port()
-    proc = start_server(tmp / "data", port, tmp / "server.log")
-    yield f"http://127.0.0.1:{port}"
-    stop_server(proc)
+    srv, _ = live.start(tmp / "data", tmp / "server.log", {"HARMSPOT_LOAD_SAMPLE": "true"})
+    yield srv.base
+    live.stop(srv.proc)
 
 
 @pytest.fixture(scope="module")
@@ -88,32 +44,9 @@ def downloads(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def driver(server, downloads):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--window-size=1400,900", "--disable-dev-shm-usage"):
-        opts.add_argument(arg)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
-    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    d.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    d.set_page_load_timeout(60)
+    d = live.chromium(1400, 900, downloads=downloads)
     yield d
     d.quit()
-
-
-def wait_for(driver, script: str, timeout: float = 45):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.1)
-    status = driver.execute_script("return document.getElementById('status').textContent")
-    raise AssertionError(f"timed out waiting for: {script}; status: {status}")
 
 
 def shown(driver) -> list[dict]:
@@ -123,14 +56,6 @@ def shown(driver) -> list[dict]:
 
 def hotspots(server: str, query: str) -> dict:
     return get_json(f"{server}/hotspots?{query}")
-
-
-def screenshot(driver, name: str) -> None:
-    target = os.environ.get("HARMSPOT_SCREENSHOTS")
-    if target:
-        out = (ROOT / target) if not Path(target).is_absolute() else Path(target)
-        out.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(out / name))
 
 
 def test_map_end_to_end(server, driver, downloads):

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from tests.test_browser import downloads, driver, hotspots, screenshot, server, shown, wait_for  # noqa: F401
+from tests.live import screenshot, wait_for
+from tests.test_browser import downloads, driver, hotspots, server, shown  # noqa: F401
 
 
 def test_map_next_period_forecast(server, driver):  # noqa: F811

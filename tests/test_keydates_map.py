@@ -11,32 +11,29 @@ map-export-2021-05-17-*.png.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
-import os
 import re
 import shutil
 import time
 import urllib.request
 import zipfile
-from pathlib import Path
 
 import pytest
 
 from patrol_data import leics_store
 from tests import live
+from tests.live import screenshot
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+wait_for = functools.partial(live.wait_for, timeout=120)  # the Leicestershire key-date layers take longer
 pytestmark = pytest.mark.browser
 KD = "england-2020-21|2021-05-17"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("headless Chromium not installed (apt-get install chromium chromium-driver)")
-    pytest.importorskip("selenium")
+    live.need_browser()
     store = leics_store(tmp_path_factory, "kdmap")
     path = store.path
     store.close()
@@ -53,38 +50,9 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def driver(server, tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--window-size=1280,720", "--disable-dev-shm-usage",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        opts.add_argument(arg)
-    d = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-    d.set_page_load_timeout(120)
+    d = live.chromium(1280, 720, profile=tmp_path_factory.mktemp("chromium"), page_load_timeout=120)
     yield d
     d.quit()
-
-
-def wait_for(driver, script: str, timeout: float = 120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.2)
-    status = driver.execute_script("return document.getElementById('status').textContent")
-    raise AssertionError(f"timed out: {script}; status: {status}")
-
-
-def screenshot(driver, name: str) -> None:
-    target = os.environ.get("HARMSPOT_SCREENSHOTS")
-    if target:
-        out = (ROOT / target) if not Path(target).is_absolute() else Path(target)
-        out.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(out / name))
 
 
 def choose(driver, value: str) -> None:
@@ -235,7 +203,7 @@ def test_map_export_key_date_opens_from_disk_with_no_network(server, driver, tmp
         with pytest.raises(WebDriverException, match="INTERNET_DISCONNECTED"):  # the network really is off
             driver.get("http://example.com/")
         driver.get(path.as_uri())
-        n = int(wait_for(driver, "return document.body.dataset.hexagons", 60))
+        n = int(wait_for(driver, "return document.body.dataset.hexagons", timeout=60))
         assert n == len(want["after"]) == 200
         assert driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)"
                                      ".filter(u => !u.startsWith('data:') && !u.startsWith('file:'))") == []
