@@ -46,6 +46,17 @@ def essex_parsed():
     return parse_files([(str(SAMPLE), None)], area), area
 
 
+@pytest.fixture
+def loaded(store, essex_parsed):
+    """A fresh store with the bundled Essex sample ingested as dataset "essex" and the sample's boundaries."""
+    parsed, area = essex_parsed
+    store.ingest("essex", parsed, area)
+    from app.state import load_sample_boundaries
+
+    load_sample_boundaries(store)
+    return store
+
+
 @pytest.fixture(scope="session")
 def api(tmp_path_factory):
     """A TestClient on a fresh store with the bundled sample loaded (as `make serve` does)."""

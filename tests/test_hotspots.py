@@ -12,16 +12,6 @@ from hotspots.ranking.query import HotspotQuery
 from tests.conftest import SAMPLE
 
 
-@pytest.fixture
-def loaded(store, essex_parsed):
-    parsed, area = essex_parsed
-    store.ingest("essex", parsed, area)
-    from app.state import load_sample_boundaries
-
-    load_sample_boundaries(store)
-    return store
-
-
 def test_hand_checked_harm_for_a_small_slice(loaded):
     """Southend town centre, March 2024, robbery + drugs: count by hand from the raw CSV, weigh by hand."""
     bbox = (0.70, 51.535, 0.725, 51.548)

@@ -9,16 +9,6 @@ from hotspots.ranking.plan import QueryPlan, resolve_plan
 from hotspots.ranking.query import HotspotQuery
 
 
-@pytest.fixture
-def loaded(store, essex_parsed):
-    parsed, area = essex_parsed
-    store.ingest("essex", parsed, area)
-    from app.state import load_sample_boundaries
-
-    load_sample_boundaries(store)
-    return store
-
-
 class Counting:
     """Counts the store round trips (cursors opened, query_df, scalar) made through a Store; a cursor that
     query_df or scalar opens for themselves is part of their round trip, not another."""
