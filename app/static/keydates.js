@@ -265,26 +265,7 @@
   }
   function fill(sets) {
     var sel = el("keydate");
-    while (sel.options.length > 1) sel.remove(1);
-    Array.prototype.slice.call(sel.querySelectorAll("optgroup")).forEach(function (g) { g.remove(); });
-    kd.sets = {};
-    sets.forEach(function (s) {
-      var g = document.createElement("optgroup");
-      g.label = s.name;
-      s.dates.forEach(function (d) {
-        var o = document.createElement("option");
-        o.value = s.name + "|" + d.date;
-        var mark = d.status == null || d.in_data ? "" : (d.after_in_data === false ? " · forecast only" : " · no change");
-        o.textContent = d.date + mark;
-        o.title = d.date + " " + (d.label || "") + (d.status ? " (" + d.status + ")" : "");
-        if (mark) o.className = "kd-outside-data";
-        kd.sets[o.value] = { set: s.name, date: d.date, label: d.label, status: d.status };
-        g.appendChild(o);
-      });
-      sel.appendChild(g);
-    });
-    el("keydate-wrap").hidden = !sets.length;
-    if (el("subtitle")) el("subtitle").hidden = !!sets.length;  // the selector takes the subtitle's place
+    kd.sets = hs().fillKeyDates(sets);  // map.js builds the select
     var cur = kd.current ? kd.current.set + "|" + kd.current.date : "";
     sel.value = kd.sets[cur] ? cur : "";
     sel.title = sel.value && kd.sets[sel.value] ? kd.sets[sel.value].label : "Key dates (lockdown easing, events)";

@@ -541,22 +541,36 @@
     var sets = Array.isArray(body) ? body : (body.sets || body.keydates || body.key_date_sets || []);
     return sets.filter(function (s) { return s && Array.isArray(s.dates) && s.dates.length; });
   }
+  /** Fill the header's key-date select (#keydate) from GET /keydates sets: one optgroup a set, one option a date,
+   *  shown as the date alone (marked when its windows are outside the data: "· forecast only" / "· no change"),
+   *  its label in the tooltip; the select takes the subtitle's place when there are dates. The one builder of the
+   *  select: initKeyDates here and keydates.js's fill use it. Returns {"set|date": {set, date, label, status}}. */
+  function fillKeyDates(sets) {
+    var sel = el("keydate"), entries = {};
+    while (sel.options.length > 1) sel.remove(1);
+    Array.prototype.slice.call(sel.querySelectorAll("optgroup")).forEach(function (g) { g.remove(); });
+    sets.forEach(function (s) {
+      var g = document.createElement("optgroup");
+      g.label = s.name;
+      s.dates.forEach(function (d) {
+        var o = document.createElement("option");
+        o.value = s.name + "|" + d.date;
+        var mark = d.status == null || d.in_data ? "" : (d.after_in_data === false ? " · forecast only" : " · no change");
+        o.textContent = d.date + mark;
+        o.title = d.date + " " + (d.label || "") + (d.status ? " (" + d.status + ")" : "");
+        if (mark) o.className = "kd-outside-data";
+        entries[o.value] = { set: s.name, date: d.date, label: d.label, status: d.status };
+        g.appendChild(o);
+      });
+      sel.appendChild(g);
+    });
+    el("keydate-wrap").hidden = !sets.length;
+    if (el("subtitle")) el("subtitle").hidden = !!sets.length;
+    return entries;
+  }
   function initKeyDates() {
     return getJSON("/keydates").then(function (body) {
-      var sets = keyDateSets(body);
-      if (!sets.length) return;
-      sets.forEach(function (s) {
-        var g = document.createElement("optgroup");
-        g.label = s.name;
-        s.dates.forEach(function (d) {
-          var o = document.createElement("option");
-          o.value = s.name + "|" + d.date;
-          o.textContent = d.date + " " + (d.label || "");
-          g.appendChild(o);
-        });
-        el("keydate").appendChild(g);
-      });
-      el("keydate-wrap").hidden = false;
+      fillKeyDates(keyDateSets(body));
     }).catch(function () { /* no key dates engine: the selector stays hidden */ });
   }
   function findWindow(obj) {
@@ -683,6 +697,6 @@
     return { x: Math.round(box.left + p.x), y: Math.round(box.top + p.y) };
   }
   window.harmspot = { map: map, hexes: hexes, reload: load, layers: layerControl, state: state, cellPoint: cellPoint,
-                      printView: printView };
+                      printView: printView, fillKeyDates: fillKeyDates };
   init();
 })();
