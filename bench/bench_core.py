@@ -5,6 +5,10 @@ resampled to size, against baselines timed in the same run:
 - the floor: a bare ``pyarrow.csv.read_csv`` of the same file;
 - a naive ingest: pandas read_csv + geopandas projection + a per-row h3-py loop (all resolutions) + store write;
 - a naive query: pandas filter + weight map + group-by over the same rows held in memory.
+The ``/hotspots`` figure is the engine's: op-ark top-50 queries with distinct 6-12 month windows (the load
+benchmark's ``top50`` draw, bench.load_test.Distinct), none repeated, so the result cache (app/cache.py) cannot
+answer any of them; the naive query runs the first NAIVE_REPEATS of the same windows. One query repeated after its
+warm-up is timed as well and reported as the cache-hit figure.
 Run: ``python -m bench`` (writes docs/benchmarks.md).
 """
 from __future__ import annotations
@@ -19,7 +23,22 @@ import time
 from pathlib import Path
 
 SIZES = (100_000, 1_000_000)
-QUERY_REPEATS = 30
+QUERY_REPEATS = 30  # distinct queries timed (and repeats of the cached one)
+NAIVE_REPEATS = 5
+CACHED = {"from": "2021-01", "to": "2021-12", "preset": "op-ark", "top": 50}  # the repeated (cache-hit) query
+
+
+def distinct_queries(n: int = QUERY_REPEATS) -> list[dict]:
+    """``n`` op-ark top-50 res-10 queries with distinct 6-12 month windows in 2019-12..2022-10, in a fixed order."""
+    from bench.load_test import Distinct
+
+    d = Distinct()
+    return [{**d.next("top50"), "dataset": "bench"} for _ in range(n)]
+
+
+def _p50_p90(times: list[float]) -> tuple[float, float]:
+    times = sorted(times)
+    return 1000 * statistics.median(times), 1000 * times[int(0.9 * len(times)) - 1]
 
 
 def _rss_mb() -> float:
@@ -82,19 +101,27 @@ def step_query(store_path: str) -> dict:
     from geodata.settings import Settings
 
     settings = Settings(data_dir=Path(store_path).parent, load_sample=False, audit=False)
-    times = []
+    distinct, cached = [], []
     with TestClient(create_app(settings)) as client:
-        params = {"dataset": "bench", "from": "2021-01", "to": "2021-12", "preset": "op-ark", "top": 50}
-        r = client.get("/hotspots", params=params)
-        assert r.status_code == 200, r.text
-        for _ in range(QUERY_REPEATS):
+        def timed(params: dict) -> float:
             t = time.perf_counter()
             r = client.get("/hotspots", params=params)
-            times.append(time.perf_counter() - t)
-        cells = len(r.json()["cells"])
-    times.sort()
-    return {"p50_ms": 1000 * statistics.median(times), "p90_ms": 1000 * times[int(0.9 * len(times)) - 1],
-            "cells": cells, "rss_mb": _rss_mb()}
+            dt = time.perf_counter() - t
+            assert r.status_code == 200, r.text
+            return dt
+
+        cache_query = {"dataset": "bench", **CACHED}
+        timed(cache_query)  # warm-up: the store, the plan's look-ups, and the cached query's result
+        queries = distinct_queries()
+        for q in queries:
+            distinct.append(timed(q))
+        for _ in range(QUERY_REPEATS):
+            cached.append(timed(cache_query))
+        cells = len(client.get("/hotspots", params=queries[-1]).json()["cells"])
+    p50, p90 = _p50_p90(distinct)
+    hit50, hit90 = _p50_p90(cached)
+    return {"p50_ms": p50, "p90_ms": p90, "queries": len(queries), "cache_hit_p50_ms": hit50,
+            "cache_hit_p90_ms": hit90, "cells": cells, "rss_mb": _rss_mb()}
 
 
 def step_naive_query(path: str) -> dict:
@@ -107,9 +134,9 @@ def step_naive_query(path: str) -> dict:
     df["h3_10"] = [h3.latlng_to_cell(la, lo, 10) for la, lo in zip(df.Latitude, df.Longitude)]
     weights = load_open_default().by_category
     times = []
-    for _ in range(5):
+    for q in distinct_queries(NAIVE_REPEATS):  # the engine's first windows
         t = time.perf_counter()
-        sel = df[(df.Month >= "2021-01") & (df.Month <= "2021-12")
+        sel = df[(df.Month >= q["from"]) & (df.Month <= q["to"])
                  & df["Crime type"].isin(["Violence and sexual offences", "Robbery", "Drugs"])]
         harm = sel["Crime type"].map(weights)
         top = harm.groupby(sel["h3_10"]).agg(["sum", "count"]).sort_values("sum", ascending=False).head(50)
@@ -159,12 +186,13 @@ def markdown(results: dict) -> str:
             f"{rate(r['naive_ingest']['seconds']):,.0f} rows/s | "
             f"{r['naive_ingest']['seconds'] / r['ingest']['seconds']:.1f}x faster | "
             f"{r['ingest']['seconds'] / r['floor']['seconds']:.1f}x the floor's time | {r['ingest']['rss_mb']:,.0f} MB |")
-    lines += ["", "| offences | `/hotspots` top-50 p50 (HTTP, in-process) | p90 | naive pandas group-by p50 | "
-              "naive / harmspot | peak RSS query |", "|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| offences | `/hotspots` top-50 p50, distinct queries (HTTP, in-process) | p90 | "
+              "naive pandas group-by p50 | naive / harmspot | cache hit p50 (one query repeated) | peak RSS query |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
     for n, r in results.items():
         lines.append(f"| {n:,} | {r['query']['p50_ms']:.1f} ms | {r['query']['p90_ms']:.1f} ms | "
                      f"{r['naive_query']['p50_ms']:.1f} ms | {r['naive_query']['p50_ms'] / r['query']['p50_ms']:.1f}x | "
-                     f"{r['query']['rss_mb']:,.0f} MB |")
+                     f"{r['query']['cache_hit_p50_ms']:.1f} ms | {r['query']['rss_mb']:,.0f} MB |")
     return "\n".join(lines)
 
 
