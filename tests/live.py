@@ -6,6 +6,7 @@ Selenium; `scripts/install-browser.sh` installs them when root): `need_browser`,
 `screenshot`."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import http.client
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 HARMSPOT = Path(sys.executable).parent / "harmspot"
 
@@ -117,6 +118,16 @@ def start(data_dir: Path, log: Path, extra_env: dict | None = None, keys: dict[s
             time.sleep(0.3)
     stop(proc)
     raise RuntimeError(f"harmspot serve did not start: {log.read_text()[-2000:]}")
+
+
+@contextlib.contextmanager
+def serving(tmp: Path, extra_env: dict | None = None) -> Iterator[Live]:
+    """`start` on a store in ``tmp``/data (log ``tmp``/server.log), stopped on leaving the block."""
+    srv, _ = start(tmp / "data", tmp / "server.log", extra_env)
+    try:
+        yield srv
+    finally:
+        stop(srv.proc)
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -31,10 +31,8 @@ def get_json(url: str, timeout: float = 60) -> dict:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     live.need_browser()
-    tmp = tmp_path_factory.mktemp("browser")
-    srv, _ = live.start(tmp / "data", tmp / "server.log", {"HARMSPOT_LOAD_SAMPLE": "true"})
-    yield srv.base
-    live.stop(srv.proc)
+    with live.serving(tmp_path_factory.mktemp("browser"), {"HARMSPOT_LOAD_SAMPLE": "true"}) as srv:
+        yield srv.base
 
 
 @pytest.fixture(scope="module")

@@ -34,10 +34,8 @@ def test_docs_pages_name_only_local_assets(api):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     live.need_browser()
-    tmp = tmp_path_factory.mktemp("docs")
-    server, _ = live.start(tmp / "data", tmp / "server.log", {"HARMSPOT_LOAD_SAMPLE": "false"})
-    yield server.base
-    live.stop(server.proc)
+    with live.serving(tmp_path_factory.mktemp("docs"), {"HARMSPOT_LOAD_SAMPLE": "false"}) as srv:
+        yield srv.base
 
 
 @pytest.fixture(scope="module")
