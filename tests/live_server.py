@@ -1,12 +1,11 @@
 """A real `harmspot serve` process for hostile-input tests: keyed mode (an admin key made with the CLI before
-the start), a free loopback port, its own data dir; peak RSS read from /proc. Stopped by the test's fixture."""
+the start), a free loopback port (tests.live.free_port), its own data dir; peak RSS read from /proc. Stopped by
+the test's fixture."""
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -14,13 +13,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HARMSPOT = Path(sys.executable).parent / "harmspot"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.live import HARMSPOT, free_port
 
 
 @dataclass
