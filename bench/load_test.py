@@ -39,7 +39,6 @@ import gzip
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 from bench.machine import machine
+from tests.live import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LEICS = ROOT.parent / "shared" / "data" / "crime" / "leicestershire_street_2019-12_to_2022-10.csv.gz"
@@ -129,12 +129,6 @@ def _load_areas(data_dir: Path) -> list[str]:
     finally:
         store.close()
     return ["wards", "districts"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------- queries

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,11 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 
+from tests.live import free_port  # noqa: E402
+
 HARMSPOT = Path(sys.executable).parent / "harmspot"
 EXAMPLES = int(os.environ.get("HARMSPOT_SCHEMATHESIS_EXAMPLES", "6"))
 _STATE: dict[str, str] = {}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +34,7 @@ def live_schema(tmp_path_factory):
     made = subprocess.run([str(HARMSPOT), "keys", "create", "--role", "admin", "--name", "schemathesis"], env=env,
                           capture_output=True, text=True, timeout=60, check=True)
     _STATE["key"] = json.loads(made.stdout)["key"]
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([str(HARMSPOT), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

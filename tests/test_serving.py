@@ -11,7 +11,6 @@ import ast
 import gzip
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from geodata.settings import Settings
 from geodata.store import BlockingCallOnLoop
 from hotspots.ranking.query import HotspotQuery
 from tests.conftest import LEICS, ROOT, need
+from tests.live import free_port
 
 HARMSPOT = Path(sys.executable).parent / "harmspot"
 HEADER = ("Crime ID,Month,Reported by,Falls within,Longitude,Latitude,Location,LSOA code,LSOA name,Crime type,"
@@ -318,12 +318,6 @@ async def post_patrols(state, request):
 
 
 # ------------------------------------------------------------------ the real service during an ingest
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _call(method: str, url: str, key: str | None = None, body: bytes | None = None,
           ctype: str | None = None) -> int:
     req = urllib.request.Request(url, data=body, method=method)
@@ -360,7 +354,7 @@ def test_13_5_real_service_answers_during_a_long_ingest(tmp_path):
         out = subprocess.run([str(HARMSPOT), "keys", "create", "--role", role, "--name", f"t-{role}"], env=env,
                              capture_output=True, text=True, timeout=120, check=True)
         keys[role] = json.loads(out.stdout)["key"]
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
     with log.open("wb") as fh:
