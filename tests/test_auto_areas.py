@@ -139,3 +139,120 @@ def test_extract_with_a_district_column(store):
     assert sorted(areas["name"]) == ["Beat North", "Beat South"]
     meta = store.query_df("SELECT source FROM area_layer_meta WHERE layer = ?", [c.stored])
     assert meta["source"].iloc[0] == "the records' district column"
+
+
+# ---------------------------------------------------------------- bounded memory on a national layout (issue 14)
+
+def national_layout_csv(offsets=((0.0, 0.0), (0.0, -1.0), (0.0, 1.0), (-1.5, 0.5))) -> bytes:
+    """One month of Leicestershire copied to four places far apart, each copy keeping its LSOA codes and names
+    (fresh Crime IDs), as bench/bench_national.py lays the real rows over England and Wales: one district or
+    LSOA name occurs in several places, so a feature's cells are far apart and a district is several counties."""
+    import io
+
+    df = pd.read_csv(io.BytesIO(leics_csv(("2022-10",))), dtype=str, keep_default_na=False)
+    lon, lat = pd.to_numeric(df["Longitude"], errors="coerce"), pd.to_numeric(df["Latitude"], errors="coerce")
+    parts = []
+    for k, (dx, dy) in enumerate(offsets):
+        p = df.copy()
+        p["Longitude"] = (lon + dx).map(lambda v: "" if pd.isna(v) else f"{v:.6f}")
+        p["Latitude"] = (lat + dy).map(lambda v: "" if pd.isna(v) else f"{v:.6f}")
+        p["Crime ID"] = [f"copy{k}-{i}" if cid else "" for i, cid in enumerate(p["Crime ID"])]
+        parts.append(p)
+    return pd.concat(parts).to_csv(index=False).encode()
+
+
+def _layers(s, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    cells = s.query_df("SELECT layer, feature_id, h3_10, lat, lon FROM area_cells WHERE layer LIKE ? ORDER BY rowid",
+                       [f"%@{dataset}"])
+    areas = s.query_df("SELECT * FROM areas WHERE layer LIKE ? ORDER BY layer, feature_id", [f"%@{dataset}"])
+    return cells, areas
+
+
+def test_automatic_areas_are_built_in_bounded_slices(tmp_path, monkeypatch):
+    """The fill grid's hexagons and res-10 children are made a slice at a time, the study area is read a slice
+    at a time, and the layers are the same whatever the slice: with slices of 2,048 cells (so every district here
+    is dissolved in several slices) the stored cells are identical, row for row, to those built with the default
+    slices; LSOA outlines are the same point sets and the smoothed district outlines agree to 0.1 % of their area."""
+    import geodata.auto_areas as aa
+    from geodata.harm import load_open_default
+    from geodata.ingest import parse_files
+    from geodata.store import Store
+
+    csv = national_layout_csv()
+
+    def build(name: str):
+        s = Store(tmp_path / f"{name}.duckdb")
+        s.save_weights(load_open_default())
+        s.ingest("nat", parse_files([("nat.csv", csv)]))
+        return s
+
+    whole = build("whole")
+    small = 2048
+    seen: dict[str, list[int]] = {"_hexagons": [], "_children_paired": [], "parents": []}
+    for name in seen:
+        fn = getattr(aa, name)
+
+        def spy(cells, *a, _fn=fn, _name=name, **k):
+            seen[_name].append(len(cells))
+            return _fn(cells, *a, **k)
+        monkeypatch.setattr(aa, name, spy)
+    monkeypatch.setattr(aa, "SLICE", small)
+    monkeypatch.setattr(aa, "GRID_SLICE", small)
+    monkeypatch.setattr(aa, "HEX_SLICE", small)
+    sliced = build("sliced")
+    try:
+        lad_cells = sliced.scalar("SELECT count(*) FROM area_cells WHERE layer = 'lad@nat'")
+        assert lad_cells > 50 * small  # the layers are far larger than a slice ...
+        assert len(seen["_children_paired"]) > 10 and len(seen["_hexagons"]) > 10
+        # ... yet no step was handed more than a slice (the record cells' parents are one call, in the grid)
+        assert max(seen["_hexagons"]) <= small and max(seen["_children_paired"]) <= small
+        assert sorted(seen["parents"])[-2] <= small
+        (c1, a1), (c2, a2) = _layers(whole, "nat"), _layers(sliced, "nat")
+        pd.testing.assert_frame_equal(c1, c2)
+        pd.testing.assert_frame_equal(a1.drop(columns="geometry_wkb"), a2.drop(columns="geometry_wkb"))
+        g1 = shapely.from_wkb(np.array([bytes(b) for b in a1["geometry_wkb"]], dtype=object))
+        g2 = shapely.from_wkb(np.array([bytes(b) for b in a2["geometry_wkb"]], dtype=object))
+        lsoa = (a1["layer"] == "lsoa@nat").to_numpy()
+        assert shapely.equals(g1[lsoa], g2[lsoa]).all()
+        diff = shapely.area(shapely.symmetric_difference(g1[~lsoa], g2[~lsoa])) / shapely.area(g1[~lsoa])
+        assert (diff < 1e-3).all(), diff
+        assert sliced.areas("lad@nat")["name"].tolist() == sorted(whole.areas("lad@nat")["name"])
+    finally:
+        whole.close()
+        sliced.close()
+
+
+def test_automatic_areas_memory_follows_the_slices(tmp_path, monkeypatch):
+    """Python's peak memory (tracemalloc: NumPy, pandas and Python objects; GEOS hexagons are not traced) while
+    rebuilding the layers of the national layout, with slices of 4,096 cells, stays under 12 bytes per res-10 cell
+    of the study area (the fill grid's candidates: one res-9 id, its BNG centre and a key per 7 study cells): no
+    step holds the study area's res-10 cells, a layer's cells with their centres or its hexagons at once. Measured: 21.6 MB = 9.3 bytes per study cell; the code before the issue 14 fix,
+    which held the study area, each layer's cells with centres and its hexagons whole, 106 MB = 46 bytes."""
+    import tracemalloc
+
+    import geodata.auto_areas as aa
+    from geodata.harm import load_open_default
+    from geodata.ingest import parse_files
+    from geodata.store import Store
+
+    monkeypatch.setattr(aa, "SLICE", 4096)
+    monkeypatch.setattr(aa, "GRID_SLICE", 4096)
+    monkeypatch.setattr(aa, "HEX_SLICE", 4096)
+    s = Store(tmp_path / "s.duckdb")
+    s.save_weights(load_open_default())
+    s.ingest("nat", parse_files([("nat.csv", national_layout_csv())]))
+    try:
+        cells = s.scalar("SELECT count(*) FROM area_cells WHERE layer = 'lad@nat'")
+        study = s.scalar("SELECT count(*) FROM area_cells WHERE layer = '__dataset__'")
+        with s.write_lock, s.transaction() as cur:
+            tracemalloc.start()
+            try:
+                summary = aa.derive_auto_areas(cur, "nat")
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert cur.execute("SELECT count(*) FROM area_cells WHERE layer = 'lad@nat'").fetchall()[0][0] == cells
+        assert summary["lad"] > 3 and summary["lsoa"] > 100
+        assert peak < 12 * study, (peak, study, peak / study)
+    finally:
+        s.close()
