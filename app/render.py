@@ -71,9 +71,24 @@ def _clean(v):
 
 
 def records(cells: pd.DataFrame, fields: list[str] | None = None) -> list[dict]:
-    """Rows of a frame as JSON-ready dicts (floats rounded to 6 decimals; the internal ``cell`` column left out)."""
+    """Rows of a frame as JSON-ready dicts (floats rounded to 6 decimals; the internal ``cell`` column left out).
+    Converted a column at a time (numeric columns without a per-value type dispatch): the same values as
+    :func:`json_value` of each one."""
     cols = [c for c in (fields or list(cells.columns)) if c in cells.columns and c != "cell"]
-    return [{k: _clean(v) for k, v in zip(cols, row)} for row in cells[cols].itertuples(index=False, name=None)]
+    if not cols:
+        return [{} for _ in range(len(cells))]
+    return [dict(zip(cols, row)) for row in zip(*(_column_values(cells[c]) for c in cols))]
+
+
+def _column_values(column: pd.Series) -> list:
+    """One column as JSON values (:func:`_clean` of each): floats rounded to 6 decimals, NaN/inf as None."""
+    values = column.tolist()  # Python scalars (numpy dtypes) or the stored objects
+    kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else None
+    if kind == "f":
+        return [None if v != v or v in (math.inf, -math.inf) else round(v, 6) for v in values]
+    if kind in ("i", "u", "b"):
+        return values
+    return [_clean(v) for v in values]
 
 
 def frame_records(frame: pd.DataFrame, columns: list[str] | None = None) -> list[dict]:

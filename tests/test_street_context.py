@@ -146,3 +146,44 @@ def test_every_format_carries_the_street_context(api):
     assert ogc["features"][0]["properties"]["top_locations"] == "; ".join(cell["top_locations"])
     refused = api.get("/hotspots", params={**params, "hours": "20-23"})
     assert refused.status_code == 422 and "month-only" in refused.json()["error"]["message"]
+
+
+def test_cell_records_hold_every_column_the_plan_tests(env):
+    """The street context applies the plan's own WHERE to the cells' kept records (CellRecords): every column
+    scope_sql and selection_sql can name must be kept, for every preset and every optional filter."""
+    import dataclasses
+    import re
+
+    from hotspots.ranking.context import PLAN_COLUMNS
+    from hotspots.ranking.plan import resolve_plan
+    from hotspots.ranking.presets import PRESETS
+
+    store, w = env
+    for name in PRESETS:
+        plan = resolve_plan(store, HotspotQuery(dataset=LEICS, preset=name), w)
+        q = plan.query.model_copy(update={"days": [1], "hours": [2], "bbox": (-1.2, 52.6, -1.1, 52.7)})
+        plan = dataclasses.replace(plan, query=q, area_cells=np.array([1], dtype=np.uint64))
+        used = set(re.findall(r"\bo\.([a-z_0-9]+)", plan.scope_sql()[0] + " " + plan.selection_sql()))
+        assert used and used <= set(PLAN_COLUMNS), used - set(PLAN_COLUMNS)
+
+
+def test_street_context_from_kept_cell_records_is_the_direct_count(env):
+    """Kept cell records (second query, nothing read from the offences) give what the first query read; a query
+    whose cells were prefetched by another gives the same as a cold store state."""
+    from hotspots.ranking.context import CellRecords, street_context
+    from hotspots.ranking.plan import resolve_plan
+
+    store, w = env
+    q = HotspotQuery(dataset=LEICS, preset="op-ark", top=25, **{"from": "2021-03", "to": "2021-08"})
+    plan = resolve_plan(store, q, w)
+    cells = harm_spots(store, q, w).cells["cell"].to_numpy(np.uint64)
+    kept = store.cached(("street_context_cell_records",), CellRecords)
+    cold = street_context(store, plan, cells[:25], prefetch=cells[25:100])
+    fetches = kept.stats["fetches"]
+    warm = street_context(store, plan, cells[:25])
+    later = street_context(store, plan, cells[30:60])  # prefetched by the first call
+    assert kept.stats["fetches"] == fetches  # nothing read from the offences for these
+    pd.testing.assert_frame_equal(cold, warm)
+    kept.__init__()  # forget every cell: the same frames from a fresh read
+    pd.testing.assert_frame_equal(street_context(store, plan, cells[30:60]), later)
+    pd.testing.assert_frame_equal(street_context(store, plan, cells[:25]), cold)

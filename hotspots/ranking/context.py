@@ -3,19 +3,29 @@
 For each returned cell (the top N, like its top offences), from the records the query selects in its period:
 
 - ``top_locations``: up to :data:`TOP_LOCATIONS` most frequent location texts ("On or near " removed; ties by
-  name). A cell whose selected records carry no text gets the texts of all the dataset's records in it.
+  how often the text occurs among all the dataset's records in the cell, then by name). A cell whose selected
+  records carry no text gets the texts of all the dataset's records in it.
 - ``police_station_share``: share of those records mapped to a data.police.uk "Police Station" point (crimes
   recorded at the station, not committed in the street);
 - ``generic_point_share``: share mapped to any generic snap point (:data:`geodata.locations.GENERIC_POINTS`:
   "Parking Area", "Supermarket"...), police stations included.
 
-One grouped scan of the offences in the returned cells (DuckDB); the per-cell lists are built over the few rows
-of those cells only.
+The records of a cell are a store-state fact, whatever the query: :class:`CellRecords` keeps, per store state,
+the dataset's records of the cells asked for recently (grouped by every column the plan's WHERE can test, with
+a count; bounded by :data:`CELL_RECORDS_MAX_ROWS`), and the query's own selection and period are then applied to
+those few rows with the plan's own SQL (``scope_sql``/``selection_sql``, the same text the main scan runs). So a
+distinct query costs no second scan of the offences once its returned cells have been seen (the hot cells of a
+force are the same few hundred whatever the period or preset); a cell not seen yet costs one scan of the cells
+missing. The per-cell lists are then built in plain Python over the few grouped rows of the returned cells.
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from geodata.locations import GENERIC_POINTS, NO_LOCATION, POLICE_STATION, clean_location_sql
 from geodata.store import Store
@@ -28,61 +38,169 @@ MAIN_LOCATION_RULE = ("a police-station cell is one whose main (most frequent) l
                       "station's point")
 
 
-def street_context(store: Store, plan: QueryPlan, cells: np.ndarray) -> pd.DataFrame:
+# The offence columns the plan's scope and selection SQL may test (hotspots.ranking.plan: scope_sql,
+# selection_sql); tests/test_street_context.py checks that every ``o.<column>`` they can write is listed.
+PLAN_COLUMNS = ("dataset", "occurred_from", "occurred_to", "dow", "hour", "lon", "lat", "h3_10", "offence_key",
+                "public_place", "domestic", "victim_age", "knife", "nte")
+PREFETCH_RANKS = 3  # a scan for missing cells also reads the next 3 x N ranked cells of the ranking
+CELL_RECORDS_MAX_ROWS = 200_000  # grouped rows kept per store state (~25 MB); least recently used cells dropped
+
+
+class CellRecords:
+    """The dataset's records in recently asked-for cells, grouped by (cell, raw location, PLAN_COLUMNS) with a
+    count ``n``: one Arrow table per (dataset, resolution, cell), least recently used dropped beyond
+    :data:`CELL_RECORDS_MAX_ROWS`. One instance per store state (``Store.cached``), so a write never serves old
+    rows. Thread-safe: the threadpool's requests share it."""
+
+    def __init__(self, max_rows: int = CELL_RECORDS_MAX_ROWS):
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        self._cells: OrderedDict[tuple[str, int, int], pa.Table] = OrderedDict()
+        self._rows = 0
+        self.stats = {"cells_hit": 0, "cells_fetched": 0, "fetches": 0}
+
+    def rows(self, store: Store, dataset: str, res: int, cells: np.ndarray,
+             prefetch: np.ndarray | None = None) -> pa.Table:
+        """The grouped records of ``cells`` (uint64 at ``res``): kept ones from memory, the others in one scan.
+        When a scan is needed anyway, the cells of ``prefetch`` not kept yet are fetched in it too (the next
+        ranks of the same ranking: the cells the next query over a neighbouring period returns)."""
+        wanted = list(dict.fromkeys(int(c) for c in cells.tolist()))
+        wanted_set = set(wanted)
+        parts: dict[int, pa.Table] = {}
+        with self._lock:
+            for c in wanted:
+                t = self._cells.get((dataset, res, c))
+                if t is not None:
+                    self._cells.move_to_end((dataset, res, c))
+                    parts[c] = t
+            self.stats["cells_hit"] += len(parts)
+        missing = [c for c in wanted if c not in parts]
+        if missing:
+            if prefetch is not None and len(prefetch):
+                with self._lock:
+                    extra = [c for c in dict.fromkeys(int(x) for x in prefetch.tolist())
+                             if c not in parts and (dataset, res, c) not in self._cells]
+                missing = list(dict.fromkeys(missing + extra))
+            fetched = _fetch_cells(store, dataset, res, np.array(missing, dtype=np.uint64))
+            with self._lock:
+                self.stats["fetches"] += 1
+                self.stats["cells_fetched"] += len(missing)
+                for c, t in fetched.items():
+                    if c in wanted_set:
+                        parts[c] = t
+                    self._keep((dataset, res, c), t)
+        return pa.concat_tables([parts[c] for c in wanted])  # one table per cell, empty ones included
+
+    def _keep(self, key: tuple[str, int, int], table: pa.Table) -> None:
+        if table.num_rows > self.max_rows // 4:  # one huge cell: used for this request only
+            return
+        old = self._cells.pop(key, None)
+        if old is not None:
+            self._rows -= old.num_rows
+        self._cells[key] = table
+        self._rows += table.num_rows
+        while self._rows > self.max_rows and self._cells:
+            _, dropped = self._cells.popitem(last=False)
+            self._rows -= dropped.num_rows
+
+
+def _fetch_sql(res: int) -> str:
+    cols = ", ".join(f"o.{c}" for c in PLAN_COLUMNS)
+    return (f"SELECT o.h3_{res} AS cell, o.location, {cols}, count(*) AS n FROM offences o "
+            f"WHERE o.dataset = ? AND o.h3_{res} IN (SELECT cell FROM ctx_cells) GROUP BY ALL ORDER BY cell")
+
+
+def _fetch_cells(store: Store, dataset: str, res: int, cells: np.ndarray) -> dict[int, pa.Table]:
+    """One scan: every record of the dataset in ``cells``, grouped, split per cell (empty tables included)."""
+    cur = store.cursor()
+    try:
+        cur.register("ctx_cells", pa.table({"cell": pa.array(cells, type=pa.uint64())}))
+        rel = cur.sql(_fetch_sql(res), params=[dataset])
+        table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.fetch_arrow_table()
+    finally:
+        cur.close()
+    ids = np.asarray(table.column("cell").to_numpy(), dtype=np.uint64)
+    out: dict[int, pa.Table] = {}
+    for c in cells.tolist():
+        lo, hi = np.searchsorted(ids, np.uint64(c), "left"), np.searchsorted(ids, np.uint64(c), "right")
+        out[int(c)] = table.slice(int(lo), int(hi - lo))
+    return out
+
+
+def cell_records(store: Store) -> CellRecords:
+    """This store state's :class:`CellRecords`."""
+    return store.cached(("street_context_cell_records",), CellRecords)
+
+
+def street_context(store: Store, plan: QueryPlan, cells: np.ndarray, prefetch: np.ndarray | None = None) -> pd.DataFrame:
     """One row per cell in ``cells`` (uint64 at the plan's resolution, same order): top_locations (list of str),
-    police_station_share, generic_point_share (None when the cell has no selected record in the period)."""
+    police_station_share, generic_point_share (None when the cell has no selected record in the period).
+    ``prefetch``: further cells whose records are worth keeping if the store has to be read anyway."""
     cells = np.asarray(cells, dtype=np.uint64)
     out = pd.DataFrame({"cell": cells})
     if not len(cells):
         return out.assign(top_locations=pd.Series([], dtype=object), police_station_share=np.nan,
                           generic_point_share=np.nan)
+    rows = cell_records(store).rows(store, plan.query.dataset, plan.resolution, cells, prefetch)
     scope, params = plan.scope_sql()
     sel = plan.selection_sql()
-    res = plan.resolution
-    # grouped by the raw text first, cleaned on the few grouped rows (cleaning every record's text with a regular
-    # expression was a third of a top-50 query's time at 1 M offences)
+    # the plan's own WHERE over the cells' grouped records; grouped by the raw text first, cleaned on the few
+    # grouped rows (cleaning every record's text with a regular expression was a third of a top-50 query)
     sql = f"""WITH raw AS (
-                SELECT o.h3_{res} AS cell, o.location AS location,
-                       count(*) FILTER (WHERE {scope} AND {sel}) AS n_sel, count(*) AS n_all
-                FROM offences o LEFT JOIN kw ON kw.offence_key = o.offence_key
-                WHERE o.dataset = ? AND o.h3_{res} IN (SELECT cell FROM ctx_cells)
+                SELECT o.cell, o.location, coalesce(sum(o.n) FILTER (WHERE {scope} AND {sel}), 0) AS n_sel,
+                       sum(o.n) AS n_all
+                FROM ctx_rows o LEFT JOIN kw ON kw.offence_key = o.offence_key
                 GROUP BY 1, 2)
               SELECT cell, {clean_location_sql("location")} AS loc, sum(n_sel)::BIGINT AS n_sel,
                      sum(n_all)::BIGINT AS n_all
               FROM raw GROUP BY 1, 2"""
+    sql, params = plan.with_kw(sql, params)
     cur = store.cursor()
     try:
-        plan.register(cur)
-        cur.register("ctx_cells", pd.DataFrame({"cell": cells}))
-        df = cur.execute(sql, [*params, plan.query.dataset]).df()
+        plan.register_area(cur)
+        cur.register("ctx_rows", rows)
+        grouped = cur.execute(sql, params).fetchall()
     finally:
         cur.close()
-    df["cell"] = df["cell"].to_numpy(np.uint64)
-    low = df["loc"].str.lower()
-    generic = low.isin([n.lower() for n in GENERIC_POINTS])
-    station = low == POLICE_STATION.lower()
-    sums = (df.assign(ps=np.where(station, df["n_sel"], 0), gp=np.where(generic, df["n_sel"], 0))
-            .groupby("cell")[["n_sel", "ps", "gp"]].sum())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ps_share = (sums["ps"] / sums["n_sel"]).where(sums["n_sel"] > 0)
-        gp_share = (sums["gp"] / sums["n_sel"]).where(sums["n_sel"] > 0)
-    texts = df[(df["loc"] != "") & (low != NO_LOCATION.lower())]
-    has_sel = texts.groupby("cell")["n_sel"].transform("max") > 0
-    texts = texts[(texts["n_sel"] > 0) | ~has_sel]  # the selection's texts when it has any, else all records'
-    texts = texts.sort_values(["cell", "n_sel", "n_all", "loc"], ascending=[True, False, False, True],
-                              kind="mergesort")
-    top = texts.groupby("cell", sort=False).head(TOP_LOCATIONS).groupby("cell", sort=False)["loc"].agg(list)
-    out["top_locations"] = [top.get(c, []) for c in cells.tolist()] if len(top) else [[] for _ in range(len(cells))]
-    out["police_station_share"] = out["cell"].map(ps_share.round(4)).astype(float)
-    out["generic_point_share"] = out["cell"].map(gp_share.round(4)).astype(float)
+    per: dict[int, list[tuple[str, int, int]]] = {}
+    for cell, loc, n_sel, n_all in grouped:
+        per.setdefault(int(cell), []).append((loc, int(n_sel), int(n_all)))
+    tops, ps_share, gp_share = [], np.full(len(cells), np.nan), np.full(len(cells), np.nan)
+    for i, c in enumerate(cells.tolist()):
+        top, ps, gp = _cell_context(per.get(c, []))
+        tops.append(top)
+        ps_share[i], gp_share[i] = ps, gp
+    out["top_locations"] = tops
+    out["police_station_share"] = np.round(ps_share, 4)
+    out["generic_point_share"] = np.round(gp_share, 4)
     return out
+
+
+_GENERIC = frozenset(n.lower() for n in GENERIC_POINTS)
+_STATION = POLICE_STATION.lower()
+_NO_LOCATION = NO_LOCATION.lower()
+
+
+def _cell_context(items: list[tuple[str, int, int]]) -> tuple[list[str], float, float]:
+    """(top_locations, police-station share, generic-point share) of one cell from its (text, selected records,
+    all records) rows; shares NaN when the cell has no selected record."""
+    n = sum(ns for _, ns, _ in items)
+    ps = sum(ns for loc, ns, _ in items if loc.lower() == _STATION)
+    gp = sum(ns for loc, ns, _ in items if loc.lower() in _GENERIC)
+    texts = [t for t in items if t[0] != "" and t[0].lower() != _NO_LOCATION]
+    if any(ns > 0 for _, ns, _ in texts):  # the selection's texts when it has any, else all records'
+        texts = [t for t in texts if t[1] > 0]
+    texts.sort(key=lambda t: (-t[1], -t[2], t[0]))
+    share = (lambda k: k / n) if n > 0 else (lambda k: np.nan)
+    return [t[0] for t in texts[:TOP_LOCATIONS]], share(ps), share(gp)
 
 
 def add_street_context(store: Store, plan: QueryPlan, cells: pd.DataFrame, top_n: int) -> pd.DataFrame:
     """``cells`` (a ranked result's cells) with the context columns; filled for the first ``top_n`` rows (the
     returned ones, as for top_offences), empty beyond."""
     n = min(top_n, len(cells))
-    ctx = street_context(store, plan, cells["cell"].to_numpy(np.uint64)[:n])
+    ids = cells["cell"].to_numpy(np.uint64)
+    ctx = street_context(store, plan, ids[:n], prefetch=ids[n:n + PREFETCH_RANKS * max(n, 1)])
     none: list = []
     out = cells.copy(deep=False)
     out["top_locations"] = list(ctx["top_locations"]) + [none] * (len(cells) - n)
@@ -102,5 +220,5 @@ def police_station_cells(cells: pd.DataFrame) -> np.ndarray:
     return (main.str.lower() == POLICE_STATION.lower()).to_numpy(bool) & at_station
 
 
-__all__ = ["CONTEXT_FIELDS", "MAIN_LOCATION_RULE", "TOP_LOCATIONS", "add_street_context", "police_station_cells",
+__all__ = ["CELL_RECORDS_MAX_ROWS", "CONTEXT_FIELDS", "PLAN_COLUMNS", "CellRecords", "cell_records", "MAIN_LOCATION_RULE", "TOP_LOCATIONS", "add_street_context", "police_station_cells",
            "street_context"]

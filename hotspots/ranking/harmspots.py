@@ -145,7 +145,7 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
     forecast = plan.method == "forecast"
     cur = store.cursor()
     try:
-        plan.register(cur)
+        plan.register_area(cur)
         # one scan: per cell, precision and offence key: harm, count, and how many records carry each field a
         # preset condition needs (only the preset's own conditions: the others are never reported). The
         # forecast scans the scope (every record type) once, by day, counting the selection beside all records.
@@ -163,6 +163,7 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
             sql = f"""SELECT o.h3_{res} AS cell, o.precision, o.offence_key, sum(kw.days) AS harm,
                              count(*) AS count{"".join(f", count({e}) AS {c}" for c, e in present)}
                       {base} GROUP BY 1, 2, 3"""
+        sql, params = plan.with_kw(sql, params)
         per = cur.execute(sql, params).fetchnumpy()
     finally:
         cur.close()
@@ -187,16 +188,35 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
     flags = _flags_by_precision(per)
     top_n = len(agg) if q.top is None else min(q.top, len(agg))
     in_top = np.isin(cell, agg["cell"].to_numpy()[:top_n])
-    label_of = {int(k): (g if isinstance(g, str) else c if isinstance(c, str) else None)
-                for k, g, c in zip(chosen["offence_key"].tolist(), chosen["offence_group"].tolist(),
-                                   chosen["category"].tolist())}
-    labels = (pd.DataFrame({"cell": cell[in_top],
-                            "offence": [label_of.get(k) for k in per["offence_key"][in_top].tolist()],
-                            "harm": harm[in_top], "count": count[in_top]})
-              .groupby(["cell", "offence"], as_index=False)[["harm", "count"]].sum())
+    labels = _labels(chosen, cell[in_top], per["offence_key"][in_top], harm[in_top], count[in_top])
     result = assemble_result(plan, agg, flags, labels, fc[1] if fc is not None else None)
     result.cells = add_street_context(store, plan, result.cells, top_n)  # location texts of the returned cells
     return result
+
+
+def _labels(chosen: pd.DataFrame, cells: np.ndarray, keys: np.ndarray, harm: np.ndarray,
+            count: np.ndarray) -> pd.DataFrame:
+    """Harm and count per (cell, offence label) over the top cells' groups (a few hundred rows: plain Python);
+    the label is the offence group, else the police.uk category; keys with neither are left out."""
+    label_of = {int(k): (g if isinstance(g, str) else c if isinstance(c, str) else None)
+                for k, g, c in zip(chosen["offence_key"].tolist(), chosen["offence_group"].tolist(),
+                                   chosen["category"].tolist())}
+    sums: dict[tuple[int, str], list] = {}
+    for c, k, h, n in zip(cells.tolist(), keys.tolist(), harm.tolist(), count.tolist()):
+        label = label_of.get(k)
+        if label is None:
+            continue
+        acc = sums.get((c, label))
+        if acc is None:
+            sums[(c, label)] = [h, n]
+        else:
+            acc[0] += h
+            acc[1] += n
+    order = sorted(sums)  # by cell, then label (what a sorted groupby gave)
+    return pd.DataFrame({"cell": np.array([c for c, _ in order], dtype=np.uint64),
+                         "offence": pd.Series([o for _, o in order], dtype=object),
+                         "harm": np.array([sums[k][0] for k in order], dtype=float),
+                         "count": np.array([sums[k][1] for k in order], dtype=np.int64)})
 
 
 def forecast_part(plan: QueryPlan, cells: np.ndarray, times: np.ndarray, harm: np.ndarray,
@@ -317,8 +337,8 @@ def assemble_result(plan: QueryPlan, agg: pd.DataFrame, flags: pd.DataFrame, lab
     precisions = sorted(flags["precision"].dropna().unique().tolist()) if len(flags) else []
     n = int(flags["n"].sum()) if len(flags) else 0
     if preset is not None:
-        category_only = chosen["offence_group"].isna() | (chosen["offence_group"].astype("string") == "")
-        if category_only.any() or (not len(chosen) and not preset.categories_if_category_only):
+        category_only = any(not isinstance(g, str) or g == "" for g in chosen["offence_group"].tolist())
+        if category_only or (not len(chosen) and not preset.categories_if_category_only):
             not_applied.append(preset.category_only_caveat)
         checks = [(preset.require_public_place, "no_public", "public-place condition"),
                   (preset.exclude_domestic, "no_domestic", "domestic-abuse exclusion"),

@@ -15,11 +15,13 @@ counts every record (its all-record part) beside the selected ones.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from geodata.areas import resolve_area
 from geodata.cells import AREA_RESOLUTION
@@ -134,11 +136,41 @@ class QueryPlan:
                              "OR (o.dow IN (5, 6) AND o.hour < 6))))")
         return " AND ".join(where)
 
+    @functools.cached_property
+    def _small_tables(self) -> dict[str, pa.Table]:
+        """``kw`` and ``area_sel`` as Arrow tables, made once per plan (DuckDB registers an Arrow table in a few
+        microseconds; a pandas frame costs it a few milliseconds of type analysis per scan)."""
+        kw = self.key_weights
+        out = {"kw": pa.table({"offence_key": pa.array(kw["offence_key"].to_numpy(np.int64)).cast(pa.int32()),
+                               "days": pa.array(kw["days"].to_numpy(float), type=pa.float64()),
+                               "exact": pa.array(kw["exact"].to_numpy(bool), type=pa.bool_())})}
+        if self.area_cells is not None:
+            out["area_sel"] = pa.table({"h3_10": pa.array(self.area_cells, type=pa.uint64())})
+        return out
+
+    def with_kw(self, sql: str, params: list) -> tuple[str, list]:
+        """``sql`` (a SELECT or a WITH query) with ``kw`` defined in it as a VALUES list of the selected keys, and
+        its parameters (weights as bound DOUBLEs, so exact): no table registration, which costs DuckDB a catalog
+        change per scan. Register ``area_sel`` with :meth:`register_area` beside it."""
+        kw = self.key_weights
+        rows = [f"({int(k)}::INTEGER, ?::DOUBLE, {'true' if e else 'false'})"
+                for k, e in zip(kw["offence_key"].tolist(), kw["exact"].tolist())]
+        values = (f"(VALUES {', '.join(rows)})" if rows else
+                  "(SELECT NULL::INTEGER, NULL::DOUBLE, NULL::BOOLEAN WHERE false)")
+        cte = f"kw(offence_key, days, exact) AS {values}"
+        body = sql.lstrip()
+        text = f"WITH {cte}, {body[5:]}" if body[:5].upper() == "WITH " else f"WITH {cte} {body}"
+        return text, [*(float(d) for d in kw["days"].tolist()), *params]
+
+    def register_area(self, cur) -> None:
+        """Register ``area_sel`` (the area's res-10 cells) on a DuckDB cursor when the query has an area."""
+        if self.area_cells is not None:
+            cur.register("area_sel", self._small_tables["area_sel"])
+
     def register(self, cur) -> None:
         """Register the plan's small tables on a DuckDB cursor: ``kw`` (selected keys) and ``area_sel``."""
-        cur.register("kw", self.key_weights)
-        if self.area_cells is not None:
-            cur.register("area_sel", pd.DataFrame({"h3_10": self.area_cells}))
+        for name, table in self._small_tables.items():
+            cur.register(name, table)
 
     def base_sql(self) -> tuple[str, list]:
         """``FROM ... WHERE scope AND selection`` for scans of the selected offences only (inner join)."""
@@ -271,8 +303,7 @@ def resolve_plan(store: Store, q: HotspotQuery, default_weights: WeightsTable,
     else:
         start, end, rule = resolve_period(q, info.last, info.month_only)
     preset, groups, cats = offence_selection(q)
-    keys = store.key_weights(table)
-    chosen = keys[select_keys(keys, groups, cats, q.include_asb)].reset_index(drop=True)
+    chosen = chosen_keys(store, table, groups, cats, q.include_asb)
     layer, ids, label, cells = _area(store, q)
     domain_cells = count_domain_cells(store, layer, ids, q)
     domain_rule = label or info.area_name or "cells with offences"
@@ -282,6 +313,18 @@ def resolve_plan(store: Store, q: HotspotQuery, default_weights: WeightsTable,
                      preset=preset, keys=chosen, dataset=info, area_layer=layer, area_ids=ids, area_label=label,
                      area_cells=cells, domain_cells=domain_cells, domain_rule=domain_rule,
                      caveats=precision_notes, coverage=coverage(store, q.dataset))
+
+
+def chosen_keys(store: Store, table: WeightsTable, groups: frozenset[str], cats: frozenset[str],
+                include_asb: bool) -> pd.DataFrame:
+    """The offence keys a selection picks, with their weights under ``table`` (memoised per store state, table
+    object and selection; a copy, so a caller may change it)."""
+    def pick() -> tuple[WeightsTable, pd.DataFrame]:
+        keys = store.key_weights(table)
+        return table, keys[select_keys(keys, groups, cats, include_asb)].reset_index(drop=True)
+
+    key = ("chosen_keys", id(table), tuple(sorted(groups)), tuple(sorted(cats)), include_asb)
+    return store.cached(key, pick)[1].copy()  # the memo holds the table, so its id is not reused while cached
 
 
 def check_precision(q: HotspotQuery, info: DatasetInfo) -> list[str]:
