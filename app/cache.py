@@ -271,6 +271,7 @@ class StoredResponse:
     gz: bytes | None          # gzip copy, made once (None: too small or not compressible)
     headers: tuple[tuple[str, str], ...]
     media_type: str | None
+    wire: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)  # (ETag, gzip) -> message parts
 
     def size(self) -> int | None:
         """Bytes held; None for anything but a 200 (never kept)."""
@@ -369,6 +370,19 @@ def _send(accept_encoding: str, stored: StoredResponse, common: dict[str, str]) 
     return Response(stored.body, status_code=stored.status, headers=headers, media_type=stored.media_type)
 
 
+def _wire(stored: StoredResponse, etag: str, accept_encoding: str) -> tuple[int, tuple, bytes]:
+    """(status, raw headers, body) of :func:`_send`'s response, built once per stored response, ETag and
+    encoding (a repeated request is sent from these without building a Response)."""
+    gz = stored.gz is not None and accepts_gzip(accept_encoding)
+    parts = stored.wire.get((etag, gz))
+    if parts is None:
+        response = _send("gzip" if gz else "identity", stored, _common(etag))
+        parts = (response.status_code, tuple(response.raw_headers), bytes(response.body))
+        if len(stored.wire) < 8:  # a few ETags per body at most (one per store version); bounded anyway
+            stored.wire[(etag, gz)] = parts
+    return parts
+
+
 def cached_route(name: str):
     """Decorator for a sync route that declares ``request`` and ``state`` by those names: the response is
     :func:`cached_response` keyed by ``name`` and the request's whole query string (sorted; path parameters are in
@@ -420,12 +434,12 @@ class CachedFastPath:
         stored, etag = hit
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []
                    if k in (b"if-none-match", b"accept-encoding")}
-        common = _common(etag)
         if _etag_matches(headers.get("if-none-match"), etag):
-            response = Response(status_code=304, headers=common)
-        else:
-            response = _send(headers.get("accept-encoding", ""), stored, common)
-        await response(scope, receive, send)
+            await Response(status_code=304, headers=_common(etag))(scope, receive, send)
+            return
+        status, raw, body = _wire(stored, etag, headers.get("accept-encoding", ""))
+        await send({"type": "http.response.start", "status": status, "headers": list(raw)})
+        await send({"type": "http.response.body", "body": body})
 
 
 # ------------------------------------------------------------------------------------------ gzip middleware

@@ -1,7 +1,10 @@
 """The FastAPI application: wires the engines to HTTP. Start it with `harmspot serve` or `make serve`."""
 from __future__ import annotations
 
+import gc
+import inspect
 import logging
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -47,14 +50,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.harmspot = state = open_state(settings)
         keyring_of(app)  # the keys, loaded here: the access middleware runs on the event loop
         app.state.harmspot_audit = RowWriter(state.store, "audit_log", AUDIT_COLUMNS, name="harmspot-audit")
+        gc.collect()
+        gc.freeze()  # start-up objects (modules, schemas, routes) out of every later collection (docs/serving.md)
         try:
             yield
         finally:
+            gc.unfreeze()  # collectable again (tests start many apps in one process)
             app.state.harmspot_audit.close()
             state.store.close()
 
     app = FastAPI(title="harmspot", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, default_response_class=JSONResponse)
+                  docs_url=None, redoc_url=None, default_response_class=JSONResponse, **_telemetry_off())
     app.add_middleware(CachedFastPath)  # innermost: a repeated GET answered from memory after the key check
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_mb * 1024 * 1024)
     install_security(app, settings)  # API keys + roles, audit log, demo mode, CORS (docs/security.md)
@@ -76,6 +82,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_docs(app)
 
     return app
+
+
+def _telemetry_off() -> dict:
+    """FastAPI's own OpenTelemetry hooks (FastAPI >= 0.16x) look for a configured provider on every request;
+    harmspot configures none, so they are switched off unless an ``OTEL_*`` variable asks for telemetry
+    (docs/serving.md). Older FastAPI has no such hooks (and no ``telemetry`` argument)."""
+    if any(k.startswith("OTEL_") for k in os.environ):
+        return {}
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def _install_docs(app: FastAPI) -> None:

@@ -23,6 +23,7 @@ See docs/security.md.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -65,6 +66,7 @@ CREATE TABLE IF NOT EXISTS audit_log (
 ALTER TABLE audit_log ADD COLUMN IF NOT EXISTS repeats INTEGER DEFAULT 1;
 """
 AUDIT_COLUMNS = 11  # at_utc .. mode, repeats (the number of requests a row stands for: app/refusals.py)
+AUDIT_FLUSH_S = 10  # GET /audit waits at most this long for the buffered rows (a long ingest holds the lock)
 
 # (methods or None for any, path pattern, role or OPEN). First match wins; keep this the only place roles live.
 _R = re.compile
@@ -94,6 +96,7 @@ _ROUTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "O
 _NOT_AUDITED = _R(r"^/(health|docs|redoc|openapi\.json|docs/oauth2-redirect|map|favicon\.ico|presets)?$|^/static/")
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of its text arguments: asked on every request
 def required_role(method: str, path: str) -> str | None:
     """The least role allowed to make this request (None: open to anyone)."""
     method = method.upper()
@@ -337,6 +340,12 @@ def _redact_bytes(body: bytes) -> bytes:
     return _KEY_BYTES.sub(lambda m: b"hs_" + m.group(1) + b"_" + REDACTED.encode(), body) if b"hs_" in body else body
 
 
+def _may_name_mode(query_string: bytes) -> bool:
+    """Whether a query string can hold a ``mode`` parameter (spelt out or percent-encoded): the parse is skipped
+    for the others."""
+    return b"mode" in query_string or b"%" in query_string
+
+
 def _error(status: int, code: str, message: str, extra_headers: list | None = None):
     body = json.dumps({"error": {"code": code, "message": message, "details": None}}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -388,8 +397,8 @@ class AccessMiddleware:
         elif needed is not OPEN and RANK[principal.role] < RANK[needed]:  # type: ignore[union-attr]
             refusal = _error(403, "forbidden", f"{method} {path} needs the {needed} role; this key is "
                              f"{principal.role}")  # type: ignore[union-attr]
-        elif reading and not PUBLIC_FORM.match(path) and "public" in parse_qs(
-                scope.get("query_string", b"").decode("latin-1")).get("mode", []):
+        elif reading and _may_name_mode(scope.get("query_string", b"")) and not PUBLIC_FORM.match(path) and \
+                "public" in parse_qs(scope.get("query_string", b"").decode("latin-1")).get("mode", []):
             refusal = _error(422, "invalid_parameter", f"mode=public: GET {path} has no public form (only "
                              "/hotspots, /hotspots.geojson and OGC harm-spot items do); nothing was computed")
         if refusal is not None and refusal[0] in (401, 403) and not demo:
@@ -480,7 +489,9 @@ class AccessMiddleware:
                     writer.write_nowait(summary)
                 if not now:
                     return
-            await writer.write(row)
+            pending = writer.submit(row)  # buffered (app.rowwriter): waits only when the buffer is full
+            if pending is not None:
+                await pending
         except Exception:  # the audit must never turn a served request into an error
             log.exception("audit write failed")
 
@@ -551,6 +562,9 @@ def get_audit(request: Request, limit: Annotated[int, Query(ge=1, le=10_000)] = 
     refusals = getattr(request.app.state, "harmspot_refusals", None)
     if refusals is not None:
         write_audit_rows(store, refusals.flush())  # counted refusals first, so the admin sees them
+    writer = getattr(request.app.state, "harmspot_audit", None)
+    if writer is not None:
+        writer.flush(AUDIT_FLUSH_S)  # the buffered rows of every request answered before this one
     frame = audit_rows(store, limit, key_id, dataset)
     return {"rows": json.loads(frame.to_json(orient="records", date_format="iso"))}
 
@@ -568,6 +582,7 @@ def install_security(app: FastAPI, settings: Settings) -> None:
                            allow_headers=["X-API-Key", "Content-Type"], expose_headers=["X-Harmspot-Mode"])
 
 
+@functools.lru_cache(maxsize=64)  # the bind address, checked on every request (demo_allowed)
 def is_loopback_host(host: str) -> bool:
     """True for a bind address that only this machine can reach (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost":

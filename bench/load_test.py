@@ -249,6 +249,62 @@ async def scenario_mix(base: str, key: str, clients: int, seconds: float) -> dic
         return run.summary(time.perf_counter() - t0)
 
 
+WRK = shutil.which("wrk")  # Debian's `wrk` (apt-get install wrk): a C load generator, for the mix_wrk scenario
+WRK_LUA = """
+local paths = {%s}
+local headers = {["X-API-Key"] = "%s", ["Accept-Encoding"] = "gzip", ["Accept"] = "*/*"}
+local counter = 0
+function setup(thread) counter = counter + 1; thread:set("id", counter) end
+function init(args) math.randomseed(id * 7919) end
+request = function() return wrk.format("GET", paths[math.random(#paths)], headers) end
+"""
+
+
+def wrk_script(key: str, path: Path) -> Path:
+    """The mix for wrk: the same 12 requests as the Python clients (same query strings, X-API-Key,
+    Accept-Encoding: gzip, Accept), each connection drawing one at random per request."""
+    import httpx
+
+    urls = [str(httpx.URL(p, params=q)) for p, q in mix_queries()]  # httpx's own encoding of each query
+    path.write_text(WRK_LUA % (", ".join(json.dumps(u) for u in urls), key))
+    return path
+
+
+def _wrk_ms(text: str) -> float:
+    value = float(text.rstrip("usm"))
+    return value / 1000 if text.endswith("us") else value * 1000 if text.endswith("s") and not text.endswith("ms") \
+        else value
+
+
+def scenario_mix_wrk(base: str, key: str, clients: int, seconds: float, work: Path) -> dict:
+    """The mix from ``wrk`` (C, 2 threads, ``clients`` keep-alive connections, each asking again as soon as it is
+    answered - the closed loop of the Python clients) instead of one Python process: the same requests, with a
+    client that needs a few percent of a core instead of about one of the two (docs/benchmarks-load.md)."""
+    import re
+
+    import resource
+
+    script = wrk_script(key, work / "mix.lua")
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    out = subprocess.run([WRK, "-t2", f"-c{clients}", f"-d{int(seconds)}s", "--latency", "--timeout", "30s",
+                          "-s", str(script), base], capture_output=True, text=True, check=True).stdout
+    elapsed = time.perf_counter() - t0
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
+    pct = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M))
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    socket_errors = sum(int(v) for v in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    latency_max = re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1)
+    return {"requests": n, "errors": socket_errors + non2xx, "rps": float(re.search(r"Requests/sec:\s+(\S+)", out)
+                                                                             .group(1)),
+            "p50_ms": round(_wrk_ms(pct["50"]), 1), "p90_ms": round(_wrk_ms(pct["90"]), 1),
+            "p99_ms": round(_wrk_ms(pct["99"]), 1), "max_ms": round(_wrk_ms(latency_max), 1),
+            "seconds": round(elapsed, 1), "first_errors": [], "client": "wrk", "wrk_cpu_s": round(wrk_cpu, 2),
+            "wrk_output": out}
+
+
 async def scenario_distinct(base: str, key: str, distinct: Distinct, clients: int, seconds: float) -> dict:
     run = Run()
     async with new_client(clients) as client:
@@ -427,6 +483,8 @@ def run(args) -> dict:
                 ("one_distinct", lambda: scenario_one_distinct(base, viewer, distinct, args.one_seconds)),
                 ("mix_cold", lambda: scenario_sequential(base, viewer, mix_queries())),
                 ("mix", lambda: scenario_mix(base, viewer, args.clients, args.seconds)),
+                *([("mix_wrk", lambda: scenario_mix_wrk(base, viewer, args.clients, args.seconds, data_dir))]
+                  if WRK else []),
                 ("distinct", lambda: scenario_distinct(base, viewer, distinct, args.clients, args.seconds)),
             ]
             if upload is not None:
@@ -435,7 +493,8 @@ def run(args) -> dict:
             for name, step in steps:
                 print(f"scenario {name} ...", file=sys.stderr, flush=True)
                 cpu0, mine0, wall0 = cpu_seconds(server.pid), time.process_time(), time.time()
-                results[name] = asyncio.run(step())
+                outcome = step()
+                results[name] = asyncio.run(outcome) if asyncio.iscoroutine(outcome) else outcome
                 cpu = cpu_seconds(server.pid) - cpu0  # server CPU seconds: comparable on a busy machine
                 n = results[name].get("requests") or results[name].get("during_ingest", {}).get("requests") or 1
                 results[name].update(server_cpu_s=round(cpu, 2), server_cpu_ms_per_request=round(cpu * 1000 / n, 2),
@@ -496,14 +555,18 @@ def markdown(res: dict, before: dict | None) -> str:
         "- **Service**: `harmspot serve` (one uvicorn process, embedded DuckDB store), bound to 127.0.0.1, keyed "
         "mode (viewer key for reads, analyst key for writes; key check and audit row on every request).",
         f"- **Clients**: one asyncio process (httpx, keep-alive, `Accept-Encoding: gzip`) on the same "
-        f"{os.cpu_count()} CPUs as the server. Latency is measured at the client and includes queueing. "
+        f"{os.cpu_count()} CPUs as the server; the mix also from `wrk` (`mix_wrk`: C, 2 threads, the same "
+        "requests and connections, each asking again when answered). Latency is measured at the client and "
+        "includes queueing. "
         "Server CPU per request (from /proc) is what a request costs whatever else the machine runs; the load "
         "average is the machine's at the start of the scenario.",
         "",
         *HEAD,
         _row("1 client, distinct op-ark top-50 (`top50_http`)", t50),
         _row("1 client, all-distinct queries (`one_distinct`)", one),
-        _row(f"{res['clients']} clients x {res['seconds']:.0f} s, 12-query mix (`mix`)", mix),
+        _row(f"{res['clients']} clients x {res['seconds']:.0f} s, 12-query mix, Python client (`mix`)", mix),
+        *([_row(f"{res['clients']} clients x {res['seconds']:.0f} s, 12-query mix, wrk (`mix_wrk`)", res["mix_wrk"])]
+          if "mix_wrk" in res else []),
         _row(f"{res['clients']} clients x {res['seconds']:.0f} s, all-distinct (`distinct`)", dist),
         "",
         f"The mix's 12 queries asked once each, cold, before the clients start: {cold['seconds']} s in "
@@ -516,6 +579,11 @@ def markdown(res: dict, before: dict | None) -> str:
         f"per request {res['ratios'].get('cpu_one_distinct_vs_mix', float('nan')):.0f}x); p99 "
         f"{mix['p99_ms']:.0f} ms <= 250 ms ({mark(mix['p99_ms'] <= 250)}); errors {mix['errors'] + dist['errors']} "
         f"({mark(mix['errors'] + dist['errors'] == 0)}).",
+        *([f"- the same mix from wrk (a C client: {res['mix_wrk'].get('wrk_cpu_s', float('nan')):.1f} s of CPU in "
+           f"{res['mix_wrk']['seconds']:.0f} s, against {mix.get('client_cpu_s', float('nan')):.1f} s for the Python "
+           f"client): {res['mix_wrk']['rps']:.0f} req/s, p99 {res['mix_wrk']['p99_ms']:.0f} ms <= 250 ms "
+           f"({mark(res['mix_wrk']['p99_ms'] <= 250)}); errors {res['mix_wrk']['errors']} "
+           f"({mark(res['mix_wrk']['errors'] == 0)})."] if "mix_wrk" in res else []),
         f"- `/hotspots` top-50, distinct queries, real HTTP: p50 {t50['p50_ms']:.1f} ms <= 50 ms "
         f"({mark(t50['p50_ms'] <= 50)}).",
         f"- all-distinct at {res['clients']} clients no worse than before: {dist['rps']:.1f} req/s, "
@@ -599,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     before = json.loads(Path(args.before).read_text()) if args.before else None
     Path(args.out).write_text(markdown(res, before))
     print(markdown(res, before))
-    errors = res["mix"]["errors"] + res["distinct"]["errors"]
+    errors = res["mix"]["errors"] + res["distinct"]["errors"] + res.get("mix_wrk", {}).get("errors", 0)
     return 0 if not errors else 1
 
 

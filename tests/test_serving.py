@@ -461,3 +461,42 @@ def test_13_5_requests_keep_answering_while_the_write_lock_is_held(tmp_path):
             store.write_lock.release()
         writer.join(30)
         assert results["patrol"] == 201
+
+
+def test_audit_rows_are_buffered_bounded_and_flushed(tmp_path):
+    """RowWriter.submit returns at once below the bound; beyond it the caller waits for its row to be stored
+    (nothing dropped, the buffer never grows past the bound while the writer is held up); flush() waits for
+    every row queued before it; close() stores what is left."""
+    import asyncio
+
+    from app.rowwriter import RowWriter
+    from app.security import AUDIT_COLUMNS, ensure_tables
+    from geodata.store import Store, utc_now
+
+    store = Store(tmp_path / "s.duckdb")
+    ensure_tables(store)
+    writer = RowWriter(store, "audit_log", AUDIT_COLUMNS, max_queued=5)
+    row = lambda i: [utc_now(), "k", "viewer", "GET", f"/r{i}", "", None, 200, "127.0.0.1", "keys", 1]  # noqa: E731
+    count = lambda: store.scalar("SELECT count(*) FROM audit_log")  # noqa: E731
+
+    async def burst() -> list:
+        with store.write_lock:  # the writer is held up (as behind an ingest): rows queue
+            first = [writer.submit(row(i)) for i in range(5)]
+            assert first == [None] * 5 and writer.queued == 5
+            late = writer.submit(row(5))  # over the bound: an awaitable, the row is queued all the same
+            assert late is not None and writer.queued == 6
+            task = asyncio.ensure_future(late)
+            await asyncio.sleep(0.2)
+            assert not task.done()  # still waiting for the lock
+        await asyncio.wait_for(task, 30)  # stored once the lock is free
+        return first
+
+    asyncio.run(burst())
+    assert count() == 6 and writer.queued == 0
+    for i in range(3):
+        assert writer.submit(row(10 + i)) is None
+    assert writer.flush(30) and count() == 9
+    writer.write_nowait(row(20))
+    writer.close()
+    assert count() == 10
+    store.close()
