@@ -182,8 +182,7 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
     exact_keys = chosen.loc[chosen["exact"].to_numpy(dtype=bool), "offence_key"].to_numpy()
     per["exact_harm"] = np.where(np.isin(per["offence_key"], exact_keys), per["harm"], 0.0)
     cell, harm, count = per["cell"], per["harm"], per["count"]
-    agg = (pd.DataFrame({"cell": cell.astype(np.uint64), "harm": harm.astype(float), "count": count,
-                         "exact_harm": per["exact_harm"]}).groupby("cell", as_index=False, sort=False).sum())
+    agg = _per_cell(cell.astype(np.uint64), harm.astype(float), count, per["exact_harm"])
     agg = rank_forecast(agg, fc[0]) if fc is not None else rank_cells(agg, q.rank_by)
     flags = _flags_by_precision(per)
     top_n = len(agg) if q.top is None else min(q.top, len(agg))
@@ -192,6 +191,17 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
     result = assemble_result(plan, agg, flags, labels, fc[1] if fc is not None else None)
     result.cells = add_street_context(store, plan, result.cells, top_n)  # location texts of the returned cells
     return result
+
+
+def _per_cell(cell: np.ndarray, harm: np.ndarray, count: np.ndarray, exact_harm: np.ndarray) -> pd.DataFrame:
+    """Harm, count and exact harm summed per cell over the scan's (cell, precision, key) groups (numpy: one
+    sort of the few thousand groups; rows in cell order, which the ranking then replaces)."""
+    cells, inv = np.unique(cell, return_inverse=True)
+    n = len(cells)
+    return pd.DataFrame({"cell": cells,
+                         "harm": np.bincount(inv, weights=harm, minlength=n).astype(float),
+                         "count": np.bincount(inv, weights=count, minlength=n).astype(np.int64),
+                         "exact_harm": np.bincount(inv, weights=exact_harm, minlength=n).astype(float)})
 
 
 def _labels(chosen: pd.DataFrame, cells: np.ndarray, keys: np.ndarray, harm: np.ndarray,
@@ -296,11 +306,13 @@ def _present_counts(preset: Preset | None) -> list[tuple[str, str]]:
 
 def _flags_by_precision(per: dict[str, np.ndarray]) -> pd.DataFrame:
     """Records (n) and records lacking each preset field, per time precision (rows without one left out)."""
-    codes, values = pd.factorize(per["precision"], sort=True)
-    keep = codes >= 0
+    precision = np.asarray(per["precision"], dtype=object)
+    values = sorted(v for v in set(precision.tolist()) if isinstance(v, str))  # a few values ('month', ...)
+    masks = [precision == v for v in values]
     out = {"precision": np.asarray(values, dtype=object)}
     for name, col in (("n", "count"), *((c, c) for c in _FLAG_COLUMNS)):
-        out[name] = np.bincount(codes[keep], weights=per[col][keep], minlength=len(values)).astype(np.int64)
+        column = np.asarray(per[col])
+        out[name] = np.array([int(column[m].sum()) for m in masks], dtype=np.int64)
     return pd.DataFrame(out)
 
 
