@@ -421,14 +421,19 @@ def in_process_top50(data_dir: Path, key: str, queries: list[dict], code: Path =
 
 
 # ------------------------------------------------------------------------------------------------- main
-def start_server(env: dict, port: int, code: Path | None = None) -> subprocess.Popen:
+def start_server(env: dict, port: int, code: Path | None = None, cli: bool = False) -> subprocess.Popen:
     """``harmspot serve``; or, with ``code`` (another checkout, e.g. the commit before a change), that checkout's
-    app served by uvicorn with the pure-Python HTTP parser and asyncio loop it had (h11, no uvloop)."""
+    own ``harmspot serve`` (``cli``), or its app served by uvicorn with the pure-Python HTTP parser and asyncio
+    loop it had before ``harmspot serve`` chose them (h11, no uvloop)."""
     import urllib.request
 
     log = open(Path(env["HARMSPOT_DATA_DIR"]) / "server.log", "wb")
     if code is None:
         cmd, cwd = [str(HARMSPOT), "serve", "--host", "127.0.0.1", "--port", str(port)], None
+    elif cli:
+        cmd = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))", "serve",
+               "--host", "127.0.0.1", "--port", str(port)]
+        cwd, env = str(code), {**env, "PYTHONPATH": str(code)}
     else:
         cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1", "--port",
                str(port), "--http", "h11", "--loop", "asyncio"]
@@ -476,7 +481,7 @@ def run(args) -> dict:
         viewer, analyst = create_key(env, "viewer"), create_key(env, "analyst")
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = start_server(env, port, Path(args.server_from) if args.server_from else None)
+        server = start_server(env, port, Path(args.server_from) if args.server_from else None, args.server_cli)
         try:
             steps = [
                 ("top50_http", lambda: scenario_sequential(base, viewer, [("/hotspots", q) for q in top50])),
@@ -650,6 +655,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ingest", action="store_true", help="skip the ingest scenario")
     p.add_argument("--quick", action="store_true", help="10 clients x 8 s at 100,000 offences")
     p.add_argument("--before", help="results JSON of an earlier run, shown as the before column")
+    p.add_argument("--server-cli", action="store_true", help="with --server-from: start that checkout's own "
+                   "`harmspot serve` (httptools, uvloop) instead of uvicorn h11/asyncio")
     p.add_argument("--server-from", help="serve another checkout's app (e.g. a worktree of the commit before a "
                    "change) to measure the before figures in the same window as the after ones")
     p.add_argument("--json", default=str(OUT / "load_results.json"))
