@@ -34,19 +34,27 @@ def _records(store, res: int, cells, start: str, end: str) -> pd.DataFrame:
     return df[df["cell"].isin(cells)]
 
 
-def test_top_locations_and_shares_match_a_pandas_count(env):
+@pytest.mark.parametrize("resolution", [10, 8])  # 10: from kept cell records; 8: one direct scan
+def test_top_locations_and_shares_match_a_pandas_count(env, resolution):
     store, w = env
-    q = HotspotQuery(dataset=LEICS, preset="all-crime", top=40, **{"from": "2022-01", "to": "2022-06"})
+    q = HotspotQuery(dataset=LEICS, preset="all-crime", top=40, resolution=resolution,
+                     **{"from": "2022-01", "to": "2022-06"})
     res = harm_spots(store, q, w)
     cells = res.top_cells
     assert {"top_locations", "police_station_share", "generic_point_share"} <= set(cells.columns)
-    recs = _records(store, 10, set(cells["cell"].tolist()), "2022-01-01", "2022-07-01")
-    recs["loc"] = recs["location"].fillna("").str.replace(r"^On or near\s*", "", regex=True).str.strip()
+    recs = _records(store, resolution, set(cells["cell"].tolist()), "2022-01-01", "2022-07-01")
+    clean = lambda s: s.fillna("").str.replace(r"^On or near\s*", "", regex=True).str.strip()  # noqa: E731
+    recs["loc"] = clean(recs["location"])
+    every = store.query_df(f"SELECT h3_{resolution} AS cell, location FROM offences WHERE dataset = ?", [LEICS])
+    every["cell"] = every["cell"].to_numpy(np.uint64)
+    every = every[every["cell"].isin(set(cells["cell"].tolist()))]
+    n_all = every.assign(loc=clean(every["location"])).groupby(["cell", "loc"]).size().to_dict()
     for row in cells.itertuples():
         mine = recs[recs["cell"] == row.cell]
         assert len(mine) == row.count
         texts = mine[(mine["loc"] != "") & (mine["loc"] != "No Location")]["loc"].value_counts()
-        expected = sorted(texts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        # ties: by how often the text occurs among all the dataset's records in the cell, then by name
+        expected = sorted(texts.items(), key=lambda kv: (-kv[1], -n_all[(row.cell, kv[0])], kv[0]))[:3]
         assert row.top_locations == [k for k, _ in expected]
         assert not any(t.startswith("On or near") for t in row.top_locations)
         assert row.police_station_share == pytest.approx((mine["loc"] == POLICE_STATION).mean(), abs=1e-4)

@@ -16,7 +16,9 @@ a count; bounded by :data:`CELL_RECORDS_MAX_ROWS`), and the query's own selectio
 those few rows with the plan's own SQL (``scope_sql``/``selection_sql``, the same text the main scan runs). So a
 distinct query costs no second scan of the offences once its returned cells have been seen (the hot cells of a
 force are the same few hundred whatever the period or preset); a cell not seen yet costs one scan of the cells
-missing. The per-cell lists are then built in plain Python over the few grouped rows of the returned cells.
+missing. That holds for the patrol-spot resolutions (10 and 11, :data:`KEPT_MIN_RESOLUTION`); coarser cells hold
+so many records that keeping them would be keeping most of the table, so their context is one scan of their
+records, grouped by location text. The per-cell lists are then built in plain Python over the few grouped rows.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ MAIN_LOCATION_RULE = ("a police-station cell is one whose main (most frequent) l
 # selection_sql); tests/test_street_context.py checks that every ``o.<column>`` they can write is listed.
 PLAN_COLUMNS = ("dataset", "occurred_from", "occurred_to", "dow", "hour", "lon", "lat", "h3_10", "offence_key",
                 "public_place", "domestic", "victim_age", "knife", "nte")
+KEPT_MIN_RESOLUTION = 10  # CellRecords for res 10-11 (patrol-spot cells); coarser cells are read directly
 PREFETCH_RANKS = 3  # a scan for missing cells also reads the next 3 x N ranked cells of the ranking
 CELL_RECORDS_MAX_ROWS = 200_000  # grouped rows kept per store state (~25 MB); least recently used cells dropped
 
@@ -141,9 +144,11 @@ def street_context(store: Store, plan: QueryPlan, cells: np.ndarray, prefetch: n
     if not len(cells):
         return out.assign(top_locations=pd.Series([], dtype=object), police_station_share=np.nan,
                           generic_point_share=np.nan)
-    rows = cell_records(store).rows(store, plan.query.dataset, plan.resolution, cells, prefetch)
     scope, params = plan.scope_sql()
     sel = plan.selection_sql()
+    if plan.resolution < KEPT_MIN_RESOLUTION:  # big cells: one scan of their records (kept rows would be most of them)
+        return _assemble(out, cells, _direct(store, plan, cells, scope, sel, params))
+    rows = cell_records(store).rows(store, plan.query.dataset, plan.resolution, cells, prefetch)
     # the plan's own WHERE over the cells' grouped records; grouped by the raw text first, cleaned on the few
     # grouped rows (cleaning every record's text with a regular expression was a third of a top-50 query)
     sql = f"""WITH raw AS (
@@ -162,6 +167,33 @@ def street_context(store: Store, plan: QueryPlan, cells: np.ndarray, prefetch: n
         grouped = cur.execute(sql, params).fetchall()
     finally:
         cur.close()
+    return _assemble(out, cells, grouped)
+
+
+def _direct(store: Store, plan: QueryPlan, cells: np.ndarray, scope: str, sel: str, params: list) -> list[tuple]:
+    """(cell, text, selected records, all records) of ``cells`` in one scan of the offences (coarse cells)."""
+    res = plan.resolution
+    sql = f"""WITH raw AS (
+                SELECT o.h3_{res} AS cell, o.location AS location,
+                       count(*) FILTER (WHERE {scope} AND {sel}) AS n_sel, count(*) AS n_all
+                FROM offences o LEFT JOIN kw ON kw.offence_key = o.offence_key
+                WHERE o.dataset = ? AND o.h3_{res} IN (SELECT cell FROM ctx_cells)
+                GROUP BY 1, 2)
+              SELECT cell, {clean_location_sql("location")} AS loc, sum(n_sel)::BIGINT AS n_sel,
+                     sum(n_all)::BIGINT AS n_all
+              FROM raw GROUP BY 1, 2"""
+    sql, params = plan.with_kw(sql, [*params, plan.query.dataset])
+    cur = store.cursor()
+    try:
+        plan.register_area(cur)
+        cur.register("ctx_cells", pa.table({"cell": pa.array(cells, type=pa.uint64())}))
+        return cur.execute(sql, params).fetchall()
+    finally:
+        cur.close()
+
+
+def _assemble(out: pd.DataFrame, cells: np.ndarray, grouped: list[tuple]) -> pd.DataFrame:
+    """The context columns of ``out`` (one row per cell of ``cells``) from (cell, text, n_sel, n_all) rows."""
     per: dict[int, list[tuple[str, int, int]]] = {}
     for cell, loc, n_sel, n_all in grouped:
         per.setdefault(int(cell), []).append((loc, int(n_sel), int(n_all)))
