@@ -21,6 +21,9 @@ Scenarios, all in one run against one server process, so every figure is compare
 3. ``mix``: N clients repeating a 12-query mix (what planners ask again and again: the default map, its GeoJSON
    and CSV downloads, the OGC page the map loads, Gi*, spikes, tasking, a few filters). The 12 queries are asked
    once each first (cold, timed and reported), then the clients run.
+   ``mix_wrk``: the same mix from ``wrk`` (Debian's C load generator, when installed: 2 threads, N keep-alive
+   connections, the same requests and headers, ``--latency``), which needs a few percent of a core where the Python
+   client needs about one of the two; both are reported.
 4. ``distinct``: N clients on all-distinct ``/hotspots`` queries (no cache can help; must be no worse than before).
 5. ``ingest``: 10 clients on distinct queries, a ``/health`` poller and a small ``POST /patrols`` every 0.5 s,
    first for a quiet window, then while a 1 M-row upload (``POST /datasets``) is ingested: reads' p99 and the
