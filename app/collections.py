@@ -28,6 +28,7 @@ from fastapi import Depends, Request
 from app.deps import hotspot_query
 from app.errors import ApiError
 from app.state import ServiceState
+from geodata.cells import bbox_geometry, bbox_parts
 from hotspots.ranking.query import HotspotQuery
 
 DEFAULT_LIMIT = 1_000   # a page QGIS/GDAL fetch in well under a second at res 10
@@ -202,11 +203,13 @@ def cells_in_bbox(cells: pd.DataFrame, bbox: tuple[float, float, float, float], 
     lat = cells["lat"].to_numpy(float)
     dlon = edge_km / (111.0 * np.cos(np.radians(lat)))
     lon = cells["lon"].to_numpy(float)
-    near = ((lon + dlon >= bbox[0]) & (lon - dlon <= bbox[2]) & (lat + dlat >= bbox[1]) & (lat - dlat <= bbox[3]))
+    near = np.zeros(len(cells), dtype=bool)
+    for x0, y0, x1, y1 in bbox_parts(bbox):  # two boxes across the antimeridian, none upside down
+        near |= (lon + dlon >= x0) & (lon - dlon <= x1) & (lat + dlat >= y0) & (lat - dlat <= y1)
     cand = cells[near]
     if cand.empty:
         return cand
-    box = shapely.box(*bbox)
+    box = bbox_geometry(bbox)
     polys = [shapely.Polygon([(lng, la) for la, lng in h3.cell_to_boundary(c)]) for c in cand["h3"]]
     keep = shapely.intersects(np.array(polys, dtype=object), box)
     return cand[keep]

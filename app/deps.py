@@ -19,8 +19,23 @@ from app.errors import ApiError
 from app.state import ServiceState
 from geodata.datasets import default_dataset as stable_default
 from hotspots.publish.disclosure import DisclosurePolicy
-from hotspots.ranking.presets import PRESETS
-from hotspots.ranking.query import HotspotQuery, parse_bbox
+from hotspots.ranking.presets import PRESETS, offence_names
+from hotspots.ranking.query import PERIOD_REGEX, HotspotQuery, parse_bbox
+
+# What the shared query parameters accept, stated in the OpenAPI document (``json_schema_extra``: the routes'
+# own validators keep their messages, and tests/test_openapi.py checks each rule against its validator), so a
+# request the document allows is one the service takes (issue 13 item 14).
+PERIOD_SCHEMA = {"pattern": PERIOD_REGEX}
+PRESET_SCHEMA = {"enum": sorted(PRESETS)}
+_OFFENCE = "|".join(offence_names())
+OFFENCES_SCHEMA = {"pattern": rf"^(|({_OFFENCE})(,({_OFFENCE}))*)$"}
+_DAY, _HOUR = "[0-6]", "(1?[0-9]|2[0-3])"
+DAYS_SCHEMA = {"pattern": rf"^(|{_DAY}(-{_DAY})?(,{_DAY}(-{_DAY})?)*)$"}
+HOURS_SCHEMA = {"pattern": rf"^(|{_HOUR}(-{_HOUR})?(,{_HOUR}(-{_HOUR})?)*)$"}
+_DECIMALS = r"(\.[0-9]{1,12})?"
+LON_REGEX = rf"-?((1[0-7][0-9]|[1-9]?[0-9]){_DECIMALS}|180(\.0{{1,12}})?)"
+LAT_REGEX = rf"-?([1-8]?[0-9]{_DECIMALS}|90(\.0{{1,12}})?)"
+BBOX_SCHEMA = {"pattern": rf"^(|{LON_REGEX},{LAT_REGEX},{LON_REGEX},{LAT_REGEX})$"}
 
 
 def on_loop(fn):
@@ -41,7 +56,7 @@ State = Annotated[ServiceState, Depends(on_loop(get_state))]
 Format = Literal["json", "csv", "geojson"]
 
 
-def _int_list(text: str | None, name: str) -> list[int] | None:
+def int_list(text: str | None, name: str) -> list[int] | None:
     if not text:
         return None
     out: list[int] = []
@@ -67,18 +82,27 @@ def hotspot_query(
                                          "first dataset loaded (GET /datasets marks it).",
                                          examples=["essex-sample"])] = None,
     date_from: Annotated[str | None, Query(alias="from", description="Start, YYYY-MM or YYYY-MM-DD. Default: last "
-                                           "full month (month-only data) or last 14 days.", examples=["2024-03"])] = None,
+                                           "full month (month-only data) or last 14 days. Years 1900-2999; a "
+                                           "`from` after `to` is refused (422).", examples=["2024-03"],
+                                           json_schema_extra=PERIOD_SCHEMA)] = None,
     date_to: Annotated[str | None, Query(alias="to", description="End, inclusive (a month = its whole month).",
-                                         examples=["2024-04"])] = None,
-    preset: Annotated[str | None, Query(description=f"Offence selection: {', '.join(sorted(PRESETS))}.")] = "op-ark",
-    offences: Annotated[str | None, Query(description="Comma-separated police.uk categories or offence groups; "
-                                          "overrides the preset.", examples=["robbery,drugs"])] = None,
+                                         examples=["2024-04"], json_schema_extra=PERIOD_SCHEMA)] = None,
+    preset: Annotated[str | None, Query(description=f"Offence selection: {', '.join(sorted(PRESETS))}.",
+                                        json_schema_extra=PRESET_SCHEMA)] = "op-ark",
+    offences: Annotated[str | None, Query(description="Comma-separated police.uk categories (slugs, e.g. "
+                                          "vehicle-crime, or their names in any case) or offence groups (e.g. "
+                                          "drug_trafficking); overrides the preset.", examples=["robbery,drugs"],
+                                          json_schema_extra=OFFENCES_SCHEMA)] = None,
     days: Annotated[str | None, Query(description="Days of week, 0=Mon, e.g. 4,5 or 4-6 (timed data only; "
-                                                "refused with 422 on a month-only dataset).")] = None,
+                                                "refused with 409 on a month-only dataset).",
+                                      json_schema_extra=DAYS_SCHEMA)] = None,
     hours: Annotated[str | None, Query(description="Hours, e.g. 20-3 (wraps midnight; timed data only; "
-                                                 "refused with 422 on a month-only dataset).")] = None,
-    bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (WGS84).",
-                                      examples=["0.6,51.5,0.8,51.6"])] = None,
+                                                 "refused with 409 on a month-only dataset).",
+                                       json_schema_extra=HOURS_SCHEMA)] = None,
+    bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (WGS84). minLon > maxLon: "
+                                      "a box across the antimeridian (RFC 7946 5.2); minLat > maxLat holds no "
+                                      "point (nothing is selected).",
+                                      examples=["0.6,51.5,0.8,51.6"], json_schema_extra=BBOX_SCHEMA)] = None,
     area: Annotated[str | None, Query(description="Area: layer:feature_id, a ward/district name.",
                                       examples=["districts:Southend-on-Sea"])] = None,
     resolution: Annotated[int, Query(ge=7, le=11, description="H3 resolution 7-11 (10 ≈ 15,000 m²).")] = 10,
@@ -98,7 +122,7 @@ def hotspot_query(
         return HotspotQuery.model_validate({
             "dataset": dataset, "from": date_from, "to": date_to, "preset": preset,
             "offences": [o for o in offences.split(",") if o.strip()] if offences else None,
-            "days": _int_list(days, "days"), "hours": _int_list(hours, "hours"), "bbox": parse_bbox(bbox),
+            "days": int_list(days, "days"), "hours": int_list(hours, "hours"), "bbox": parse_bbox(bbox),
             "area": area, "resolution": resolution, "weights": weights, "top": top, "include_asb": include_asb,
             "rank_by": rank_by, "method": method})
     except ValueError as exc:  # pydantic ValidationError is a ValueError

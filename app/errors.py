@@ -14,7 +14,8 @@ from app.head import allowed_methods
 from app.render import JSONResponse
 from geodata.harm import WeightsError
 from geodata.ingest import IngestError, IngestLimitError
-from geodata.store import StoreConflict, StoreError
+from geodata.store import DataCannotAnswer, NotStored, StoreConflict, StoreError
+from hotspots.publish.disclosure import DisclosureError
 
 
 log = logging.getLogger("harmspot")
@@ -72,7 +73,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError):
         msg = str(exc)
-        status = 404 if msg.startswith("unknown dataset") or msg.startswith("unknown area") or msg.startswith("unknown weights") else 422
+        if isinstance(exc, DataCannotAnswer):
+            return JSONResponse(error_body("data_cannot_answer", msg), status_code=409)
+        status = 404 if isinstance(exc, NotStored) or msg.startswith("unknown dataset") or msg.startswith("unknown area") or msg.startswith("unknown weights") else 422
         return JSONResponse(error_body("not_found" if status == 404 else "invalid_request", msg),
                             status_code=_status(request, status))
 
@@ -107,6 +110,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(duckdb.Error, _storage)
     app.add_exception_handler(OSError, _storage)
+
+    @app.exception_handler(DisclosureError)
+    async def _disclosure(_: Request, exc: DisclosureError):
+        # a well-formed request that the disclosure policy does not publish (public keys, HARMSPOT_DISCLOSURE,
+        # mode=public): refused as a matter of policy, not of syntax - 403 on every door, OGC included
+        return JSONResponse(error_body("disclosure_refused", str(exc)), status_code=403)
 
     @app.exception_handler(WeightsError)
     async def _weights(_: Request, exc: WeightsError):

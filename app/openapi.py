@@ -23,6 +23,9 @@ from typing import Any, Callable
 from app.security import required_role  # the one place roles live
 
 OPENAPI_VERSION = "3.0.3"
+# A route whose shared dependency's parameter takes less there than elsewhere (e.g. /map/export's `top`) says so
+# with openapi_extra={PARAMETER_SCHEMAS: {"top": {"maximum": 500}}}: merged into that parameter's schema here.
+PARAMETER_SCHEMAS = "x-harmspot-parameter-schemas"
 _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
 
 
@@ -44,8 +47,11 @@ def to_openapi_30(doc: dict) -> dict:
         for op in path_item.values():
             if not isinstance(op, dict):
                 continue
+            overrides = op.pop(PARAMETER_SCHEMAS, {})
             for param in op.get("parameters", []):
                 _parameter(param, hoisted)
+                if param.get("name") in overrides and isinstance(param.get("schema"), dict):
+                    param["schema"].update(overrides[param["name"]])
             body = op.get("requestBody")
             if isinstance(body, dict):
                 _content(body.get("content", {}), hoisted)
@@ -179,7 +185,8 @@ def declare_common_responses(doc: dict, role_of: Callable[[str, str], str | None
     """Declare on every operation the answers the shared layers give, so the document tells the truth
     (issue 13 item 14): 401 and 403 from the access layer (``role_of(method, path)``: the least role, or None
     when open; 403 also answers a non-loopback client in local demo mode, on every path), and, on operations
-    that take parameters or a body, 404 (a named dataset, area, layer, run, pack or key that does not exist)
+    that take parameters or a body, 404 (a named dataset, area, layer, run, pack or key that does not exist),
+    409 (a write conflict, or a valid request the stored data cannot answer: ``geodata.store.DataCannotAnswer``)
     and 422 (a value the route refuses). Routes tagged ``ogc-features`` declare their own 400/404 (OGC API -
     Features answers 400, not 422). Nothing an operation declares itself is replaced."""
     doc.setdefault("components", {}).setdefault("schemas", {}).setdefault("Error", ERROR_SCHEMA)
@@ -192,12 +199,18 @@ def declare_common_responses(doc: dict, role_of: Callable[[str, str], str | None
             responses = op.setdefault("responses", {})
             role = role_of(method.upper(), concrete)
             add = {"403": "refused: the key's role is below this operation's"
-                          + (f" ({role})" if role else "") + ", or a non-loopback client in local demo mode"}
+                          + (f" ({role})" if role else "") + ", a non-loopback client in local demo mode, or "
+                          "(`mode=public`, a public key or deployment) a request public output does not publish "
+                          "(code `disclosure_refused`: docs/security.md#public-output-mode)"}
             if role is not None:
                 add["401"] = "no API key, or an invalid or revoked one (keyed mode)"
             if "ogc-features" in (op.get("tags") or []):
                 responses.pop("422", None)  # FastAPI's default: these routes answer 400 instead (app/errors.py)
             takes_input = bool(op.get("parameters") or item.get("parameters") or op.get("requestBody"))
+            if takes_input:
+                add["409"] = ("the stored data cannot answer this valid request (e.g. an hour filter on month-only "
+                              "records, a backtest longer than the data: code `data_cannot_answer`), or a write "
+                              "conflicted")
             if takes_input and "ogc-features" not in (op.get("tags") or []):
                 add["404"] = "a named dataset, area, layer, run, pack or other stored object does not exist"
                 add["422"] = "a parameter or body value the operation refuses (the message says which and why)"

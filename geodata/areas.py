@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from geodata.auto_areas import AUTO_LAYERS, META_SCHEMA, SEPARATOR, auto_layer, split_layer
-from geodata.store import DATASET_LAYER, Store, StoreError
+from geodata.store import DATASET_LAYER, NotStored, Store, StoreError
 
 DISTRICTS = "districts"
 COVER_SHARE = 0.5  # a loaded layer "covers" a dataset when it holds at least this share of its located records
@@ -59,12 +59,12 @@ def choose_layer(store: Store, dataset: str, requested: str | None = DISTRICTS) 
     requested = (requested or DISTRICTS).strip()
     name, own = split_layer(requested)
     if own is not None and own != dataset:
-        raise StoreError(f"unknown area layer '{requested}': automatic layers belong to their own dataset "
+        raise NotStored(f"unknown area layer '{requested}': automatic layers belong to their own dataset "
                          f"(use '{name}' with dataset={own})")
     if name in AUTO_LAYERS:
         stored = auto_layer(name, dataset)
         if not _layer_exists(store, stored):
-            raise StoreError(f"unknown area layer '{name}' for dataset '{dataset}': it is built from the records' "
+            raise NotStored(f"unknown area layer '{name}' for dataset '{dataset}': it is built from the records' "
                              "LSOA names (data.police.uk) or a mapped district column, and this dataset has neither")
         return LayerChoice(stored, name, "automatic", True, f"automatic '{name}' layer: {AUTO_LAYERS[name]} "
                            "(approximate outlines)")
@@ -82,10 +82,10 @@ def choose_layer(store: Store, dataset: str, requested: str | None = DISTRICTS) 
         if _layer_exists(store, lad):
             return LayerChoice(lad, "lad", "automatic", True, "automatic 'lad' layer (districts named from the "
                                "records' LSOA names, approximate outlines): no 'districts' layer is loaded")
-        raise StoreError(f"no area layer 'districts' is loaded and dataset '{dataset}' has no automatic districts "
+        raise NotStored(f"no area layer 'districts' is loaded and dataset '{dataset}' has no automatic districts "
                          f"(no LSOA names or district column); layers: {public_layers(store, dataset)}")
     if not _layer_exists(store, requested) or requested == DATASET_LAYER:
-        raise StoreError(f"no area layer '{requested}' is loaded; layers for dataset '{dataset}': "
+        raise NotStored(f"no area layer '{requested}' is loaded; layers for dataset '{dataset}': "
                          f"{public_layers(store, dataset)}")
     share = coverage_share(store, dataset, requested)
     return LayerChoice(requested, requested, "loaded", False,
@@ -121,7 +121,7 @@ def resolve_area(store: Store, spec: str, dataset: str | None) -> tuple[str, lis
         if hits.empty and layer == DISTRICTS and choice.stored == DISTRICTS and _layer_exists(store, auto_layer("lad", dataset)):
             hits = _find(store, [auto_layer("lad", dataset)], key)
         if hits.empty:
-            raise StoreError(f"unknown area '{spec}': no feature '{key}' in layer '{choice.name}' "
+            raise NotStored(f"unknown area '{spec}': no feature '{key}' in layer '{choice.name}' "
                              f"({choice.rule}); give layer:feature_id or a feature name")
         return str(hits.layer.iloc[0]), hits.feature_id.astype(str).tolist(), spec
     candidates = [n for n in store.query_df("SELECT DISTINCT layer FROM areas")["layer"].tolist()
@@ -137,7 +137,7 @@ def resolve_area(store: Store, spec: str, dataset: str | None) -> tuple[str, lis
                               [n, key])
         if not hits.empty:
             return n, hits.feature_id.astype(str).tolist(), spec
-    raise StoreError(f"unknown area '{spec}': give layer:feature_id, a feature name or a district name "
+    raise NotStored(f"unknown area '{spec}': give layer:feature_id, a feature name or a district name "
                      f"(layers: {public_layers(store, dataset)})")
 
 

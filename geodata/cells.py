@@ -112,3 +112,55 @@ def _signed_area(ring: list[list[float]]) -> float:
     for (x1, y1), (x2, y2) in zip(ring, ring[1:] + ring[:1]):
         a += x1 * y2 - x2 * y1
     return a / 2.0
+
+
+# ------------------------------------------------------------------------------------------------ bbox
+Bbox = tuple[float, float, float, float]
+
+
+def bbox_parts(bbox: Bbox) -> list[Bbox]:
+    """The plain boxes a WGS84 ``minLon,minLat,maxLon,maxLat`` covers: itself; two when it crosses the
+    antimeridian (minLon > maxLon, as RFC 7946 section 5.2 and OGC API - Features read it: from minLon east to
+    180 and from -180 east to maxLon); none when it is upside down (minLat > maxLat: it holds no point)."""
+    x0, y0, x1, y1 = bbox
+    if y0 > y1:
+        return []
+    if x0 <= x1:
+        return [bbox]
+    return [(x0, y0, 180.0, y1), (-180.0, y0, x1, y1)]
+
+
+def bbox_sql(bbox: Bbox, lon: str = "lon", lat: str = "lat") -> tuple[str, list]:
+    """SQL condition (and its parameters) true for points ``lon``/``lat`` inside ``bbox`` (see :func:`bbox_parts`)."""
+    parts = bbox_parts(bbox)
+    if not parts:
+        return "FALSE", []
+    sql = " OR ".join(f"({lon} BETWEEN ? AND ? AND {lat} BETWEEN ? AND ?)" for _ in parts)
+    return f"({sql})", [v for x0, y0, x1, y1 in parts for v in (x0, x1, y0, y1)]
+
+
+def bbox_bounds_sql(bbox: Bbox, minx: str = "minx", miny: str = "miny", maxx: str = "maxx",
+                    maxy: str = "maxy") -> tuple[str, list]:
+    """SQL condition true for stored bounds (``minx``..``maxy`` columns) that meet ``bbox``."""
+    parts = bbox_parts(bbox)
+    if not parts:
+        return "FALSE", []
+    sql = " OR ".join(f"({maxx} >= ? AND {minx} <= ? AND {maxy} >= ? AND {miny} <= ?)" for _ in parts)
+    return f"({sql})", [v for x0, y0, x1, y1 in parts for v in (x0, x1, y0, y1)]
+
+
+def bbox_mask(lon: np.ndarray, lat: np.ndarray, bbox: Bbox) -> np.ndarray:
+    """Which of the points ``lon``/``lat`` lie inside ``bbox`` (see :func:`bbox_parts`)."""
+    lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+    mask = np.zeros(len(lon), dtype=bool)
+    for x0, y0, x1, y1 in bbox_parts(bbox):
+        mask |= (lon >= x0) & (lon <= x1) & (lat >= y0) & (lat <= y1)
+    return mask
+
+
+def bbox_geometry(bbox: Bbox):
+    """``bbox`` as a shapely geometry (a box, two boxes across the antimeridian, or empty when upside down)."""
+    import shapely
+
+    parts = bbox_parts(bbox)
+    return shapely.union_all([shapely.box(*p) for p in parts]) if parts else shapely.Polygon()

@@ -17,7 +17,7 @@ import pandas as pd
 
 from geodata.layers import DEFAULT_BUFFER_M, LayerError, PointLayer, load_layer
 from geodata.settings import SAMPLE_DIR
-from geodata.store import DATASET_LAYER, Store, StoreError, utc_now
+from geodata.store import DATASET_LAYER, NotStored, Store, StoreError, utc_now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS poi_layers (
@@ -193,7 +193,7 @@ def dataset_study_area(store: Store, dataset: str):
     frame = store.query_df("SELECT name, geometry_wkb FROM areas WHERE layer = ? AND feature_id = ?",
                            [DATASET_LAYER, dataset])
     if frame.empty:
-        raise StoreError(f"dataset '{dataset}' has no stored study area")
+        raise NotStored(f"dataset '{dataset}' has no stored study area")
     geom = shapely.from_wkb(bytes(frame["geometry_wkb"].iloc[0]))
     return StudyArea(bbox=tuple(geom.bounds), polygon=geom, name=f"study area of dataset {dataset}")
 

@@ -19,6 +19,7 @@ import pandas as pd
 import shapely
 
 from geodata.boundaries import BoundaryError, check_layer_name, read_boundaries, to_wgs84
+from geodata.cells import bbox_bounds_sql
 from geodata.store import Store, utc_now
 
 SCHEMA = """
@@ -159,8 +160,9 @@ def roads_in_bbox(store: Store, bbox: tuple[float, float, float, float] | None =
         where.append("layer = ?")
         params.append(layer)
     if bbox is not None:
-        where.append("maxx >= ? AND minx <= ? AND maxy >= ? AND miny <= ?")
-        params += [bbox[0], bbox[2], bbox[1], bbox[3]]
+        cond, values = bbox_bounds_sql(bbox)
+        where.append(cond)
+        params += values
     cond = " AND ".join(where)
     matched = int(store.query_df(f"SELECT count(*) AS n FROM road_lines WHERE {cond}", params)["n"].iloc[0])
     page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""

@@ -76,6 +76,17 @@ class StoreError(ValueError):
     """A request the store cannot satisfy (unknown dataset, weights table, area...)."""
 
 
+class NotStored(StoreError):
+    """A named object (dataset, area layer or area, weights table, pack...) that is not in the store: the API
+    answers 404."""
+
+
+class DataCannotAnswer(StoreError):
+    """A well-formed request the stored data cannot answer in its present state (an hour filter on month-only
+    records, a backtest needing more months than the data hold): the API answers 409 - the conflict is with
+    the data, and finer or more data (or leaving the option out) resolves it."""
+
+
 class StoreConflict(StoreError):
     """A write that lost a race it cannot win by retrying: a name taken meanwhile, or a DuckDB transaction
     conflict that persisted over :data:`WRITE_RETRIES` attempts. The API answers 409."""

@@ -101,7 +101,8 @@ def test_api_public_mode(service):
     csv = client.get("/hotspots", params={**Q, "mode": "public", "format": "csv", "top": 5})
     assert csv.status_code == 200 and csv.text.startswith("h3,")
     bad = client.get("/hotspots", params={**Q, "mode": "public", "hours": "1-2"})
-    assert bad.status_code == 422 and "public output" in bad.json()["error"]["message"]
+    assert bad.status_code == 403 and "public output" in bad.json()["error"]["message"]  # a policy refusal
+    assert bad.json()["error"]["code"] == "disclosure_refused"
     assert client.get("/hotspots", params={**Q, "mode": "secret"}).status_code == 422
     internal = client.get("/hotspots", params={**Q, "resolution": 10, "top": 5}).json()
     assert internal["resolution"] == 10 and "disclosure" not in internal

@@ -59,7 +59,7 @@ def test_hotspots_gistar_csv_count_and_errors(api):
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert len(rows) == 5 and rows[0]["gi_class"]
     assert "gi_z" not in api.get("/hotspots", params={"dataset": "essex-sample", "top": 1}).json()["cells"][0]  # off by default
-    assert api.get("/hotspots", params={"dataset": "essex-sample", "stats": "gistar", "mode": "public"}).status_code == 422
+    assert api.get("/hotspots", params={"dataset": "essex-sample", "stats": "gistar", "mode": "public"}).status_code == 403
     assert api.get("/hotspots", params={"dataset": "essex-sample", "stats": "nope"}).status_code == 422
 
 
@@ -75,7 +75,7 @@ def test_emerging(api):
     gj = api.get("/hotspots/emerging", params={"dataset": "essex-sample", "resolution": 9, "top": 3, "format": "geojson"}).json()
     assert gj["type"] == "FeatureCollection" and gj["features"][0]["properties"]["pattern"]
     bad = api.get("/hotspots/emerging", params={"dataset": "essex-sample", "slice": "14D"})
-    assert bad.status_code == 422 and "month-only" in bad.json()["error"]["message"]
+    assert bad.status_code == 409 and "month-only" in bad.json()["error"]["message"]  # the data cannot answer it
 
 
 def test_spikes_cells_and_areas(api):
@@ -90,7 +90,7 @@ def test_spikes_cells_and_areas(api):
     gj = api.get("/spikes", params={"dataset": "essex-sample", "unit": "districts", "all": "true", "format": "geojson"}).json()
     assert gj["type"] == "FeatureCollection" and len(gj["features"]) == 14
     assert gj["features"][0]["geometry"]["type"] in ("Polygon", "MultiPolygon")
-    assert api.get("/spikes", params={"dataset": "essex-sample", "unit": "nope"}).status_code == 422
+    assert api.get("/spikes", params={"dataset": "essex-sample", "unit": "nope"}).status_code == 404
 
 
 def test_evaluation(api):
@@ -110,7 +110,7 @@ def test_evaluation(api):
     assert any("unreliable" in c for c in body["caveats"])
     # 4 months of data: explicit 12 training months cannot run; the default takes the longest window they allow
     too_long = api.get("/evaluation", params={"dataset": "essex-sample", "resolution": 9, "train_slices": 12})
-    assert too_long.status_code == 422 and "need at least 13" in too_long.json()["error"]["message"]
+    assert too_long.status_code == 409 and "need at least 13" in too_long.json()["error"]["message"]
     default = api.get("/evaluation", params={"dataset": "essex-sample", "resolution": 9, "bootstrap": 100})
     assert default.status_code == 200, default.text
     d = default.json()

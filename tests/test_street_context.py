@@ -153,7 +153,7 @@ def test_every_format_carries_the_street_context(api):
     ogc = api.get("/collections/harm-spots/items", params={**params, "f": "json", "limit": 20}).json()
     assert ogc["features"][0]["properties"]["top_locations"] == "; ".join(cell["top_locations"])
     refused = api.get("/hotspots", params={**params, "hours": "20-23"})
-    assert refused.status_code == 422 and "month-only" in refused.json()["error"]["message"]
+    assert refused.status_code == 409 and "month-only" in refused.json()["error"]["message"]
 
 
 def test_cell_records_hold_every_column_the_plan_tests(env):

@@ -21,6 +21,7 @@ from geodata import boundaries as bd
 from geodata import roads as rd
 from geodata.areas import choose_layer, layer_listing
 from geodata.auto_areas import APPROXIMATE_NOTE, split_layer
+from geodata.cells import bbox_geometry
 from geodata.datasets import default_dataset
 from geodata.store import DATASET_LAYER, StoreError
 
@@ -33,6 +34,11 @@ def _dataset(state: ServiceState, dataset: str | None) -> str | None:
         state.store.require_dataset(dataset)
         return dataset
     return default_dataset(state.store, state.settings.default_dataset)[0]
+
+
+# bd.check_layer_name as a pattern: bd.LAYER_NAME without the automatic layers' reserved names (lad, lsoa, lad-*,
+# lsoa-*); '@' and '__dataset__' are outside LAYER_NAME already
+LAYER_NAME_SCHEMA = {"pattern": r"^(?!(lad|lsoa)(-|$))[a-z][a-z0-9_-]{0,39}$"}
 
 
 def _boundary_error(exc: bd.BoundaryError) -> ApiError:
@@ -67,7 +73,7 @@ def post_areas(
     state: State,
     file: Annotated[UploadFile, File(description="GeoJSON, GeoPackage (.gpkg) or a zip holding one Shapefile")],
     layer: Annotated[str, Form(description="Layer name: lower-case letters, digits, _ or - (e.g. districts, "
-                               "wards, beats)")],
+                               "wards, beats)", json_schema_extra=LAYER_NAME_SCHEMA)],
     name_field: Annotated[str | None, Form(description="Field with the feature name (guessed if left out)")] = None,
     id_field: Annotated[str | None, Form(description="Field with the feature id/code (guessed if left out)")] = None,
     district_field: Annotated[str | None, Form(description="Field with the district each feature lies in")] = None,
@@ -159,7 +165,7 @@ def _items_for(stored: str) -> Callable[[ServiceState, ItemsRequest], Items]:
             frame = frame[frame["feature_id"].astype(str) == req.feature_id]
         geoms = np.array([shapely.from_wkb(bytes(b)) for b in frame["geometry_wkb"]], dtype=object)
         if req.bbox and len(geoms):  # datetime does not apply: boundaries have no time (OGC: ignored)
-            keep = shapely.intersects(geoms, shapely.box(*req.bbox))
+            keep = shapely.intersects(geoms, bbox_geometry(req.bbox))
             frame = frame[keep]
         matched = len(frame)
         if req.feature_id is None:
@@ -220,7 +226,8 @@ def register_collections(registry: Registry) -> None:
 def post_roads(
     state: State,
     file: Annotated[UploadFile, File(description="GeoJSON, GeoPackage (.gpkg) or a zip holding one Shapefile")],
-    layer: Annotated[str, Form(description="Layer name: lower-case letters, digits, _ or - (e.g. roads)")] = "roads",
+    layer: Annotated[str, Form(description="Layer name: lower-case letters, digits, _ or - (e.g. roads)",
+                               json_schema_extra=LAYER_NAME_SCHEMA)] = "roads",
     name_field: Annotated[str | None, Form(description="Field with the road name (guessed if left out)")] = None,
     source_layer: Annotated[str | None, Form(description="Layer inside a GeoPackage holding several")] = None,
 ) -> JSONResponse:

@@ -16,6 +16,8 @@ from geodata.ingest import StudyArea, parse_stream
 
 router = APIRouter(tags=["datasets"])
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# the mapping part is a JSON object (OpenAPI: an object property of a multipart body is sent as application/json)
+MAPPING_SCHEMA = {"type": "object", "additionalProperties": {"type": "string"}}
 
 
 @router.post("/datasets", summary="Upload offences (police.uk CSV or zip, force extract CSV, GeoJSON, Parquet)",
@@ -29,19 +31,22 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
                         507: {"description": "the store's disk is full (nothing stored; reads keep working)"}})
 def post_dataset(
     state: State,
-    files: Annotated[list[UploadFile], File(description="One or more files")],
-    dataset: Annotated[str, Form(description="Dataset name (letters, digits, . _ -)")] = "uploads",
-    mapping: Annotated[str | None, Form(description='Extract column mapping as JSON, e.g. {"record_id": "URN"}')] = None,
+    files: Annotated[list[UploadFile], File(description="One or more files", json_schema_extra={"minItems": 1})],
+    dataset: Annotated[str, Form(description="Dataset name (letters, digits, . _ -)",
+                                 json_schema_extra={"pattern": _NAME.pattern})] = "uploads",
+    mapping: Annotated[str | None, Form(description='Extract column mapping, a JSON object of field -> column name, '
+                                        'e.g. {"record_id": "URN"} (docs/ingest.md)', json_schema_extra=MAPPING_SCHEMA)] = None,
     area: Annotated[str | None, Form(description="Study area: a loaded area layer name (e.g. districts); rows "
-                                     "outside it are rejected. Default: Great Britain bounding box.")] = None,
+                                     "outside it are rejected (an unknown layer is a 404). Default: Great Britain "
+                                     "bounding box.")] = None,
 ) -> JSONResponse:
     if not _NAME.match(dataset):
         raise ApiError(422, "invalid_parameter", "dataset: use 1-64 letters, digits, '.', '_' or '-'")
     col_map = None
     if mapping:
         try:
-            col_map = json.loads(mapping)
-            assert isinstance(col_map, dict) and all(isinstance(v, str) for v in col_map.values())
+            col_map = json.loads(mapping)  # JSON null: no mapping, as leaving the part out
+            assert col_map is None or (isinstance(col_map, dict) and all(isinstance(v, str) for v in col_map.values()))
         except (json.JSONDecodeError, AssertionError) as exc:
             raise ApiError(422, "invalid_parameter", 'mapping: a JSON object of field -> column name') from exc
     study = StudyArea()
@@ -61,7 +66,7 @@ def _study_area_from_layer(state: State, layer: str) -> StudyArea:
 
     frame = state.store.areas(layer)
     if frame.empty:
-        raise ApiError(422, "invalid_parameter", f"area: no loaded area layer '{layer}'")
+        raise ApiError(404, "not_found", f"area: no loaded area layer '{layer}'")
     geom = shapely.union_all([shapely.from_wkb(bytes(b)) for b in frame.geometry_wkb])
     shapely.prepare(geom)
     return StudyArea(bbox=tuple(geom.bounds), polygon=geom, name=f"layer {layer}")

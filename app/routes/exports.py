@@ -10,7 +10,9 @@ from fastapi.responses import Response
 from app import map_export as mx
 from app.deps import Query_, State
 from app.errors import ApiError
+from app.openapi import PARAMETER_SCHEMAS
 from geodata.store import StoreError
+from hotspots.ranking.query import DAY_REGEX
 
 router = APIRouter(tags=["map packs"])
 
@@ -25,9 +27,13 @@ router = APIRouter(tags=["map packs"])
             f"other hotspot parameters. At most {mx.MAX_CELLS} cells per layer; a zip at most {mx.MAX_ZIP_DATES} dates "
             f"and {mx.MAX_ZIP_CELLS} cells per layer in all (dates x top). For use inside the force: there is "
             "no public-disclosure mode (use /hotspots?mode=public for outside sharing).",
-            responses={200: {"content": {"text/html": {}, "application/zip": {}}}})
+            responses={200: {"content": {"text/html": {}, "application/zip": {}}}},
+            openapi_extra={PARAMETER_SCHEMAS: {"top": {"maximum": mx.MAX_CELLS, "nullable": False},
+                                               "method": {"enum": ["observed"]}}})
 def get_map_export(state: State, q: Query_,
-                   keydate: Annotated[str | None, Query(max_length=80, description="SET/YYYY-MM-DD or SET (zip).",
+                   keydate: Annotated[str | None, Query(max_length=80, description="SET/YYYY-MM-DD or SET (zip); not "
+                                                        "with from/to (422: the key date sets the windows).",
+                                                        json_schema_extra={"pattern": rf"^[A-Za-z0-9_.-]{{1,60}}(/{DAY_REGEX})?$"},
                                                         examples=["england-2020-21/2021-05-17"])] = None
                    ) -> Response:
     if q.top is None or q.top > mx.MAX_CELLS:

@@ -73,8 +73,8 @@ def fields_for(result: HotspotResult, fields: list[str] = FIELDS) -> list[str]:
 
 def _no_public_forecast(q, disclosure) -> None:
     if disclosure is not None and q.method == "forecast":
-        raise ApiError(422, "invalid_parameter", "method=forecast is not available in public mode (its all-record "
-                       "part counts records of every type, including cells that public output withholds)")
+        raise DisclosureError("method=forecast is not available in public mode (its all-record "
+                              "part counts records of every type, including cells that public output withholds)")
 
 
 def render(result: HotspotResult, fmt: str, fields: list[str] = FIELDS, filename: str = "hotspots",
@@ -105,8 +105,8 @@ async def get_hotspots(request: Request, state: State, q: Query_, disclosure: Di
                  format: Annotated[Format, Query(description="json (default), csv or geojson")] = "json") -> Response:
     _no_public_forecast(q, disclosure)
     if disclosure is not None and gi.on:
-        raise ApiError(422, "invalid_parameter", "stats=gistar is not available in public mode (it is "
-                       "computed from every cell, including withheld ones)")
+        raise DisclosureError("stats=gistar is not available in public mode (it is "
+                              "computed from every cell, including withheld ones)")
     key = ("hotspots", q, disclosure, gi.key(), format)
     return await cached_response_async(request, state, key, lambda: _hotspots(state, q, disclosure, gi, format))
 
@@ -182,11 +182,9 @@ def _public_items(state: ServiceState, q: HotspotQuery, req: ItemsRequest) -> It
     """The public output of the query (hotspots.publish.disclosure, as /hotspots?mode=public): every published
     cell ranked once per store state and policy, then the page (bbox keeps whole published cells)."""
     policy: DisclosurePolicy = req.disclosure
-    try:
-        result = cached_value(state, ("public_harm_spots", q, policy),
-                              lambda: public_harm_spots(state.store, q, state.default_weights, policy))
-    except DisclosureError as exc:  # OGC API - Features: an invalid parameter value is a 400
-        raise ApiError(400, "invalid_parameter", str(exc)) from exc
+    # a request public output does not publish raises DisclosureError: 403 (app/errors.py), as on /hotspots
+    result = cached_value(state, ("public_harm_spots", q, policy),
+                          lambda: public_harm_spots(state.store, q, state.default_weights, policy))
     ranked, page = cells_page(result.top_cells, req, policy.resolution)
     fc = to_geojson({**result.meta(), "top": q.top}, page, FIELDS)
     return Items(fc["features"], int(len(ranked)), fc["metadata"], FIELDS)

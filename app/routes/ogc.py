@@ -30,12 +30,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.cache import cached_route
 from app.collections import (CRS84, DEFAULT_LIMIT, HOTSPOT_PARAMETERS, MAX_LIMIT, Collection, Collections, Items,
                              ItemsRequest)
-from app.deps import Disclosure, State, forced_public
+from app.deps import OFFENCES_SCHEMA, Disclosure, State, forced_public
 from app.errors import ApiError
 from app.render import JSONResponse, to_csv
 from app.state import ServiceState
 from hotspots.ranking.presets import PRESETS
-from hotspots.ranking.query import MAX_TOP
+from hotspots.ranking.query import DAY_REGEX, MAX_TOP, PERIOD_REGEX
 
 log = logging.getLogger("harmspot")
 router = APIRouter(tags=["ogc-features"])
@@ -49,7 +49,7 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
 ]
 QUERYABLES_SAMPLE = 200  # features read to type a collection's queryables
-PERIOD_RE = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?$"
+PERIOD_RE = PERIOD_REGEX  # YYYY-MM or a real day YYYY-MM-DD, 1900-2999: exactly what HotspotQuery takes
 Preset = Literal[tuple(sorted(PRESETS))]  # type: ignore[valid-type]
 _HOTSPOT_PARAM_DOC = " (cell collections; as on /hotspots)"
 # A bad value of any declared parameter is the 400 OGC API - Features asks for (/req/core/query-param-invalid):
@@ -60,8 +60,8 @@ _HOTSPOT_PARAM_DOC = " (cell collections; as on /hotspots)"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 # The datetime parameter's syntax as declared in the OpenAPI document (RFC 3339 full-date or date-time, or an
 # interval a/b whose ends may be '..' or empty); parse_datetime then checks the calendar and the order.
-_INSTANT = (r"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])([Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
-            r"(\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))?")
+_INSTANT = (DAY_REGEX + r"([Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+            r"(\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))?")  # a real day, 1900-2999
 DATETIME_RE = rf"^(|{_INSTANT}|(\.\.|{_INSTANT})?/(\.\.|{_INSTANT})?)$"
 
 
@@ -82,10 +82,8 @@ def parse_ogc_bbox(text: str | None) -> tuple[float, float, float, float] | None
         raise ApiError(400, "invalid_parameter", "bbox: longitudes run from -180 to 180 (CRS84)")
     # a latitude beyond a pole reaches the pole (the declared schema bounds every number by 180)
     box = (box[0], min(max(box[1], -90.0), 90.0), box[2], min(max(box[3], -90.0), 90.0))
-    if box[0] > box[2]:
-        raise ApiError(400, "invalid_parameter", "bbox: crosses the antimeridian (minLon > maxLon): not supported")
-    if box[1] > box[3]:
-        raise ApiError(400, "invalid_parameter", "bbox: minLat is greater than maxLat")
+    # minLon > maxLon crosses the antimeridian (OGC API - Features 7.15.3: the west edge is then the larger);
+    # minLat > maxLat holds no point: every filter reads the box through geodata.cells.bbox_parts
     return box
 
 
@@ -273,7 +271,8 @@ def harmspot_params(
         date_to: Annotated[str | None, Query(alias="to", pattern=PERIOD_RE,
                                              description="End, inclusive" + _HOTSPOT_PARAM_DOC)] = None,
         preset: Annotated[Preset | None, Query(description="Offence preset" + _HOTSPOT_PARAM_DOC)] = None,
-        offences: Annotated[str | None, Query(max_length=2000, description="Offence list" + _HOTSPOT_PARAM_DOC)] = None,
+        offences: Annotated[str | None, Query(max_length=2000, description="Offence list" + _HOTSPOT_PARAM_DOC,
+                                              json_schema_extra=OFFENCES_SCHEMA)] = None,
         area: Annotated[str | None, Query(max_length=200, description="Area layer:id or name" + _HOTSPOT_PARAM_DOC)] = None,
         resolution: Annotated[int | None, Query(ge=7, le=11, description="H3 resolution 7-11" + _HOTSPOT_PARAM_DOC)] = None,
         weights: Annotated[str | None, Query(max_length=64, description="Harm weights table" + _HOTSPOT_PARAM_DOC)] = None,

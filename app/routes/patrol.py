@@ -20,19 +20,19 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, BeforeValidator, Field
 
 from app.cache import cached_response_async
-from app.deps import Query_, State, on_loop
+from app.deps import PRESET_SCHEMA, Query_, State, on_loop
 from app.errors import ApiError
 from app.render import GEOJSON_MEDIA, JSONResponse, to_csv, to_geojson, to_json
 from geodata import roads as rd
 from geodata.cells import cell_boundaries_lonlat
-from geodata.store import DATASET_LAYER, Store, StoreError
+from geodata.store import DATASET_LAYER, DataCannotAnswer, Store, StoreError
 from hotspots.patrol import evaluation as ev
 from hotspots.patrol import gps
 from hotspots.patrol import governance
 from hotspots.patrol import keydates as kd
 from hotspots.patrol import patrols as pl
 from hotspots.patrol import tasking as tk
-from hotspots.ranking.query import HotspotQuery
+from hotspots.ranking.query import DAY_REGEX, PERIOD_REGEX, HotspotQuery
 
 router = APIRouter(tags=["patrol planning"])
 TaskFormat = Literal["json", "csv", "geojson", "html"]
@@ -53,7 +53,8 @@ def tasking_params(
     layer: Annotated[str, Query(description="Boundary layer of patrol areas (e.g. districts, wards).")] = "districts",
     spots_per_area: Annotated[int, Query(ge=1, le=100, description="Most spots per area.")] = 5,
     total_minutes: Annotated[float | None, Query(gt=0, description="Patrol minutes available over the whole plan "
-                                                 "period, all areas together (default: no limit).")] = None,
+                                                 "period, all areas together (default: no limit); less than one spot's dose gives a pack "
+                                                 "with no spots and a warning.")] = None,
     visit_minutes: Annotated[int, Query(ge=1, le=120, description="Minutes per visit (Koper curve: 15).")] = 15,
     visits_per_day: Annotated[float, Query(gt=0, le=48, description="Visits per spot per day.")] = 2.0,
     plan_from: Annotated[date | None, Query(description="First day of the plan (default: today).")] = None,
@@ -147,15 +148,19 @@ def get_packs(state: State, dataset: str | None = None) -> JSONResponse:
 # ============================================================================================ key dates
 class KeyDateIn(BaseModel):
     date: date
-    label: str = Field(..., min_length=1, max_length=200)
+    label: str = Field(..., min_length=1, max_length=200, pattern=r"\S")
     kind: str | None = Field(None, max_length=60, description="Dates of the same kind are analogues of each other.")
-    analogue: date | None = Field(None, description="Explicit earlier analogue date (overrides kind).")
+    analogue: date | None = Field(None, description="Explicit analogue date (overrides kind); it must be earlier "
+                                  "than `date` (422 otherwise: a later one would forecast from the future).")
 
 
 class KeyDateSetIn(BaseModel):
-    name: str = Field(..., min_length=1, max_length=60, examples=["leicester-events"])
+    name: str = Field(..., min_length=1, max_length=60, pattern=r"^[A-Za-z0-9_.-]+$", examples=["leicester-events"],
+                      description="Set name: letters, digits, '-', '_' or '.'; a shipped set's name or an existing "
+                      "set's (without replace) is a 409.")
     description: str = Field("", max_length=500)
-    dates: list[KeyDateIn] = Field(..., min_length=1, max_length=500)
+    dates: list[KeyDateIn] = Field(..., min_length=1, max_length=500, description="Each date at most once "
+                                   "(422 otherwise).")
     replace: bool = Field(False, description="Overwrite an existing user set of that name.")
 
 
@@ -183,8 +188,8 @@ def post_keydates(state: State, body: Annotated[KeyDateSetIn, Body()]) -> JSONRe
         kset = kd.make_set(body.name, body.description, [d.model_dump(mode="json") for d in body.dates])
         kd.save_set(state.store, kset, replace=body.replace)
     except kd.KeyDateError as exc:
-        raise ApiError(409 if "already exists" in str(exc) else 422,
-                       "conflict" if "already exists" in str(exc) else "invalid_parameter", str(exc)) from exc
+        taken = "already exists" in str(exc) or "is a shipped set" in str(exc)  # the name is taken: 409
+        raise ApiError(409 if taken else 422, "conflict" if taken else "invalid_parameter", str(exc)) from exc
     return JSONResponse(kset.to_dict(), status_code=201)
 
 
@@ -234,11 +239,24 @@ def get_keydate_hotspots(
 
 
 # ============================================================================================ patrols
+# a CSV upload: a text/csv body or a multipart `file` part (its rows are checked one by one; docs/patrol-planning.md)
+CSV_BODY = {"type": "string", "minLength": 1, "description": "CSV with a header row"}
+CSV_FILE_PART = {"type": "object", "required": ["file"],
+                 "properties": {"file": {"type": "string", "format": "binary", "description": "CSV with a header row"}}}
+
+
+# an ISO 8601 local date-time to the minute (seconds and an offset optional), as _parse_time reads it
+_LOCAL_TIME = (rf"^{DAY_REGEX}[T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{{1,6}})?)?"
+               r"([Zz]|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])?$")
+
+
 class PatrolIn(BaseModel):
     spot_id: str = Field(..., examples=["HS-8a195cb62cc7fff"])
     team: str = Field(..., min_length=1, max_length=100)
-    start: str = Field(..., description="Local date-time, e.g. 2024-05-08T10:00 (an offset is converted to UK time).")
-    end: str
+    start: str = Field(..., description="Local date-time, e.g. 2024-05-08T10:00 (an offset is converted to UK time).",
+                       pattern=_LOCAL_TIME)
+    end: str = Field(..., description="Local date-time after `start`, at most 12 hours later (422 otherwise: the row "
+                     "comes back with its line and reason).", pattern=_LOCAL_TIME)
     note: str | None = Field(None, max_length=500)
 
 
@@ -250,11 +268,10 @@ class PatrolsIn(BaseModel):
              responses={415: {"description": "a body that is not JSON, CSV or multipart"}},
              description="CSV: a `text/csv` body or a multipart `file`, header `spot_id,team,start,end[,note]`. The "
              "upload is stored whole or not at all; invalid rows come back with line number, field and reason.",
-             openapi_extra={"requestBody": {"content": {
+             openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": PatrolsIn.model_json_schema()},
-                 "text/csv": {"schema": {"type": "string"}},
-                 "multipart/form-data": {"schema": {"type": "object",
-                                                    "properties": {"file": {"type": "string", "format": "binary"}}}}}}})
+                 "text/csv": {"schema": CSV_BODY},
+                 "multipart/form-data": {"schema": CSV_FILE_PART}}}})
 async def post_patrols(state: State, request: Request) -> JSONResponse:
     # async only to read the body; parsing, validation and the store write run in the threadpool (app/eventloop.py)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -319,10 +336,9 @@ def gps_params(
              "the unit as the team. Bad rows (timestamps, coordinates, accuracy, duplicates, teleports) are "
              "rejected with line and reason, the rest is used. Raw pings are not stored unless "
              "HARMSPOT_GPS_PING_RETENTION_DAYS > 0. `dry_run=true` detects without storing.",
-             openapi_extra={"requestBody": {"content": {
-                 "text/csv": {"schema": {"type": "string"}},
-                 "multipart/form-data": {"schema": {"type": "object",
-                                                    "properties": {"file": {"type": "string", "format": "binary"}}}}}}})
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "text/csv": {"schema": CSV_BODY},
+                 "multipart/form-data": {"schema": CSV_FILE_PART}}}})
 async def post_patrols_gps(state: State, request: Request,
                            params: Annotated[gps.GpsParams, Depends(gps_params)],
                            pack_id: Annotated[int | None, Query(description="Saved pack (default: the latest).")] = None,
@@ -436,7 +452,7 @@ def get_weekly_compliance(
     return JSONResponse({**meta, "rows": to_json({}, table)["cells"]})
 
 
-_PERIOD = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?$"  # YYYY-MM or YYYY-MM-DD, as HotspotQuery reads
+_PERIOD = PERIOD_REGEX  # YYYY-MM or a real day YYYY-MM-DD, years 1900-2999: exactly what HotspotQuery reads
 
 
 @router.get("/evaluation/patrols", summary="Patrol effect: matched difference-in-differences and the 48-hour check",
@@ -450,12 +466,14 @@ def get_patrol_evaluation(
     after_from: Annotated[str, Query(pattern=_PERIOD, description="Start of the patrol (after) window, YYYY-MM or "
                                      "YYYY-MM-DD.")],
     after_to: Annotated[str, Query(pattern=_PERIOD, description="End of the after window, inclusive.")],
-    before_from: Annotated[str | None, Query(pattern=_PERIOD, description="Before window start (default: same "
-                                             "length, just before).")] = None,
-    before_to: Annotated[str | None, Query(pattern=_PERIOD)] = None,
+    before_from: Annotated[str | None, Query(pattern=_PERIOD, description="Before window start (default: the "
+                                             "after window's length, ending at before_to or just before the after "
+                                             "window).")] = None,
+    before_to: Annotated[str | None, Query(pattern=_PERIOD, description="Before window end, inclusive (default: "
+                                           "the day before the after window).")] = None,
     spots: Annotated[str | None, Query(description="Comma-separated spot ids (default: patrolled in the window).")] = None,
     min_visits: Annotated[int, Query(ge=1)] = 1,
-    preset: Annotated[str | None, Query()] = "op-ark",
+    preset: Annotated[str | None, Query(json_schema_extra=PRESET_SCHEMA)] = "op-ark",
     weights: Annotated[str | None, Query()] = None,
     layer: Annotated[str, Query(description="Areas within which comparison cells are matched.")] = "districts",
     controls_per_spot: Annotated[int, Query(ge=1, le=10)] = 2,
@@ -463,9 +481,9 @@ def get_patrol_evaluation(
                                        "comparison pool (displacement / diffusion).")] = 1,
     seed: Annotated[int, Query()] = 0,
 ) -> JSONResponse:
-    if (before_from is None) != (before_to is None):
-        raise ApiError(422, "invalid_parameter", "give both before_from and before_to, or neither")
     try:
+        if (before_from is None) != (before_to is None):  # one end given: the other as the default window's
+            before_from, before_to = ev.before_window(after_from, after_to, before_from, before_to)
         q = HotspotQuery.model_validate({"dataset": dataset, "from": after_from, "to": after_to, "preset": preset,
                                          "weights": weights})
         state.store.require_dataset(dataset)
@@ -473,14 +491,13 @@ def get_patrol_evaluation(
         log = pl.patrols(state.store)
         spot_ids = spots.split(",") if spots else ev.spots_patrolled(log, a_start, a_end, min_visits)
         if not spot_ids:
-            raise ApiError(422, "invalid_parameter", "no patrols logged in the after window: POST /patrols first or "
-                           "pass spots=")
+            raise DataCannotAnswer("no patrols logged in the after window: POST /patrols first or pass spots=")
         log = log[log["spot_id"].isin(set(spot_ids))]
         res = ev.evaluate(state.store, q, state.default_weights, spot_ids,
                           (before_from, before_to) if before_from else None, (after_from, after_to), layer,
                           controls_per_spot, buffer_rings, seed=seed, patrol_log=log)
     except (ev.EvaluationError, ValueError) as exc:
-        if isinstance(exc, ApiError):
+        if isinstance(exc, (ApiError, StoreError)):  # unknown names 404, data that cannot answer 409 (app/errors.py)
             raise
         raise _bad(exc) from exc
     pairs = res.pairs.drop(columns=["treated_cell"])

@@ -25,12 +25,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, field_validator
 
 from app.collections import CRS84, Collection, Items, ItemsRequest, Registry
-from app.deps import State
+from app.deps import PERIOD_SCHEMA, PRESET_SCHEMA, State
 from app.errors import ApiError
 from app.render import JSONResponse, to_csv
 from app.rtm_jobs import PlanError, QueueFull, RunManager, get_run, latest_done, list_runs, plan_run
 from geodata import layer_store
-from geodata.cells import cell_boundaries_lonlat, cell_centres, from_hex, to_hex
+from geodata.cells import bbox_mask, cell_boundaries_lonlat, cell_centres, from_hex, to_hex
 from geodata.layers import DEFAULT_BUFFER_M, LayerError
 from hotspots.ranking.query import PERIOD_PATTERN
 from rtm.features import Variable
@@ -72,13 +72,15 @@ def _manager(request: Request) -> RunManager:
 def post_layer(
     state: State,
     file: Annotated[UploadFile, File(description="The layer file")],
-    name: Annotated[str, Form(description="Layer id: letters, digits, _ or -", examples=["bus_stops"])],
-    type: Annotated[str, Form(description="Singular noun used in narratives", examples=["bus stop"])],
+    name: Annotated[str, Form(description="Layer id: letters, digits, _ or -", examples=["bus_stops"],
+                              json_schema_extra={"pattern": layer_store.LAYER_NAME.pattern})],
+    type: Annotated[str, Form(description="Singular noun used in narratives (1-60 characters)", examples=["bus stop"],
+                              json_schema_extra={"pattern": r"^\s*\S.{0,59}$"})],
     plural: Annotated[str | None, Form(description="Plural noun (default: type + s)")] = None,
     licence: Annotated[str | None, Form(description="Licence, e.g. OGL v3.0 or ODbL 1.0")] = None,
     attribution: Annotated[str | None, Form(description="Attribution to show with the layer")] = None,
     dataset: Annotated[str | None, Form(description="Keep only features within buffer_m of this dataset's "
-                                        "study area (default: keep every feature)")] = None,
+                                        "study area (default: keep every feature; an unknown dataset is a 404)")] = None,
     buffer_m: Annotated[float, Form(ge=0, le=10_000, description="Edge buffer, metres")] = DEFAULT_BUFFER_M,
     replace: Annotated[bool, Form(description="Replace a layer of the same name")] = False,
 ) -> JSONResponse:
@@ -124,7 +126,7 @@ def _layer_or_404(state, name: str) -> dict:
 def _point_features(state, name: str, meta: dict, bbox=None) -> list[dict]:
     pts = layer_store.layer_points(state.store, name)
     if bbox:
-        pts = pts[(pts.lon >= bbox[0]) & (pts.lon <= bbox[2]) & (pts.lat >= bbox[1]) & (pts.lat <= bbox[3])]
+        pts = pts[bbox_mask(pts.lon.to_numpy(float), pts.lat.to_numpy(float), bbox)]
     return [{"type": "Feature", "id": f"{name}.{int(r.idx)}",
              "geometry": {"type": "Point", "coordinates": [round(float(r.lon), 7), round(float(r.lat), 7)]},
              "properties": {"layer": name, "type": meta["type"], "name": None if pd.isna(r.label) else r.label}}
@@ -144,16 +146,17 @@ class RTMRunRequest(BaseModel):
     model_config = {"populate_by_name": True, "extra": "forbid"}
 
     dataset: str | None = Field(None, description="Dataset (default: the most recent).", examples=["essex-sample"])
-    date_from: str | None = Field(None, alias="from", description="Training start, YYYY-MM or YYYY-MM-DD "
+    date_from: str | None = Field(None, alias="from", json_schema_extra=PERIOD_SCHEMA, description="Training start, YYYY-MM or YYYY-MM-DD "
                                   "(default: the first offence).")
-    date_to: str | None = Field(None, alias="to", description="Training end, inclusive (default: test_months "
+    date_to: str | None = Field(None, alias="to", json_schema_extra=PERIOD_SCHEMA, description="Training end, inclusive (default: test_months "
                                 "before the end of the data or of test_to).")
-    test_from: str | None = Field(None, description="Test start: must be the day after training ends (or give "
+    test_from: str | None = Field(None, json_schema_extra=PERIOD_SCHEMA, description="Test start: must be the day after training ends (or give "
                                   "only this instead of `to`).")
-    test_to: str | None = Field(None, description="Test end, inclusive (default: the end of the data).")
+    test_to: str | None = Field(None, json_schema_extra=PERIOD_SCHEMA, description="Test end, inclusive (default: the end of the data).")
     test_months: int = Field(3, ge=1, le=36, description="Test period length in months when `to`/`test_from` "
                              "are not given.")
-    preset: str | None = Field(None, description="Offence preset (default op-ark; see GET /presets).")
+    preset: str | None = Field(None, description="Offence preset (default op-ark; see GET /presets).",
+                               json_schema_extra=PRESET_SCHEMA)
     offences: list[str] | None = Field(None, max_length=100, description="Offence categories or groups; "
                                        "overrides the preset.")
     layers: list[str] | None = Field(None, max_length=60, description="Layer names (default: every stored layer).")
@@ -170,7 +173,7 @@ class RTMRunRequest(BaseModel):
                                          "unless `distances` are given, and a square grid defaults to half a "
                                          "block. harmspot cannot measure it (no street network in the bundled "
                                          "data): take it from a street centreline layer such as OS Open Roads.")
-    distances_blocks: list[float] | None = Field(None, min_length=1, max_length=20, description="Multiples of "
+    distances_blocks: list[Annotated[float, Field(ge=0.1, le=20)]] | None = Field(None, min_length=1, max_length=20, description="Multiples of "
                                                  "block_length_m to test (default 0.5, 1, 1.5, 2, 2.5, 3).")
     outcome: Literal["count", "harm"] = Field("count", description="count: offences per cell, Poisson or "
                                               "negative binomial by BIC (RTMDx). harm: harm per cell (sum of the "
@@ -181,7 +184,7 @@ class RTMRunRequest(BaseModel):
     area: str | None = Field(None, description="Area (layer:feature_id or a name), e.g. districts:E07000070; "
                              "default: the dataset's study area.")
     weights: str | None = Field(None, description="Harm weights table for priority places (default: service's).")
-    distances: list[float] | None = Field(None, min_length=1, max_length=20, description="Spatial influence "
+    distances: list[Annotated[float, Field(ge=1, le=5000)]] | None = Field(None, min_length=1, max_length=20, description="Spatial influence "
                                           "distances in metres (default 50 m steps to 400 m).")
     operationalisations: list[Literal["proximity", "density"]] | None = Field(None, min_length=1, max_length=2)
     bootstrap: int = Field(5, ge=0, le=100, description="Block-bootstrap resamples for selection stability "
@@ -370,7 +373,7 @@ def risk_features(state, run: dict, *, min_class: int = 1, limit: int = 50_000, 
                                  params)
     if bbox and len(frame):
         lon, lat = cell_centres_lonlat(result, frame["cell"].to_numpy(np.uint64))
-        frame = frame[(lon >= bbox[0]) & (lon <= bbox[2]) & (lat >= bbox[1]) & (lat <= bbox[3])]
+        frame = frame[bbox_mask(lon, lat, bbox)]
     matched = len(frame)
     page = frame.iloc[offset: offset + limit]
     hexes, rings = cell_geometry(result, page["cell"].to_numpy(np.uint64))
@@ -474,8 +477,9 @@ def priority_items(state, req: ItemsRequest) -> Items:
     if req.feature_id is not None:
         places = [p for p in places if p["cell"] == req.feature_id]
     if req.bbox:
-        b = req.bbox
-        places = [p for p in places if b[0] <= p["lon"] <= b[2] and b[1] <= p["lat"] <= b[3]]
+        inside = bbox_mask(np.array([p["lon"] for p in places], float), np.array([p["lat"] for p in places], float),
+                           req.bbox)
+        places = [p for p, keep in zip(places, inside) if keep]
     matched = len(places)
     if req.feature_id is None:
         places = places[req.offset: req.offset + req.limit]

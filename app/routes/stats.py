@@ -26,12 +26,12 @@ from app.routes.hotspots import QUERY_FIELDS, describe_query, gistar_result
 from app.state import ServiceState
 from geodata.areas import choose_layer
 from geodata.cells import cell_centres, to_hex
-from geodata.store import StoreError
+from geodata.store import NotStored, StoreError
 from hotspots.stats.backtest import METHODS, MIN_RELIABLE_ORIGINS, BacktestConfig, ratio_to_best
 from hotspots.stats.for_query import (backtest_for_query, emerging_cells, emerging_for_query,
                                        spike_units, spikes_for_query)
 
-SLICE_RE = r"^(\s*[0-9]+\s*[DdWwMm][A-Za-z]*\s*)?$"  # what hotspots.stats.timeslices.parse_slice reads; empty: default
+SLICE_RE = r"^(\s*0*[1-9][0-9]{0,2}\s*[DdWwMm][A-Za-z]*\s*)?$"  # what hotspots.stats.timeslices.parse_slice reads; empty: default
 router = APIRouter(tags=["statistics"])
 EMERGING_FIELDS = ["h3", "pattern", "offences", "harm", "trend_z", "trend_p", "tau", "n_hot", "n_cold", "share_hot",
                    "final_z", "final_q", "total", "lat", "lon"]
@@ -43,7 +43,7 @@ def _engine_errors(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except ValueError as exc:
-        if type(exc).__name__ == "StoreError":
+        if isinstance(exc, StoreError):  # unknown names (404), data that cannot answer (409): app/errors.py
             raise
         raise ApiError(422, "invalid_parameter", str(exc)) from exc
 
@@ -111,9 +111,10 @@ async def get_spikes(
                                "layer when it covers the dataset, else the automatic districts), lad, lsoa (automatic, "
                                "from the records), wards, or any loaded boundary layer; the response's `area_layer` "
                                "names the layer used.", examples=["cell", "districts", "lad", "wards"])] = "cell",
-    recent: Annotated[str | None, Query(description="Recent window: '28D', '14D', '1M'. Default 1M (month-only "
-                                        "data) or 28D.")] = None,
-    baseline: Annotated[str | None, Query(description="Baseline window: '12W', '12M'. Default 12M or 12W.")] = None,
+    recent: Annotated[str | None, Query(pattern=SLICE_RE, description="Recent window: '28D', '14D', '1M'. Default "
+                                        "1M (month-only data) or 28D; days or weeks on month-only data are a 409.")] = None,
+    baseline: Annotated[str | None, Query(pattern=SLICE_RE, description="Baseline window: '12W', '12M'. Default "
+                                          "12M or 12W.")] = None,
     method: Annotated[Literal["poisson", "negbin"], Query(description="poisson (exact conditional test) or "
                                                           "negbin (pooled over-dispersion).")] = "poisson",
     min_observed: Annotated[int, Query(ge=1, le=1000, description="Fewest recent offences for a spike.")] = 3,
@@ -131,7 +132,7 @@ def _spikes(state, q, unit, recent, baseline, method, min_observed, all_units, f
         try:
             layer = choose_layer(state.store, q.dataset, unit)
         except StoreError as exc:
-            raise ApiError(422, "invalid_parameter", f"unit: 'cell' or an area layer; {exc}") from exc
+            raise NotStored(f"unit: 'cell' or an area layer; {exc}") from exc
         unit = layer.stored
     res, meta = _engine_errors(spikes_for_query, state.store, q, state.default_weights, unit=unit, recent=recent,
                                baseline=baseline, method=method, min_observed=min_observed)

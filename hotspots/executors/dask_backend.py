@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from geodata.cells import bbox_mask
 from geodata.harm import WeightsTable
 from geodata.store import Store
 from hotspots.ranking.context import add_street_context
@@ -121,9 +122,7 @@ def _scope(df: pd.DataFrame, spec: FilterSpec) -> np.ndarray:
     if spec.hours:
         m &= hour.isin(spec.hours).to_numpy(bool)
     if spec.bbox:
-        x0, y0, x1, y1 = spec.bbox
-        lon, lat = df["lon"].to_numpy(float), df["lat"].to_numpy(float)
-        m &= (lon >= x0) & (lon <= x1) & (lat >= y0) & (lat <= y1)
+        m &= bbox_mask(df["lon"].to_numpy(float), df["lat"].to_numpy(float), spec.bbox)
     if spec.area_cells is not None:
         m &= np.isin(df["h3_10"].to_numpy(np.uint64), spec.area_cells)
     return m

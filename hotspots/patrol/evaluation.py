@@ -24,7 +24,7 @@ from scipy import stats
 from geodata.areas import choose_layer
 from geodata.cells import AREA_RESOLUTION, cell_centres, parents, to_hex
 from geodata.harm import WeightsTable
-from geodata.store import Store, StoreError
+from geodata.store import DataCannotAnswer, NotStored, Store
 from hotspots.ranking.harmspots import harm_spots
 from hotspots.ranking.plan import offence_selection
 from hotspots.ranking.presets import select_keys
@@ -92,6 +92,15 @@ def window_bounds(text_from: str, text_to: str) -> tuple[date, date]:
     return period_start(text_from).date(), period_end_exclusive(text_to).date()
 
 
+def before_window(after_from: str, after_to: str, before_from: str | None, before_to: str | None) -> tuple[str, str]:
+    """The before window when one end or none is given: it ends the day before the after window (or at
+    ``before_to``) and lasts as long as the after window (or starts at ``before_from``), as ISO days."""
+    a_start, a_end = window_bounds(after_from, after_to)
+    end = period_end_exclusive(before_to).date() if before_to else a_start
+    start = period_start(before_from).date() if before_from else end - (a_end - a_start)
+    return start.isoformat(), (end - timedelta(days=1)).isoformat()
+
+
 def _as_text(d: date) -> str:
     return d.isoformat()
 
@@ -109,7 +118,7 @@ def _window_outcomes(store: Store, q: HotspotQuery, weights: WeightsTable, win: 
 def _domain(store: Store, layer: str, res: int) -> pd.DataFrame:
     ac = store.query_df("SELECT DISTINCT h3_10, feature_id FROM area_cells WHERE layer = ?", [layer])
     if ac.empty:
-        raise EvaluationError(f"no area layer '{layer}' loaded: comparison spots are matched within its areas")
+        raise NotStored(f"no area layer '{layer}' loaded: comparison spots are matched within its areas")
     if res == AREA_RESOLUTION:
         return pd.DataFrame({"cell": ac["h3_10"].to_numpy(np.uint64), "area": ac["feature_id"].to_numpy()})
     if res > AREA_RESOLUTION:
@@ -138,14 +147,12 @@ def evaluate(store: Store, q: HotspotQuery, weights: WeightsTable, spot_ids: lis
     first, last = store.query_df("SELECT min(occurred_from) AS f, max(occurred_to) AS l FROM offences WHERE dataset = ?",
                                  [q.dataset]).iloc[0]
     if pd.isna(first) or b_win[0] < pd.Timestamp(first).date() or a_win[1] > pd.Timestamp(last).ceil("D").date():
-        raise EvaluationError(f"windows {b_win[0]}..{a_win[1] - timedelta(days=1)} are not inside the data "
+        raise DataCannotAnswer(f"windows {b_win[0]}..{a_win[1] - timedelta(days=1)} are not inside the data "
                               f"({pd.Timestamp(first).date() if not pd.isna(first) else '-'}.."
                               f"{(pd.Timestamp(last).ceil('D') - pd.Timedelta(days=1)).date() if not pd.isna(last) else '-'})")
 
-    try:  # 'districts' on a dataset no loaded layer covers: its automatic districts (geodata.areas)
-        area_layer = choose_layer(store, q.dataset, area_layer).stored
-    except StoreError as exc:
-        raise EvaluationError(str(exc)) from exc
+    # 'districts' on a dataset no loaded layer covers: its automatic districts (geodata.areas); NotStored: 404
+    area_layer = choose_layer(store, q.dataset, area_layer).stored
     dom = _domain(store, area_layer, res)
     for name, win in (("b", b_win), ("a", a_win)):
         out = _window_outcomes(store, q, weights, win).rename(columns={"harm": f"harm_{name}", "count": f"count_{name}"})
@@ -183,7 +190,7 @@ def evaluate(store: Store, q: HotspotQuery, weights: WeightsTable, spot_ids: lis
         caveats.append(f"{unmatched} patrolled spots had fewer than {controls_per_spot} eligible comparison cells "
                        "in their area and are left out")
     if not pairs:
-        raise EvaluationError("no patrolled spot could be matched to comparison cells")
+        raise DataCannotAnswer("no patrolled spot could be matched to comparison cells")
     pf = pd.DataFrame(pairs)
     rng = np.random.default_rng(seed)
     boot_idx = rng.integers(0, len(pf), size=(n_boot, len(pf)))

@@ -38,7 +38,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from geodata.harm import WeightsTable
-from geodata.store import Store, StoreError
+from geodata.store import DataCannotAnswer, Store
 from geodata.taxonomy import slug
 from hotspots.ranking.plan import resolve_plan
 from hotspots.ranking.query import HotspotQuery
@@ -175,7 +175,7 @@ def _records(store: Store, q: HotspotQuery, weights: WeightsTable, layer: str | 
                           "bool_and(precision = 'month') AS month_only FROM offences WHERE dataset = ?", [q.dataset])
     first, last = span["first"].iloc[0], span["last"].iloc[0]
     if first is None or pd.isna(first):
-        raise StoreError(f"dataset '{q.dataset}' has no offences")
+        raise DataCannotAnswer(f"dataset '{q.dataset}' has no offences")
     plan = resolve_plan(store, q.model_copy(update={"date_from": None, "date_to": None}), weights,
                         (pd.Timestamp(first).to_pydatetime(), pd.Timestamp(last).to_pydatetime(), "whole dataset"))
     base, params = plan.base_sql()

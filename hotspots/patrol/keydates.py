@@ -21,7 +21,7 @@ import pandas as pd
 
 from geodata.harm import WeightsTable
 from geodata.settings import DEFAULTS_DIR
-from geodata.store import Store, StoreError, utc_now
+from geodata.store import DataCannotAnswer, Store, utc_now
 from hotspots.ranking.harmspots import harm_spots
 from hotspots.ranking.query import HotspotQuery
 
@@ -290,7 +290,7 @@ def data_coverage(store: Store, dataset: str) -> tuple[date, date, str, list[str
     info = store.query_df("""SELECT min(occurred_from) AS first, max(occurred_to) AS last,
                              list(DISTINCT precision) AS precisions FROM offences WHERE dataset = ?""", [dataset])
     if info.empty or pd.isna(info["first"].iloc[0]):
-        raise StoreError(f"dataset '{dataset}' has no offences")
+        raise DataCannotAnswer(f"dataset '{dataset}' has no offences")
     precisions = sorted(str(p) for p in info["precisions"].iloc[0] if p is not None)
     return (pd.Timestamp(info["first"].iloc[0]).date(), pd.Timestamp(info["last"].iloc[0]).ceil("D").date(),
             "month" if precisions == ["month"] else "day", precisions)

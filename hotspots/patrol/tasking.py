@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from geodata.areas import LayerChoice, choose_layer, public_layers
 from geodata.cells import AREA_RESOLUTION, parents
 from geodata.harm import WeightsTable
-from geodata.store import Store, StoreConflict, StoreError, utc_now
+from geodata.store import NotStored, Store, StoreConflict, utc_now
 from hotspots.ranking.context import MAIN_LOCATION_RULE, police_station_cells
 from hotspots.ranking.harmspots import HotspotResult, run_plan
 from hotspots.ranking.plan import QueryPlan, resolve_plan
@@ -181,7 +181,7 @@ def assign_areas(store: Store, layer: str, cells: np.ndarray, res: int) -> pd.Da
     """cell -> feature_id of ``layer`` (cells of res < 10 go to the feature holding most of their res-10 cells)."""
     ac = store.query_df("SELECT feature_id, h3_10 FROM area_cells WHERE layer = ?", [layer])
     if ac.empty:
-        raise TaskingError(f"no area layer '{layer}' is loaded; layers: {store.area_layers()['layer'].tolist()}")
+        raise NotStored(f"no area layer '{layer}' is loaded; layers: {store.area_layers()['layer'].tolist()}")
     a10 = ac["h3_10"].to_numpy(np.uint64)
     if res == AREA_RESOLUTION:
         key = cells
@@ -222,13 +222,10 @@ def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: Tas
     # parallel float sums differ in the last bits between runs: round so equal-harm ties break by cell id
     cells["harm"] = cells["harm"].round(6)
     cells[score] = cells[score].round(6)
-    try:
-        layer = choose_layer(store, q.dataset, params.area_layer)
-    except StoreError as exc:
-        raise TaskingError(str(exc)) from exc
+    layer = choose_layer(store, q.dataset, params.area_layer)  # NotStored (404) for an unknown layer
     areas = store.areas(layer.stored)
     if areas.empty:
-        raise TaskingError(f"no area layer '{params.area_layer}' is loaded; layers: "
+        raise NotStored(f"no area layer '{params.area_layer}' is loaded; layers: "
                            f"{public_layers(store, q.dataset)}")
     if layer.approximate:
         caveats.append(f"patrol areas: {layer.rule}")
@@ -249,17 +246,17 @@ def build_pack(store: Store, q: HotspotQuery, weights: WeightsTable, params: Tas
     warnings = stale_warning(res, plan_from)
     per_spot = params.visits_per_day * params.plan_days * params.visit_minutes
     max_spots = len(cand) if params.total_minutes is None else int(params.total_minutes // per_spot)
-    if params.total_minutes is not None and max_spots < 1:
-        raise TaskingError(f"total_minutes {params.total_minutes:g} is less than one spot's dose ({per_spot:g} "
-                           f"minutes = {params.visits_per_day:g} visits/day x {params.plan_days} days x "
-                           f"{params.visit_minutes} min)")
+    if params.total_minutes is not None and max_spots < 1:  # a valid budget that doses no spot: an empty plan
+        warnings = [*warnings, f"total_minutes {params.total_minutes:g} is less than one spot's dose ({per_spot:g} "
+                    f"minutes = {params.visits_per_day:g} visits/day x {params.plan_days} days x "
+                    f"{params.visit_minutes} min): no spot is planned"]
     order = cand.sort_values(["area_rank", score, "cell"], ascending=[True, False, True], kind="mergesort")
     chosen = order.head(max_spots)
     cut = len(cand) - len(chosen)
     chosen = chosen.sort_values([score, "count", "cell"], ascending=[False, False, True], kind="mergesort")
     chosen = chosen.reset_index(drop=True)
     chosen["rank"] = np.arange(1, len(chosen) + 1)
-    chosen["spot_id"] = SPOT_PREFIX + chosen["h3"]
+    chosen["spot_id"] = SPOT_PREFIX + chosen["h3"].astype(str)  # astype: an empty plan has no h3 strings
     names = areas.set_index("feature_id")["name"]
     chosen["area_id"] = chosen["feature_id"].astype(str)
     chosen["area_name"] = chosen["area_id"].map(names)
@@ -448,12 +445,12 @@ def get_pack(store: Store, pack_id: int | None = None, dataset: str | None = Non
     """A saved pack's header and spots (the latest, of ``dataset`` if given, when pack_id is None)."""
     packs = list_packs(store, dataset)
     if packs.empty:
-        raise StoreError("unknown tasking pack: no packs saved yet (POST /tasking saves one)")
+        raise NotStored("unknown tasking pack: no packs saved yet (POST /tasking saves one)")
     if pack_id is None:
         pack_id = int(packs["pack_id"].iloc[0])
     head = packs[packs["pack_id"] == pack_id]
     if head.empty:
-        raise StoreError(f"unknown tasking pack {pack_id}; saved packs: {packs['pack_id'].tolist()[:20]}")
+        raise NotStored(f"unknown tasking pack {pack_id}; saved packs: {packs['pack_id'].tolist()[:20]}")
     spots = store.query_df("SELECT * FROM tasking_spots WHERE pack_id = ? ORDER BY rank", [pack_id])
     h = head.iloc[0].to_dict()
     return {k: (v.date().isoformat() if isinstance(v, pd.Timestamp) else v) for k, v in h.items()}, spots

@@ -43,9 +43,9 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from geodata.cells import cell_area_km2, cell_centres, cells_at_all_resolutions, parents
+from geodata.cells import bbox_mask, cell_area_km2, cell_centres, cells_at_all_resolutions, parents
 from geodata.harm import WeightsTable
-from geodata.store import Store, StoreError
+from geodata.store import DataCannotAnswer, Store
 from hotspots.ranking.context import CONTEXT_FIELDS
 from hotspots.ranking.harmspots import HotspotResult, concentration_curve, harm_spots
 from hotspots.ranking.presets import PRESETS
@@ -120,8 +120,7 @@ class CellFilter:
     def keep(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
         mask = np.ones(len(lat), dtype=bool)
         if self.bbox is not None:
-            x0, y0, x1, y1 = self.bbox
-            mask &= (lon >= x0) & (lon <= x1) & (lat >= y0) & (lat <= y1)
+            mask &= bbox_mask(lon, lat, self.bbox)
         if self.area_cells is not None and len(lat):
             mask &= np.isin(cells_at_all_resolutions(lat, lon)[10], self.area_cells)
         return mask
@@ -183,7 +182,7 @@ def public_query(store: Store, q: HotspotQuery, policy: DisclosurePolicy,
     last = store.cached(("public_last", q.dataset), lambda: store.scalar(
         "SELECT max(occurred_to) FROM offences WHERE dataset = ?", [q.dataset]))
     if last is None or pd.isna(last):
-        raise StoreError(f"dataset '{q.dataset}' has no offences")
+        raise DataCannotAnswer(f"dataset '{q.dataset}' has no offences")
     start, end = public_period(policy, q.date_from, q.date_to, pd.Timestamp(last).to_pydatetime())
     area_cells = None
     if q.area:

@@ -245,9 +245,9 @@ def add_street_context(store: Store, plan: QueryPlan, cells: pd.DataFrame, top_n
 
 def police_station_cells(cells: pd.DataFrame) -> np.ndarray:
     """Boolean mask of the police-station cells among ``cells`` (see :data:`MAIN_LOCATION_RULE`)."""
-    if "top_locations" not in cells:
+    if "top_locations" not in cells or cells.empty:  # no cells (an empty period or bbox): no station cells
         return np.zeros(len(cells), dtype=bool)
-    main = cells["top_locations"].map(lambda v: v[0] if isinstance(v, list) and v else "")
+    main = cells["top_locations"].map(lambda v: v[0] if isinstance(v, list) and v else "").astype(str)
     at_station = cells["police_station_share"].fillna(0).to_numpy(float) > 0  # the text is the selection's own
     return (main.str.lower() == POLICE_STATION.lower()).to_numpy(bool) & at_station
 

@@ -24,10 +24,10 @@ import pandas as pd
 import pyarrow as pa
 
 from geodata.areas import resolve_area
-from geodata.cells import AREA_RESOLUTION
+from geodata.cells import AREA_RESOLUTION, bbox_parts, bbox_sql
 from geodata.datasets import coverage
 from geodata.harm import WeightsTable
-from geodata.store import DATASET_LAYER, Store, StoreError
+from geodata.store import DATASET_LAYER, DataCannotAnswer, Store
 from hotspots.ranking.presets import PRESETS, Preset, resolve_offences, select_keys
 from hotspots.ranking.query import HotspotQuery, default_period, period_end_exclusive, period_start
 
@@ -110,8 +110,9 @@ class QueryPlan:
         if q.hours:
             where.append(f"o.hour IN ({','.join(str(int(h)) for h in q.hours)})")
         if q.bbox:
-            where.append("o.lon BETWEEN ? AND ? AND o.lat BETWEEN ? AND ?")
-            params += [q.bbox[0], q.bbox[2], q.bbox[1], q.bbox[3]]
+            cond, values = bbox_sql(q.bbox, "o.lon", "o.lat")
+            where.append(cond)
+            params += values
         if self.area_cells is not None:
             where.append("o.h3_10 IN (SELECT h3_10 FROM area_sel)")
         return " AND ".join(where), params
@@ -226,7 +227,7 @@ def study_area_name(store: Store, dataset: str) -> str | None:
 def resolve_period(q: HotspotQuery, last, month_only: bool) -> tuple[datetime, datetime, str]:
     """The observed ranking's period from the dataset's last record end and whether it is month-only."""
     if last is None or pd.isna(last):
-        raise StoreError(f"dataset '{q.dataset}' has no offences")
+        raise DataCannotAnswer(f"dataset '{q.dataset}' has no offences")
     d_start, d_end, rule = default_period(pd.Timestamp(last).to_pydatetime(), "month" if month_only else "day")
     start = period_start(q.date_from) if q.date_from else (d_start if not q.date_to else None)
     end = period_end_exclusive(q.date_to) if q.date_to else d_end
@@ -241,7 +242,7 @@ def forecast_period(q: HotspotQuery, info: DatasetInfo) -> tuple[datetime, datet
     """The forecast's look-back: from ``from`` (default: the first record) to the end of ``to`` (default: the
     end of the observed ranking's default window, i.e. the last full month or the last 14 days of data)."""
     if info.last is None:
-        raise StoreError(f"dataset '{q.dataset}' has no offences")
+        raise DataCannotAnswer(f"dataset '{q.dataset}' has no offences")
     _, d_end, default_rule = default_period(info.last, "month" if info.month_only else "day")
     end = period_end_exclusive(q.date_to) if q.date_to else d_end
     start = period_start(q.date_from) if q.date_from else min(info.first, end)
@@ -263,8 +264,9 @@ def count_domain_cells(store: Store, layer: str, ids: list | tuple, q: HotspotQu
     sql = f"SELECT count(DISTINCT {expr}) FROM area_cells WHERE layer = ? AND feature_id IN ({placeholders})"
     params: list = [layer, *ids]
     if q.bbox:
-        sql += " AND lon BETWEEN ? AND ? AND lat BETWEEN ? AND ?"
-        params += [q.bbox[0], q.bbox[2], q.bbox[1], q.bbox[3]]
+        cond, values = bbox_sql(q.bbox)
+        sql += f" AND {cond}"
+        params += values
     n = int(store.cached(("domain_cells", sql, tuple(params)), lambda: store.scalar(sql, params)) or 0)
     return n * 7 ** (q.resolution - AREA_RESOLUTION) if q.resolution > AREA_RESOLUTION else n
 
@@ -308,7 +310,8 @@ def resolve_plan(store: Store, q: HotspotQuery, default_weights: WeightsTable,
     domain_cells = count_domain_cells(store, layer, ids, q)
     domain_rule = label or info.area_name or "cells with offences"
     if q.bbox:
-        domain_rule += " within the bbox"
+        domain_rule += " within the bbox" + ("" if bbox_parts(q.bbox) else " (upside down, minLat > maxLat: it "
+                                             "holds no point, so nothing is selected)")
     return QueryPlan(query=q, method=q.method or default_method, table=table, start=start, end=end, rule=rule,
                      preset=preset, keys=chosen, dataset=info, area_layer=layer, area_ids=ids, area_label=label,
                      area_cells=cells, domain_cells=domain_cells, domain_rule=domain_rule,
@@ -340,7 +343,7 @@ def check_precision(q: HotspotQuery, info: DatasetInfo) -> list[str]:
                 f"{(info.last - timedelta(microseconds=1)):%Y-%m})")
     what = f"dataset '{q.dataset}' is month-only: its records carry a month, no day and no time{span}"
     if q.days or q.hours:
-        raise StoreError(f"days/hours: {what}, so a day-of-week or hour filter cannot be applied; leave them out")
+        raise DataCannotAnswer(f"days/hours: {what}, so a day-of-week or hour filter cannot be applied; leave them out")
     notes = []
     for name, text in (("from", q.date_from), ("to", q.date_to)):
         if text is None or len(text) == 7:

@@ -96,6 +96,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 ]}
 
 
+def offence_names() -> list[str]:
+    """Every name an offence list takes in its canonical form: the police.uk category slugs, then the offence
+    groups (resolve_offences also takes the categories' display names, in any case)."""
+    return [slug(c) for c in POLICEUK_CATEGORIES] + sorted(g for g in GROUP_CATEGORY if g not in
+                                                             {slug(c) for c in POLICEUK_CATEGORIES})
+
+
 def resolve_offences(names: list[str]) -> tuple[frozenset[str], frozenset[str]]:
     """Explicit offence list: each name is an offence group or a police.uk category (name or slug)."""
     groups: set[str] = set()

@@ -9,6 +9,15 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from hotspots.ranking.presets import PRESETS
 
 PERIOD_PATTERN = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")
+# Every period HotspotQuery accepts, as one regular expression: the OpenAPI ``pattern`` of the from/to parameters
+# (so a generated or hand-written value the pattern allows is one the validator accepts): YYYY-MM or a real
+# calendar day YYYY-MM-DD, years 1900-2999 (leap days included). tests/test_openapi.py checks it against the
+# validator day by day.
+_YEAR = r"(19|2[0-9])[0-9]{2}"
+_MONTH_DAY = (r"((0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(29|30)|(0[13578]|1[02])-31)")
+_LEAP_YEAR = r"((19|2[0-9])(0[48]|[2468][048]|[13579][26])|(20|24|28)00)"
+DAY_REGEX = rf"({_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"  # a real calendar day, unanchored
+PERIOD_REGEX = rf"^({_YEAR}-(0[1-9]|1[0-2])|{DAY_REGEX})$"
 MAX_TOP = 100_000
 METHODS = ("observed", "forecast")  # see HotspotQuery.method
 
@@ -101,10 +110,8 @@ class HotspotQuery(BaseModel):
         minx, miny, maxx, maxy = v
         if not (-180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90):
             raise ValueError("bbox values out of range for WGS84 lon/lat")
-        if minx > maxx:
-            raise ValueError("bbox crosses the antimeridian (minLon > maxLon): not supported for UK data")
-        if miny > maxy:
-            raise ValueError("bbox minLat is greater than maxLat")
+        # minLon > maxLon crosses the antimeridian (RFC 7946 s5.2); minLat > maxLat holds no point: both are
+        # read by geodata.cells.bbox_parts wherever a bbox filters
         return v
 
     @field_validator("rank_by")

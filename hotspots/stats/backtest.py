@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from geodata.store import DataCannotAnswer
 from hotspots.ranking.forecast import DAYS_PER_MONTH, DEFAULT_PARAMS, ForecastParams, blend, decay
 from hotspots.stats.gistar import Domain, gistar_z, neighbour_matrix
 from hotspots.stats.timeslices import Slices, cube, make_slices
@@ -310,14 +311,16 @@ def run_backtest(events: pd.DataFrame, domain: Domain, config: BacktestConfig | 
     if cfg.train_slices is None:
         train = min(DEFAULT_TRAIN_SLICES, S - cfg.test_slices)
         if train < 1:
-            raise ValueError(f"{S} slice(s) of {sl.label}: need at least {1 + cfg.test_slices} for one origin")
+            raise DataCannotAnswer(f"{S} slice(s) of {sl.label} in the data: need at least {1 + cfg.test_slices} "
+                                   "for one origin")
         if train < DEFAULT_TRAIN_SLICES:
             notes.append(f"training window shortened to {train} slice(s) of {sl.label} (default "
                          f"{DEFAULT_TRAIN_SLICES}): the data hold only {S} slices, and {cfg.test_slices} must be "
                          "left for the test; this is the longest window the data allow")
         cfg = replace(cfg, train_slices=train)
     if S < cfg.train_slices + cfg.test_slices:
-        raise ValueError(f"{S} slices of {sl.label}: need at least {cfg.train_slices + cfg.test_slices}")
+        raise DataCannotAnswer(f"{S} slices of {sl.label} in the data: need at least "
+                               f"{cfg.train_slices + cfg.test_slices} (train_slices + test_slices)")
     counts = cube(idx, s_idx, n, S)
     harm = cube(idx, s_idx, n, S, ev[harm_col].to_numpy(dtype=float))
     area = cell_area_km2(domain.cells)

@@ -31,6 +31,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
+from geodata.store import DataCannotAnswer
 from hotspots.stats.gistar import Domain, apply_transform, bh_qvalues, domain_from_hull, gistar_z, neighbour_matrix
 from hotspots.stats.timeslices import Slices, cube, make_slices
 
@@ -194,7 +195,7 @@ def emerging_hotspots(events: pd.DataFrame, domain: Domain | None = None, *, cel
     precision = events[precision_col] if precision_col and precision_col in events else None
     sl: Slices = make_slices(events[time_col], precision, slice, end=end, n=n_slices, start=start)
     if len(sl) < 2:
-        raise ValueError("emerging hot spots need at least two complete slices")
+        raise DataCannotAnswer("emerging hot spots need at least two complete slices in the data")
     s_idx = sl.assign(events[time_col])
     u_idx, inside = domain.index_of(cells)
     u_idx = np.where(inside, u_idx, -1)

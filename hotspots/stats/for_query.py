@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from geodata.cells import AREA_RESOLUTION, cell_centres, to_hex
+from geodata.cells import AREA_RESOLUTION, bbox_sql, cell_centres, to_hex
 from geodata.harm import WeightsTable
-from geodata.store import DATASET_LAYER, Store, StoreError
+from geodata.store import DATASET_LAYER, DataCannotAnswer, NotStored, Store
 from hotspots.stats.backtest import BacktestConfig, BacktestResult, run_backtest
 from hotspots.stats.emerging import EmergingResult, emerging_hotspots
 from hotspots.stats.gistar import Domain, GiStarResult, gistar, neighbour_matrix
@@ -72,11 +72,12 @@ def _study_domain(store: Store, q: HotspotQuery, label: tuple[str, list, str]) -
     sql = f"SELECT DISTINCT h3_10 FROM area_cells WHERE layer = ? AND feature_id IN ({placeholders})"
     params: list = [layer, *ids]
     if q.bbox:
-        sql += " AND lon BETWEEN ? AND ? AND lat BETWEEN ? AND ?"
-        params += [q.bbox[0], q.bbox[2], q.bbox[1], q.bbox[3]]
+        cond, values = bbox_sql(q.bbox)
+        sql += f" AND {cond}"
+        params += values
     cells10 = store.query_df(sql, params)["h3_10"].to_numpy(dtype=np.uint64)
     if len(cells10) == 0:
-        raise StoreError(f"the study area of '{q.dataset}' has no cells" + (" inside the bbox" if q.bbox else ""))
+        raise DataCannotAnswer(f"the study area of '{q.dataset}' has no cells" + (" inside the bbox" if q.bbox else ""))
     if layer == DATASET_LAYER:
         name = store.scalar("SELECT name FROM areas WHERE layer = ? AND feature_id = ?", [DATASET_LAYER, q.dataset]) or ""
         source = "hull" if name.startswith("convex hull") else "polygon"
@@ -105,7 +106,7 @@ def all_data_period(store: Store, q: HotspotQuery) -> tuple[datetime, datetime, 
     """The space-time engines default to every record of the dataset (the query's from/to when given)."""
     info = dataset_info(store, q.dataset)
     if info.first is None:
-        raise StoreError(f"dataset '{q.dataset}' has no offences")
+        raise DataCannotAnswer(f"dataset '{q.dataset}' has no offences")
     start = period_start(q.date_from) if q.date_from else info.first
     end = period_end_exclusive(q.date_to) if q.date_to else info.last
     return start, end, "as requested" if (q.date_from or q.date_to) else "all records of the dataset"
@@ -159,7 +160,7 @@ def emerging_for_query(store: Store, q: HotspotQuery, default_weights: WeightsTa
                        value: str = "count", transform: str | None = None, k: int = 1) -> tuple[EmergingResult, dict]:
     rows, f = offence_rows(store, q, default_weights, all_data_period(store, q))
     if rows.empty:
-        raise StoreError("no offences match the query")
+        raise DataCannotAnswer("no offences match the query")
     domain = study_domain(store, q, f.domain)
     end = f.end if q.date_to else None
     res = emerging_hotspots(rows, domain, slice=slice_, value_col="harm" if value == "harm" else None,
@@ -205,14 +206,14 @@ def spikes_for_query(store: Store, q: HotspotQuery, default_weights: WeightsTabl
     expect a quarter of the true rate and flag everything."""
     rows, f = offence_rows(store, q, default_weights, all_data_period(store, q))
     if rows.empty:
-        raise StoreError("no offences match the query")
+        raise DataCannotAnswer("no offences match the query")
     notes: list[str] = []
     if unit == "cell":
         rows["unit"] = rows["cell"]
     else:
         ac = store.query_df("SELECT DISTINCT h3_10, feature_id FROM area_cells WHERE layer = ?", [unit])
         if ac.empty:
-            raise StoreError(f"unknown area layer '{unit}' (loaded: {store.area_layers()['layer'].tolist()})")
+            raise NotStored(f"unknown area layer '{unit}' (loaded: {store.area_layers()['layer'].tolist()})")
         ac = ac.drop_duplicates("h3_10")
         m = pd.Series(ac["feature_id"].astype(str).to_numpy(), index=ac["h3_10"].to_numpy(dtype=np.uint64))
         rows["unit"] = m.reindex(rows["h3_10"].to_numpy(dtype=np.uint64)).to_numpy()
@@ -232,7 +233,7 @@ def spikes_for_query(store: Store, q: HotspotQuery, default_weights: WeightsTabl
     if window_start(b_unit, b_len, r_start) < first:
         avail = (r_start.to_period("M") - first.to_period("M")).n if b_unit == "month" else (r_start - first).days
         if avail < (1 if b_unit == "month" else 7):
-            raise StoreError(f"not enough data before the recent window ({r_start.date()}) for a baseline")
+            raise DataCannotAnswer(f"not enough data before the recent window ({r_start.date()}) for a baseline")
         notes.append(f"baseline shortened from {b_len} to {avail} {b_unit}s: the data start {first.date()}")
         b_len = avail
     fmt = (lambda u, n: f"{n}M" if u == "month" else f"{n}D")
@@ -281,7 +282,7 @@ def backtest_for_query(store: Store, q: HotspotQuery, default_weights: WeightsTa
     else:
         scope, rows = None, plan_rows(store, plan)
     if rows.empty:
-        raise StoreError("no offences match the query")
+        raise DataCannotAnswer("no offences match the query")
     domain = study_domain(store, q, plan.domain)
     res = run_backtest(rows, domain, cfg, context=scope, progress=progress)
     meta = {**_query_meta(q), **_period_meta(plan), "events": int(len(rows))}

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from geodata.store import DataCannotAnswer
+
 
 @dataclass(frozen=True)
 class Slices:
@@ -77,7 +79,7 @@ def parse_slice(slice_: str | int | None, precision: str) -> tuple[str, int]:
     if length < 1:
         raise ValueError("slice length must be positive")
     if precision == "month" and unit != "month":
-        raise ValueError(f"the data are month-only; a {length}-day slice would invent days. Use a whole number of "
+        raise DataCannotAnswer(f"the data are month-only; a {length}-day slice would invent days. Use a whole number of "
                          "months (e.g. '1M').")
     return unit, length
 
