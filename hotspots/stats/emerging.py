@@ -134,6 +134,9 @@ def classify_emerging(hot: np.ndarray, cold: np.ndarray, trend_z: np.ndarray, tr
 # ---------------------------------------------------------------------------------------------------- engine
 
 
+MAX_CUBE_CELLS = 60_000_000  # cells x slices held dense (about 0.5 GB per float64 copy)
+
+
 @dataclass
 class EmergingResult:
     """``cells`` columns: cell, pattern, trend_z, trend_p, tau (Mann-Kendall on the Gi* z series), n_hot, n_cold,
@@ -196,6 +199,9 @@ def emerging_hotspots(events: pd.DataFrame, domain: Domain | None = None, *, cel
     sl: Slices = make_slices(events[time_col], precision, slice, end=end, n=n_slices, start=start)
     if len(sl) < 2:
         raise DataCannotAnswer("emerging hot spots need at least two complete slices in the data")
+    if len(domain) * len(sl) > MAX_CUBE_CELLS:  # the cube and its z-scores are dense (cells x slices float64)
+        raise DataCannotAnswer(f"{len(domain):,} cells x {len(sl):,} slices is more than {MAX_CUBE_CELLS:,} "
+                               "cell-slices: use a longer slice, a shorter period, a coarser resolution or an area")
     s_idx = sl.assign(events[time_col])
     u_idx, inside = domain.index_of(cells)
     u_idx = np.where(inside, u_idx, -1)

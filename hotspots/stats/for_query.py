@@ -163,9 +163,15 @@ def emerging_for_query(store: Store, q: HotspotQuery, default_weights: WeightsTa
         raise DataCannotAnswer("no offences match the query")
     domain = study_domain(store, q, f.domain)
     end = f.end if q.date_to else None
+    # slices run from `from` or, when it precedes every record, from the first record: years with no data are
+    # not observed zeros (and 1,500 empty monthly slices since 1900 filled memory: a cube of 400 M cells)
+    first = pd.Timestamp(pd.to_datetime(rows["occurred_from"]).min())
+    start = f.start if q.date_from and pd.Timestamp(f.start) > first else None
     res = emerging_hotspots(rows, domain, slice=slice_, value_col="harm" if value == "harm" else None,
-                            transform=transform, k=k, end=end, start=f.start if q.date_from else None,
-                            weights=_weights_for(q, domain, k))
+                            transform=transform, k=k, end=end, start=start, weights=_weights_for(q, domain, k))
+    if q.date_from and start is None:
+        res.caveats.insert(0, f"'from' ({q.date_from}) precedes the first record ({first.date()}): the slices start "
+                              "at the first record")
     # each cell's own offences and harm over the sliced period, beside the pattern (a pattern is about the
     # neighbourhood's Gi*, so a cell can carry one with nothing recorded in it)
     t = pd.to_datetime(rows["occurred_from"])
