@@ -207,6 +207,8 @@ def declare_common_responses(doc: dict, role_of: Callable[[str, str], str | None
             if "ogc-features" in (op.get("tags") or []):
                 responses.pop("422", None)  # FastAPI's default: these routes answer 400 instead (app/errors.py)
             takes_input = bool(op.get("parameters") or item.get("parameters") or op.get("requestBody"))
+            if op.get("requestBody"):
+                add["400"] = "a body that cannot be parsed (malformed JSON or multipart)"
             if takes_input:
                 add["409"] = ("the stored data cannot answer this valid request (e.g. an hour filter on month-only "
                               "records, a backtest longer than the data: code `data_cannot_answer`), or a write "

@@ -2,7 +2,9 @@
 # Issue 13 item 14: `schemathesis run --checks all` against the live OpenAPI document of a real keyed
 # `harmspot serve` (fresh data directory with the bundled sample, an analyst key), on a free loopback port.
 # Usage: scripts/schemathesis-live.sh [extra schemathesis options]   (e.g. --max-examples 20, --include-path-regex
-# '^/collections'). Defaults: --max-examples ${EXAMPLES:-5}, 1 worker. Exit code: schemathesis's (0 = no failures).
+# '^/collections'). Defaults: --max-examples ${EXAMPLES:-5}, --seed ${SEED:-1}, 1 worker, --request-timeout
+# ${TIMEOUT:-120} seconds (some valid requests compute for tens of seconds on a loaded machine, e.g. Gi* with
+# 9,999 permutations; schemathesis' 10 s default reports them as network errors). Exit code: schemathesis's.
 # The server log is kept in the temp directory printed at the end when the run fails.
 set -u
 cd "$(dirname "$0")/.."
@@ -20,7 +22,7 @@ for _ in $(seq 1 300); do
   sleep 0.3
 done
 (cd "$TMP" && "$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" --checks all -H "X-API-Key: $KEY" \
-  --max-examples "${EXAMPLES:-5}" --workers 1 --seed "${SEED:-1}" --no-color "$@")
+  --max-examples "${EXAMPLES:-5}" --workers 1 --seed "${SEED:-1}" --request-timeout "${TIMEOUT:-120}" --no-color "$@")
 rc=$?
 if [ "$rc" != 0 ]; then echo "schemathesis-live: exit $rc; server log: $TMP/server.log"; else rm -rf "$TMP"; fi
 exit "$rc"

@@ -44,7 +44,8 @@ KNOWN_REFUSALS = {
     "POST /layers": "file contents (a CSV/TSV with coordinates, GeoJSON or GeoPackage of points)",
     "POST /patrols/gps": "file contents (a CSV of unit, timestamp and coordinates)",
     "POST /harm-weights": "file contents (a weights CSV); admin only",
-    "GET /evaluation/patrols": "the before window must end before the after window (cross-parameter)",
+    "GET /evaluation/patrols": "after_from not after after_to, the before window before the after window "
+                               "(cross-parameter)",
 }
 
 

@@ -271,8 +271,9 @@ def harmspot_params(
         date_to: Annotated[str | None, Query(alias="to", pattern=PERIOD_RE,
                                              description="End, inclusive" + _HOTSPOT_PARAM_DOC)] = None,
         preset: Annotated[Preset | None, Query(description="Offence preset" + _HOTSPOT_PARAM_DOC)] = None,
-        offences: Annotated[str | None, Query(max_length=2000, description="Offence list" + _HOTSPOT_PARAM_DOC,
-                                              json_schema_extra=OFFENCES_SCHEMA)] = None,
+        offences: Annotated[str | None, Query(max_length=2000, pattern=OFFENCES_SCHEMA["pattern"],
+                                              description="Offence list: category slugs or offence groups"
+                                              + _HOTSPOT_PARAM_DOC)] = None,
         area: Annotated[str | None, Query(max_length=200, description="Area layer:id or name" + _HOTSPOT_PARAM_DOC)] = None,
         resolution: Annotated[int | None, Query(ge=7, le=11, description="H3 resolution 7-11" + _HOTSPOT_PARAM_DOC)] = None,
         weights: Annotated[str | None, Query(max_length=64, description="Harm weights table" + _HOTSPOT_PARAM_DOC)] = None,

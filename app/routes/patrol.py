@@ -48,6 +48,13 @@ def _bad(exc: Exception) -> ApiError:
     return ApiError(422, "invalid_parameter", str(exc), details if isinstance(details, list) else None)
 
 
+def _iso_day(v):
+    """A query date as YYYY-MM-DD only (pydantic would also read a number as a Unix time: '?to=0')."""
+    if isinstance(v, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", v.strip()):
+        raise ValueError("a date YYYY-MM-DD")
+    return v
+
+
 # ============================================================================================ tasking
 def tasking_params(
     layer: Annotated[str, Query(description="Boundary layer of patrol areas (e.g. districts, wards).")] = "districts",
@@ -57,7 +64,8 @@ def tasking_params(
                                                  "with no spots and a warning.")] = None,
     visit_minutes: Annotated[int, Query(ge=1, le=120, description="Minutes per visit (Koper curve: 15).")] = 15,
     visits_per_day: Annotated[float, Query(gt=0, le=48, description="Visits per spot per day.")] = 2.0,
-    plan_from: Annotated[date | None, Query(description="First day of the plan (default: today).")] = None,
+    plan_from: Annotated[date | None, Query(description="First day of the plan, YYYY-MM-DD (default: today)."),
+                         BeforeValidator(_iso_day)] = None,
     plan_days: Annotated[int, Query(ge=1, le=92, description="Plan length in days (biweekly: 14).")] = 14,
     include_police_stations: Annotated[bool, Query(description="Keep cells whose main location text is 'Police "
                                                    "Station' (crimes recorded at the station); left out by "
@@ -376,13 +384,6 @@ def get_gps_uploads(state: State) -> JSONResponse:
     ups = gps.uploads(state.store)
     return JSONResponse({"uploads": to_json({}, ups.astype({"created_at": str}))["cells"],
                          "retention_days": state.settings.gps_ping_retention_days})
-
-
-def _iso_day(v):
-    """A query date as YYYY-MM-DD only (pydantic would also read a number as a Unix time: '?to=0')."""
-    if isinstance(v, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", v.strip()):
-        raise ValueError("a date YYYY-MM-DD")
-    return v
 
 
 @router.get("/patrols", summary="The patrol log (optionally a window and spots)",
