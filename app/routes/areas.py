@@ -94,8 +94,10 @@ def post_areas(
 def delete_areas(state: State, layer: str) -> JSONResponse:
     try:
         n = bd.delete_layer(state.store, layer)
-    except bd.BoundaryError as exc:
-        raise _boundary_error(exc) from exc
+    except bd.BoundaryError as exc:  # a name no layer can have: none stored (404); an automatic layer's: 409
+        if not bd.LAYER_NAME.match(layer):
+            raise ApiError(404, "not_found", f"no loaded area layer '{layer}'") from exc
+        raise ApiError(409, "conflict", str(exc)) from exc
     if not n:
         raise ApiError(404, "not_found", f"no loaded area layer '{layer}'")
     return JSONResponse({"layer": layer, "deleted_features": n})

@@ -11,7 +11,7 @@ import pandas as pd
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from app.deps import State
+from app.deps import OFFENCES_SCHEMA, PRESET_SCHEMA, State
 from app.errors import ApiError
 from app.render import to_csv, to_json
 from hotspots.patrol import harmtrend as ht
@@ -49,9 +49,10 @@ def build_report(state, dataset: str, preset: str | None, offences: str | None, 
 def get_harm_trend(
     state: State,
     dataset: Annotated[str, Query(description="Dataset name.")],
-    preset: Annotated[str | None, Query(description="Offence selection preset (default all-crime).")] = "all-crime",
+    preset: Annotated[str | None, Query(description="Offence selection preset (default all-crime).",
+                                        json_schema_extra=PRESET_SCHEMA)] = "all-crime",
     offences: Annotated[str | None, Query(description="Comma-separated offence categories or groups (overrides "
-                                          "the preset).")] = None,
+                                          "the preset).", json_schema_extra=OFFENCES_SCHEMA)] = None,
     weights: Annotated[str | None, Query(description="Harm weights table (default: the service's).")] = None,
     by: Annotated[Literal["quarter", "month"], Query(description="Period: quarter or month (data.police.uk "
                                                      "records are month-only).")] = "quarter",

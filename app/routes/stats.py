@@ -158,6 +158,10 @@ def _spikes(state, q, unit, recent, baseline, method, min_observed, all_units, f
 
 
 # -------------------------------------------------------------------------------------------- evaluation
+_METHOD = "(" + "|".join(METHODS) + r"|kde_[1-9][0-9]{0,4}m)"
+_PCT = r"(100(\.0{1,6})?|[1-9][0-9]?(\.[0-9]{1,6})?|0\.[0-9]{0,5}[1-9])%?"  # a share in (0, 100] percent
+
+
 def _coverages(text: str) -> tuple[float, ...]:
     try:
         vals = [float(x.strip().rstrip("%")) for x in text.split(",") if x.strip()]
@@ -186,9 +190,12 @@ def _coverages(text: str) -> tuple[float, ...]:
 )
 async def get_evaluation(
     request: Request, state: State, q: Query_,
-    methods: Annotated[str | None, Query(description=f"Comma-separated methods; default all of {list(METHODS)}.",
+    methods: Annotated[str | None, Query(description=f"Comma-separated methods; default all of {list(METHODS)}; "
+                                         "kde_<metres>m for another KDE bandwidth.",
+                                         json_schema_extra={"pattern": rf"^(|{_METHOD}(,{_METHOD})*)$"},
                                          examples=["harm_spots,prior_counts,kde"])] = None,
-    coverages: Annotated[str, Query(description="Area shares to select, in percent.")] = "1,2,5",
+    coverages: Annotated[str, Query(description="Area shares to select, in percent: 1 to 20 numbers in (0, 100].",
+                                    json_schema_extra={"pattern": rf"^{_PCT}(,{_PCT}){{0,19}}$"})] = "1,2,5",
     train_slices: Annotated[int | None, Query(ge=1, le=120, description="Training slices before each origin (12 = "
                                               "12 months for police.uk, 24 weeks for dated data). Default: 12, or "
                                               "the longest window the data allow when they hold fewer slices (said "
