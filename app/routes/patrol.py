@@ -414,7 +414,8 @@ def _get_pack(store: Store, pack_id: int | None, dataset: str | None) -> tuple[d
 
 @router.get("/patrols/compliance", summary="Dosage per spot per week against a saved pack (compliance %)",
             description="Planned visits = visits_per_day x plan days in the week; `visits_pct` = visits / planned. "
-            "`format=geojson` puts each spot-week on its hexagon for the map.")
+            "`format=geojson` puts each spot-week on its hexagon for the map.",
+            responses={200: {"content": {"application/json": {}, "text/csv": {}, GEOJSON_MEDIA: {}}}})
 def get_compliance(state: State, pack_id: int | None = None, dataset: str | None = None,
                    format: Annotated[Literal["json", "csv", "geojson"], Query()] = "json") -> Response:
     header, spots = _get_pack(state.store, pack_id, dataset)
