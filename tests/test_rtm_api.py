@@ -207,7 +207,7 @@ def test_bad_requests_are_422_and_create_no_run(client):
         ({**RUN, "to": "2024-02", "test_from": "2024-04"}, "day after"),
         ({**RUN, "from": "March"}, "YYYY-MM"),
         ({**RUN, "bootstrapp": 3}, ""),  # a typo is refused, not ignored
-        ({**RUN, "distances": [0]}, "1 to 5000"),
+        ({**RUN, "distances": [0]}, "greater than or equal to 1"),
         ({"resolution": 11}, "choose an area"),
     ]
     for body, words in cases:
