@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ _STATE: dict[str, str] = {}
 # server-error check still runs on them. Keep in step with docs/ogc.md ("What is left").
 KNOWN_REFUSALS = {
     "GET /map/export": "keydate and from/to exclude each other (cross-parameter)",
-    # `from` after `to` (every door with both) is refused too; these few examples per operation rarely draw it
+    # `from` after `to` (every door with both) is refused too: accepts_valid_data lets that one 422 through
     "POST /keydates": "an analogue must be earlier than its date; each date once per set (cross-field)",
     "POST /patrols": "end after start and within 12 hours; spot ids must be real H3 cells (cross-field, H3 "
                      "validity); the CSV forms' contents",
@@ -82,12 +83,24 @@ def live_schema(tmp_path_factory):
         proc.kill()
 
 
+# The one cross-parameter rule every door with both `from` and `to` has: a period cannot end before it starts.
+# OpenAPI 3.0 cannot state it, so a 422 naming exactly that rule is not a "valid request refused".
+FROM_AFTER_TO = re.compile(r"'from' \([^)]*\) is after 'to'")
+
+
+def accepts_valid_data(ctx, response, case):
+    """schemathesis' positive_data_acceptance, except a 422 for the from-after-to rule (FROM_AFTER_TO)."""
+    if response.status_code == 422 and FROM_AFTER_TO.search(response.text or ""):
+        return None
+    return positive_data_acceptance(ctx, response, case)
+
+
 def _fuzz(operation, key: str) -> None:
     from hypothesis import given
 
     checks = [not_a_server_error]
     if operation.label not in KNOWN_REFUSALS:
-        checks.append(positive_data_acceptance)
+        checks.append(accepts_valid_data)
 
     @given(case=operation.as_strategy())
     @settings(max_examples=EXAMPLES, deadline=None, phases=[Phase.explicit, Phase.generate],
