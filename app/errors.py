@@ -75,7 +75,7 @@ def install_error_handlers(app: FastAPI) -> None:
         msg = str(exc)
         if isinstance(exc, DataCannotAnswer):
             return JSONResponse(error_body("data_cannot_answer", msg), status_code=409)
-        status = 404 if isinstance(exc, NotStored) or msg.startswith("unknown dataset") or msg.startswith("unknown area") or msg.startswith("unknown weights") else 422
+        status = 404 if isinstance(exc, NotStored) else 422  # geodata.store.NotStored: a name not in the store
         return JSONResponse(error_body("not_found" if status == 404 else "invalid_request", msg),
                             status_code=_status(request, status))
 

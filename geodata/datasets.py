@@ -10,7 +10,7 @@ from datetime import date, timedelta
 
 import pandas as pd
 
-from geodata.store import Store, StoreError
+from geodata.store import NotStored, Store
 
 
 def _py(v):
@@ -120,5 +120,5 @@ def listing(store: Store, configured_default: str | None = None) -> dict:
 def require_default(store: Store, configured: str | None = None) -> str:
     name, _ = default_dataset(store, configured)
     if name is None:
-        raise StoreError("unknown dataset: no datasets loaded (POST /datasets first)")
+        raise NotStored("unknown dataset: no datasets loaded (POST /datasets first)")
     return name

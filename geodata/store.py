@@ -458,7 +458,7 @@ class Store:
     def require_dataset(self, name: str) -> None:
         if not self.has_dataset(name):
             known = self.query_df("SELECT name FROM datasets ORDER BY name")["name"].tolist()
-            raise StoreError(f"unknown dataset '{name}'; known datasets: {known}")
+            raise NotStored(f"unknown dataset '{name}'; known datasets: {known}")
 
     def add_post_ingest(self, step: "PostIngestStep") -> None:
         """Run ``step(cur, dataset, batch_id)`` at the end of every ingest, inside its transaction (after the
@@ -584,7 +584,7 @@ class Store:
         meta = self.query_df("SELECT * FROM weights_meta WHERE weights_table = ?", [name])
         if meta.empty:
             known = self.weights_tables()["weights_table"].tolist()
-            raise StoreError(f"unknown weights table '{name}'; loaded tables: {known}")
+            raise NotStored(f"unknown weights table '{name}'; loaded tables: {known}")
         rows = self.query_df("SELECT key_type, key, days FROM weights WHERE weights_table = ?", [name])
         part = lambda t: dict(zip(rows.key[rows.key_type == t], rows.days[rows.key_type == t]))  # noqa: E731
         m = meta.iloc[0]
@@ -655,7 +655,7 @@ class Store:
             if not hits.empty:
                 hits = hits[hits.layer == hits.layer.iloc[0]]
         if hits.empty:
-            raise StoreError(f"unknown area '{spec}': give layer:feature_id, a feature name or a district name "
+            raise NotStored(f"unknown area '{spec}': give layer:feature_id, a feature name or a district name "
                              f"(layers: {self.area_layers()['layer'].tolist()})")
         return str(hits.layer.iloc[0]), hits.feature_id.astype(str).tolist(), spec
 
