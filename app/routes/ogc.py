@@ -49,7 +49,6 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
 ]
 QUERYABLES_SAMPLE = 200  # features read to type a collection's queryables
-PERIOD_RE = PERIOD_REGEX  # YYYY-MM or a real day YYYY-MM-DD, 1900-2999: exactly what HotspotQuery takes
 Preset = Literal[tuple(sorted(PRESETS))]  # type: ignore[valid-type]
 _HOTSPOT_PARAM_DOC = " (cell collections; as on /hotspots)"
 # A bad value of any declared parameter is the 400 OGC API - Features asks for (/req/core/query-param-invalid):
@@ -266,9 +265,9 @@ class HarmspotParams:
 
 def harmspot_params(
         dataset: Annotated[str | None, Query(max_length=64, description="Dataset" + _HOTSPOT_PARAM_DOC)] = None,
-        date_from: Annotated[str | None, Query(alias="from", pattern=PERIOD_RE,
+        date_from: Annotated[str | None, Query(alias="from", pattern=PERIOD_REGEX,
                                                description="Start YYYY-MM[-DD]" + _HOTSPOT_PARAM_DOC)] = None,
-        date_to: Annotated[str | None, Query(alias="to", pattern=PERIOD_RE,
+        date_to: Annotated[str | None, Query(alias="to", pattern=PERIOD_REGEX,
                                              description="End, inclusive" + _HOTSPOT_PARAM_DOC)] = None,
         preset: Annotated[Preset | None, Query(description="Offence preset" + _HOTSPOT_PARAM_DOC)] = None,
         offences: Annotated[str | None, Query(max_length=2000, pattern=OFFENCES_SCHEMA["pattern"],

@@ -454,7 +454,6 @@ def get_weekly_compliance(
     return JSONResponse({**meta, "rows": to_json({}, table)["cells"]})
 
 
-_PERIOD = PERIOD_REGEX  # YYYY-MM or a real day YYYY-MM-DD, years 1900-2999: exactly what HotspotQuery reads
 
 
 @router.get("/evaluation/patrols", summary="Patrol effect: matched difference-in-differences and the 48-hour check",
@@ -465,13 +464,13 @@ _PERIOD = PERIOD_REGEX  # YYYY-MM or a real day YYYY-MM-DD, years 1900-2999: exa
 def get_patrol_evaluation(
     state: State,
     dataset: Annotated[str, Query(description="Dataset name.")],
-    after_from: Annotated[str, Query(pattern=_PERIOD, description="Start of the patrol (after) window, YYYY-MM or "
+    after_from: Annotated[str, Query(pattern=PERIOD_REGEX, description="Start of the patrol (after) window, YYYY-MM or "
                                      "YYYY-MM-DD.")],
-    after_to: Annotated[str, Query(pattern=_PERIOD, description="End of the after window, inclusive.")],
-    before_from: Annotated[str | None, Query(pattern=_PERIOD, description="Before window start (default: the "
+    after_to: Annotated[str, Query(pattern=PERIOD_REGEX, description="End of the after window, inclusive.")],
+    before_from: Annotated[str | None, Query(pattern=PERIOD_REGEX, description="Before window start (default: the "
                                              "after window's length, ending at before_to or just before the after "
                                              "window).")] = None,
-    before_to: Annotated[str | None, Query(pattern=_PERIOD, description="Before window end, inclusive (default: "
+    before_to: Annotated[str | None, Query(pattern=PERIOD_REGEX, description="Before window end, inclusive (default: "
                                            "the day before the after window).")] = None,
     spots: Annotated[str | None, Query(description="Comma-separated spot ids (default: patrolled in the window).")] = None,
     min_visits: Annotated[int, Query(ge=1)] = 1,
