@@ -185,16 +185,17 @@ def _records(store: Store, q: HotspotQuery, weights: WeightsTable, layer: str | 
         join = ("LEFT JOIN (SELECT h3_10, min(feature_id) AS fid FROM area_cells WHERE layer = ? GROUP BY 1) a "
                 "USING (h3_10)")
         area_sql, area_params = "a.fid", [layer]
-    cur = store.cursor()
-    try:
-        plan.register(cur)
-        rows = cur.execute(f"""
+    sql, sql_params = plan.with_kw(f"""
             SELECT r.month, {area_sql}, r.offence_key, r.w, count(*) AS n,
                    sum(CASE WHEN r.multi THEN 1 ELSE 0 END) AS multi
             FROM (SELECT date_trunc('month', o.occurred_from) AS month, o.offence_key, kw.days AS w, o.h3_10,
                          date_trunc('month', o.occurred_from) <> date_trunc('month', o.occurred_to
                              - INTERVAL 1 MICROSECOND) AS multi {base}) r {join}
-            GROUP BY ALL""", [*params, *area_params]).df()
+            GROUP BY ALL""", [*params, *area_params])
+    cur = store.cursor()
+    try:
+        plan.register_area(cur)
+        rows = cur.execute(sql, sql_params).df()
     finally:
         cur.close()
     labels = plan.keys.assign(label=[g if isinstance(g, str) else c for g, c in

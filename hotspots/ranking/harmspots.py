@@ -117,9 +117,10 @@ def plan_rows(store: Store, plan: QueryPlan, all_records: bool = False) -> pd.Da
                f"FROM offences o LEFT JOIN kw ON kw.offence_key = o.offence_key WHERE {scope}")
     else:
         sql = f"SELECT {cols}, kw.days AS harm, o.x, o.y {base}"
+    sql, params = plan.with_kw(sql, params)
     cur = store.cursor()
     try:
-        plan.register(cur)
+        plan.register_area(cur)
         rows = cur.execute(sql, params).df()
     finally:
         cur.close()

@@ -138,16 +138,10 @@ class QueryPlan:
         return " AND ".join(where)
 
     @functools.cached_property
-    def _small_tables(self) -> dict[str, pa.Table]:
-        """``kw`` and ``area_sel`` as Arrow tables, made once per plan (DuckDB registers an Arrow table in a few
+    def _area_table(self) -> pa.Table | None:
+        """``area_sel`` as an Arrow table, made once per plan (DuckDB registers an Arrow table in a few
         microseconds; a pandas frame costs it a few milliseconds of type analysis per scan)."""
-        kw = self.key_weights
-        out = {"kw": pa.table({"offence_key": pa.array(kw["offence_key"].to_numpy(np.int64)).cast(pa.int32()),
-                               "days": pa.array(kw["days"].to_numpy(float), type=pa.float64()),
-                               "exact": pa.array(kw["exact"].to_numpy(bool), type=pa.bool_())})}
-        if self.area_cells is not None:
-            out["area_sel"] = pa.table({"h3_10": pa.array(self.area_cells, type=pa.uint64())})
-        return out
+        return None if self.area_cells is None else pa.table({"h3_10": pa.array(self.area_cells, type=pa.uint64())})
 
     def with_kw(self, sql: str, params: list) -> tuple[str, list]:
         """``sql`` (a SELECT or a WITH query) with ``kw`` defined in it as a VALUES list of the selected keys, and
@@ -165,13 +159,8 @@ class QueryPlan:
 
     def register_area(self, cur) -> None:
         """Register ``area_sel`` (the area's res-10 cells) on a DuckDB cursor when the query has an area."""
-        if self.area_cells is not None:
-            cur.register("area_sel", self._small_tables["area_sel"])
-
-    def register(self, cur) -> None:
-        """Register the plan's small tables on a DuckDB cursor: ``kw`` (selected keys) and ``area_sel``."""
-        for name, table in self._small_tables.items():
-            cur.register(name, table)
+        if self._area_table is not None:
+            cur.register("area_sel", self._area_table)
 
     def base_sql(self) -> tuple[str, list]:
         """``FROM ... WHERE scope AND selection`` for scans of the selected offences only (inner join)."""
