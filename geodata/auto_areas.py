@@ -25,7 +25,7 @@ import pandas as pd
 import shapely
 from scipy.spatial import cKDTree
 
-from geodata.cells import AREA_RESOLUTION, cell_centres, lonlat_to_bng, parents
+from geodata.cells import AREA_RESOLUTION, cell_centres, lonlat_to_bng, parents, unique_cells
 
 AUTO_LAYERS = {"lad": "local authority districts from the records' LSOA names (or a mapped district column)",
                "lsoa": "LSOAs from the records' LSOA codes and names"}
@@ -152,15 +152,8 @@ def _study_parents(cur, layer: str, dataset: str) -> np.ndarray:
     for batch in reader:
         cells = np.asarray(batch.column(0).to_numpy(zero_copy_only=False), dtype=np.uint64)
         if len(cells):
-            out.append(_unique(parents(cells, FILL_RESOLUTION)))
-    return _unique(np.concatenate(out))
-
-
-def _unique(a: np.ndarray) -> np.ndarray:
-    """``np.unique`` by sorting: NumPy 2.4's np.unique of H3 ids takes seconds per million (its hashing), a sort
-    a few milliseconds."""
-    a = np.sort(a)
-    return a[np.concatenate([[True], a[1:] != a[:-1]])] if len(a) else a
+            out.append(unique_cells(parents(cells, FILL_RESOLUTION)))
+    return unique_cells(np.concatenate(out))
 
 
 def _drop(cur, layer: str) -> None:
@@ -195,8 +188,8 @@ class _Grid:
     covered, ~1.5 M cells for all of England and Wales)."""
 
     def __init__(self, study_parents: np.ndarray, record_cells: np.ndarray):
-        record_cells = _unique(np.asarray(record_cells, dtype=np.uint64))
-        cells = _unique(np.concatenate([study_parents, parents(record_cells, FILL_RESOLUTION)]))
+        record_cells = unique_cells(np.asarray(record_cells, dtype=np.uint64))
+        cells = unique_cells(np.concatenate([study_parents, parents(record_cells, FILL_RESOLUTION)]))
         xy = _xy(cells)
         # only grid cells within FILL_KM of a record cell can be assigned (``nearest`` gives none beyond): the
         # others are dropped before their hexagons and children are made (a national hull holds millions)

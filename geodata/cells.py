@@ -60,6 +60,13 @@ def cell_centres(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (np.asarray(batch.column("lat"), dtype=float), np.asarray(batch.column("lng"), dtype=float))
 
 
+def unique_cells(cells: np.ndarray) -> np.ndarray:
+    """The distinct values of ``cells`` (H3 ids), ascending: ``np.unique`` by one sort. NumPy 2.4's np.unique of
+    uint64 ids hashes them (3.1 s for 2.5 M ids here, against 0.2 s for the sort)."""
+    a = np.sort(np.asarray(cells).ravel())
+    return a[np.concatenate([[True], a[1:] != a[:-1]])] if len(a) else a
+
+
 def cell_area_km2(cells: np.ndarray) -> np.ndarray:
     if len(cells) == 0:
         return np.empty(0)

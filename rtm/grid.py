@@ -7,7 +7,7 @@ import numpy as np
 import shapely
 
 from geodata.cells import (bng_to_lonlat, cell_area_km2, cell_boundaries_lonlat, cell_centres, lonlat_to_bng,
-                           polygon_cells, to_hex)
+                           polygon_cells, to_hex, unique_cells)
 
 # H3 res 10: ~15,000 m² cells, ~66 m edge, ~114 m between neighbouring centres -- close to the RTMDx advice of a
 # cell side about half the median street-block length (Caplan & Kennedy 2016, ch. 5) for UK towns (blocks of
@@ -151,7 +151,7 @@ def h3_grid(area, resolution: int = DEFAULT_RESOLUTION, name: str = "") -> Grid:
     cells = polygon_cells([shapely.to_wkb(poly)], resolution)[0]
     if len(cells) == 0:
         raise GridError(f"no H3 resolution-{resolution} cell centre lies inside the study area")
-    return h3_grid_from_cells(np.unique(cells), name=name or getattr(area, "name", ""))
+    return h3_grid_from_cells(unique_cells(cells), name=name or getattr(area, "name", ""))
 
 
 def h3_grid_from_cells(cells: np.ndarray, name: str = "") -> Grid:
@@ -203,7 +203,7 @@ def square_grid_from_cells(cells: np.ndarray, cell_size: float, name: str = "") 
     """Square BNG cells whose centre falls in one of the given H3 cells (a stored study-area domain)."""
     import h3
 
-    cells = np.unique(np.asarray(cells, dtype=np.uint64))
+    cells = unique_cells(np.asarray(cells, dtype=np.uint64))
     if cell_size <= 0:
         raise GridError("cell size must be positive")
     res = h3.get_resolution(h3.int_to_str(int(cells[0])))

@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from geodata.areas import choose_layer
-from geodata.cells import AREA_RESOLUTION, cell_centres, parents, to_hex
+from geodata.cells import AREA_RESOLUTION, cell_centres, parents, to_hex, unique_cells
 from geodata.harm import WeightsTable
 from geodata.store import DataCannotAnswer, NotStored, Store
 from hotspots.ranking.harmspots import harm_spots
@@ -123,7 +123,7 @@ def _domain(store: Store, layer: str, res: int) -> pd.DataFrame:
         return pd.DataFrame({"cell": ac["h3_10"].to_numpy(np.uint64), "area": ac["feature_id"].to_numpy()})
     if res > AREA_RESOLUTION:
         raise EvaluationError("spots finer than H3 resolution 10 are not supported by the evaluation")
-    cells = np.unique(parents(ac["h3_10"].to_numpy(np.uint64), res))
+    cells = unique_cells(parents(ac["h3_10"].to_numpy(np.uint64), res))
     return assign_areas(store, layer, cells, res).rename(columns={"feature_id": "area"}).dropna()
 
 
@@ -134,7 +134,7 @@ def evaluate(store: Store, q: HotspotQuery, weights: WeightsTable, spot_ids: lis
     """Matched DiD for ``spot_ids`` (before default: the same number of days just before ``after``)."""
     if not spot_ids:
         raise EvaluationError("no patrolled spots to evaluate")
-    treated_cells = np.unique(np.array([cell_of_spot(s) for s in spot_ids], dtype=np.uint64))
+    treated_cells = unique_cells(np.array([cell_of_spot(s) for s in spot_ids], dtype=np.uint64))
     resolutions = {h3.get_resolution(h3.int_to_str(int(c))) for c in treated_cells}
     if len(resolutions) != 1:
         raise EvaluationError(f"spots mix H3 resolutions {sorted(resolutions)}")
@@ -243,7 +243,7 @@ def window_48h(store: Store, q: HotspotQuery, weights: WeightsTable, patrol_log:
     log = log[(log["end_at"] >= start - pd.Timedelta(hours=hours)) & (log["end_at"] < end)]
     if log.empty:
         return {"supported": True, "statement": "no patrols ended in the period", "time_precision": sorted(precisions)}
-    cells = np.unique(log["cell"].to_numpy(np.uint64))
+    cells = unique_cells(log["cell"].to_numpy(np.uint64))
     res = h3.get_resolution(h3.int_to_str(int(cells[0])))
     table = store.weights_table(q.weights) if q.weights else weights
     _, groups, cats = offence_selection(q)

@@ -43,7 +43,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from geodata.cells import bbox_mask, cell_area_km2, cell_centres, cells_at_all_resolutions, parents
+from geodata.cells import bbox_mask, cell_area_km2, cell_centres, cells_at_all_resolutions, parents, unique_cells
 from geodata.harm import WeightsTable
 from geodata.store import DataCannotAnswer, Store
 from hotspots.ranking.context import CONTEXT_FIELDS
@@ -221,7 +221,7 @@ def _area_domain(cf: CellFilter, resolution: int) -> int | None:
     """Cells of the published grid whose centre lies in the area (the area's domain for the concentration curve)."""
     if cf.area_cells is None:
         return None
-    cand = np.unique(parents(cf.area_cells, resolution))
+    cand = unique_cells(parents(cf.area_cells, resolution))
     lat, lon = cell_centres(cand)
     return int(cf.keep(lat, lon).sum())
 

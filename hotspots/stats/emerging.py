@@ -31,6 +31,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
+from geodata.cells import unique_cells
 from geodata.store import DataCannotAnswer
 from hotspots.stats.gistar import Domain, apply_transform, bh_qvalues, domain_from_hull, gistar_z, neighbour_matrix
 from hotspots.stats.timeslices import Slices, cube, make_slices
@@ -194,7 +195,7 @@ def emerging_hotspots(events: pd.DataFrame, domain: Domain | None = None, *, cel
     (``slice`` e.g. '14D', '7D', '1M'); the last slice ends at ``end`` (default: the end of the data)."""
     cells = events[cell_col].to_numpy(dtype=np.uint64)
     if domain is None:
-        domain = domain_from_hull(np.unique(cells))
+        domain = domain_from_hull(unique_cells(cells))
     precision = events[precision_col] if precision_col and precision_col in events else None
     sl: Slices = make_slices(events[time_col], precision, slice, end=end, n=n_slices, start=start)
     if len(sl) < 2:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from geodata.cells import AREA_RESOLUTION, bbox_sql, cell_centres, to_hex
+from geodata.cells import AREA_RESOLUTION, bbox_sql, cell_centres, to_hex, unique_cells
 from geodata.harm import WeightsTable
 from geodata.store import DATASET_LAYER, DataCannotAnswer, NotStored, Store
 from hotspots.stats.backtest import BacktestConfig, BacktestResult, run_backtest
@@ -45,9 +45,9 @@ def _to_resolution(cells10: np.ndarray, res: int) -> np.ndarray:
     from h3ronpy import change_resolution
 
     if res == AREA_RESOLUTION or len(cells10) == 0:
-        return np.unique(cells10)
+        return unique_cells(cells10)
     out = np.asarray(pa.array(change_resolution(pa.array(cells10, type=pa.uint64()), res)), dtype=np.uint64)
-    return np.unique(out)
+    return unique_cells(out)
 
 
 _D_CACHE: dict[tuple, Domain] = {}

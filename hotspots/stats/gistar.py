@@ -26,6 +26,8 @@ import pyarrow as pa
 import scipy.sparse as sp
 from scipy import stats
 
+from geodata.cells import unique_cells
+
 Tail = Literal["hot", "cold", "both"]
 
 ASSUMPTIONS = [
@@ -76,7 +78,7 @@ class Domain:
     description: str = ""
 
     def __post_init__(self):
-        cells = np.unique(np.asarray(self.cells, dtype=np.uint64))
+        cells = unique_cells(np.asarray(self.cells, dtype=np.uint64))
         object.__setattr__(self, "cells", cells)
 
     def __len__(self) -> int:
@@ -109,7 +111,7 @@ def _resolution(cells: np.ndarray) -> int:
 
 
 def domain_from_cells(cells: np.ndarray, description: str = "given cells") -> Domain:
-    cells = np.unique(np.asarray(cells, dtype=np.uint64))
+    cells = unique_cells(np.asarray(cells, dtype=np.uint64))
     return Domain(cells, _resolution(cells), "cells", description)
 
 
@@ -122,7 +124,7 @@ def domain_from_polygon(geom_wkb: bytes | list[bytes], resolution: int, descript
     parts = polygon_cells(wkbs, resolution)
     if include_cells is not None:
         parts.append(np.asarray(include_cells, dtype=np.uint64))
-    cells = np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
+    cells = unique_cells(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
     return Domain(cells, resolution, "polygon", description)
 
 
@@ -133,7 +135,7 @@ def domain_from_hull(data_cells: np.ndarray, buffer_m: float = 0.0) -> Domain:
 
     from geodata.cells import bng_to_lonlat, cell_centres, lonlat_to_bng, polygon_cells
 
-    data_cells = np.unique(np.asarray(data_cells, dtype=np.uint64))
+    data_cells = unique_cells(np.asarray(data_cells, dtype=np.uint64))
     res = _resolution(data_cells)
     lat, lon = cell_centres(data_cells)
     x, y = lonlat_to_bng(lon, lat)
@@ -144,7 +146,7 @@ def domain_from_hull(data_cells: np.ndarray, buffer_m: float = 0.0) -> Domain:
         return Domain(data_cells, res, "hull", "data cells (too few to form a hull)")
     hull_ll = shapely.transform(hull, lambda xy: np.column_stack(bng_to_lonlat(xy[:, 0], xy[:, 1])))
     inside = polygon_cells([shapely.to_wkb(hull_ll)], res)[0]
-    cells = np.unique(np.concatenate([inside, data_cells]))
+    cells = unique_cells(np.concatenate([inside, data_cells]))
     desc = "convex hull of the data cells" + (f" buffered {buffer_m:g} m" if buffer_m else "")
     return Domain(cells, res, "hull", desc)
 
