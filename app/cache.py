@@ -41,7 +41,8 @@ The request path, base URL (absolute links) and ``Accept`` header are added by :
 
 Only 200 responses are kept; an exception (a 422, a StoreError) is passed to every waiter of that computation and
 nothing is cached.  ``HARMSPOT_CACHE_MB=0`` turns caching off (duplicate in-flight requests are still shared).
-:class:`GzipMiddleware` compresses the other JSON/GeoJSON/CSV responses, off the event loop.
+:class:`GzipMiddleware` compresses the other JSON/GeoJSON/CSV responses, off the event loop; static files have
+their own gzip copies (app/assets.py).
 """
 from __future__ import annotations
 
@@ -300,7 +301,8 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
-def _etag_matches(header: str | None, etag: str) -> bool:
+def etag_matches(header: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header value names ``etag`` (weak comparison, RFC 9110 s13.1.2; ``*`` matches)."""
     if not header:
         return False
     if header.strip() == "*":
@@ -335,7 +337,7 @@ def cached_response(request: Request, state, key: Any, render: Callable[[], Resp
     """The response ``render()`` gives, computed once per store state and key; ETag, 304, gzip (module docstring).
     Sync code only."""
     cache, version, text, common = _slot(request, state, key)
-    if _etag_matches(request.headers.get("if-none-match"), common["ETag"]):
+    if etag_matches(request.headers.get("if-none-match"), common["ETag"]):
         return Response(status_code=304, headers=common)
     stored = cache.get(version, text, lambda: _store_response(render()), sizeof=StoredResponse.size)
     cache.remember(version, raw_request(request.scope), text, common["ETag"])
@@ -347,7 +349,7 @@ async def cached_response_async(request: Request, state, key: Any, render: Calla
     loop with no thread hop (a dictionary look-up); a miss runs ``render()`` (and any wait for an identical
     computation in flight) in the threadpool. ``key`` must be built without blocking (no store call)."""
     cache, version, text, common = _slot(request, state, key)
-    if _etag_matches(request.headers.get("if-none-match"), common["ETag"]):
+    if etag_matches(request.headers.get("if-none-match"), common["ETag"]):
         return Response(status_code=304, headers=common)
     stored = cache.peek(version, text)
     if stored is None:
@@ -434,7 +436,7 @@ class CachedFastPath:
         stored, etag = hit
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []
                    if k in (b"if-none-match", b"accept-encoding")}
-        if _etag_matches(headers.get("if-none-match"), etag):
+        if etag_matches(headers.get("if-none-match"), etag):
             await Response(status_code=304, headers=_common(etag))(scope, receive, send)
             return
         status, raw, body = _wire(stored, etag, headers.get("accept-encoding", ""))
@@ -447,8 +449,10 @@ class GzipMiddleware:
     """gzip for JSON, GeoJSON, CSV (and HTML/OpenAPI) responses of at least 1 KB when the client accepts it.
 
     A whole-body response is compressed once (large bodies in a worker thread, so the event loop never does
-    more than ~16 KB of deflate); streamed responses and bodies that already carry a Content-Encoding (the
-    cached responses, compressed once in :func:`cached_response`) pass through untouched."""
+    more than ~16 KB of deflate); streamed responses, bodies that already carry a Content-Encoding (the cached
+    responses, compressed once in :func:`cached_response`; the static files' gzip copies, app/assets.py) and
+    files sent as they are (``Accept-Ranges``, a 206: their byte ranges are of the file's own bytes) pass
+    through untouched."""
 
     def __init__(self, app):
         self.app = app
@@ -469,8 +473,8 @@ class GzipMiddleware:
             if message["type"] == "http.response.start":
                 headers = {k.lower(): v for k, v in message.get("headers", [])}
                 ctype = headers.get(b"content-type", b"").decode("latin-1")
-                if (b"content-encoding" in headers or not ctype.startswith(COMPRESSIBLE)
-                        or message.get("status", 200) in (204, 304)):
+                if (b"content-encoding" in headers or b"accept-ranges" in headers
+                        or not ctype.startswith(COMPRESSIBLE) or message.get("status", 200) in (204, 206, 304)):
                     start = None
                     await send(message)
                     return
@@ -500,4 +504,5 @@ class GzipMiddleware:
 
 
 __all__ = ["CachedFastPath", "GzipMiddleware", "ResultCache", "StoredResponse", "accepts_gzip", "cached_response",
-           "cached_response_async", "cached_route", "cached_value", "canonical", "estimate_size", "raw_request"]
+           "cached_response_async", "cached_route", "cached_value", "canonical", "estimate_size", "etag_matches",
+           "raw_request"]

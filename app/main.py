@@ -8,11 +8,11 @@ import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import HTMLResponse, Response
 
+from app.assets import StaticAssets
 from app.cache import CachedFastPath, GzipMiddleware
 from app.collections import Registry
 from app.errors import install_error_handlers
@@ -34,8 +34,8 @@ mapped to H3 hexagons. Three doors onto one engine: the map (`/map`), `GET /hots
 scripts, and GeoJSON for GIS. Every result names its weights table, time precision and caveats.
 
 Results are computed once per store state: the read doors send an `ETag` and `Cache-Control: private, no-cache`,
-answer `If-None-Match` with 304 until the next write, and gzip JSON/GeoJSON/CSV for `Accept-Encoding: gzip`
-(docs/serving.md).
+answer `If-None-Match` with 304 until the next write, and gzip JSON/GeoJSON/CSV for `Accept-Encoding: gzip`;
+the map's JavaScript and CSS are sent gzip-compressed too, with an ETag (docs/serving.md).
 
 Contains public sector information licensed under the Open Government Licence v3.0 (data.police.uk; ONS/OS
 boundaries).
@@ -73,11 +73,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _include(app, module)
     _include_optional_routers(app)
     _install_openapi_extras(app)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    assets = StaticAssets(directory=STATIC)  # text files gzip-compressed once per version (app/assets.py)
+    app.mount("/static", assets, name="static")
 
     @app.get("/map", include_in_schema=False)
-    def map_page() -> FileResponse:
-        return FileResponse(STATIC / "map.html", media_type="text/html")
+    async def map_page(request: Request) -> Response:
+        return await assets.get_response("map.html", request.scope)  # the file found in a worker thread
 
     _install_docs(app)
 

@@ -45,8 +45,8 @@ from tests import live  # noqa: E402
 
 MONTHS = ["2024-01", "2024-02", "2024-03", "2024-04"]  # the bundled Essex sample
 BASE_QUERY = {"preset": "all-crime", "resolution": 11}
-STATIC = ["/map", "/static/map.js", "/static/map.css", "/static/vendor/leaflet/leaflet.js",
-          "/static/vendor/leaflet/leaflet.css"]
+STATIC = ["/map", "/static/vendor/leaflet/leaflet.css", "/static/map.css", "/static/keydates.css",  # map.html's
+          "/static/vendor/leaflet/leaflet.js", "/static/keydates.js", "/static/map.js", "/static/mappack.js"]
 RUNS = 5
 CELLS = 5000
 DEFAULT_VIEW = 200  # hexagons the map shows with no query (map.js)
@@ -240,9 +240,9 @@ def page(weights: list[Weight], data: Weight, cells: int, runs: int, query: dict
         "- compression, as the service answered a client sending `Accept-Encoding: gzip`: gzipped "
         f"{', '.join(f'`{p}`' for p in zipped) or 'nothing'}; sent as they are "
         f"{', '.join(f'`{p}`' for p in plain) or 'nothing'} (app/cache.py compresses JSON, GeoJSON, CSV, HTML "
-        "and plain text of 1 KB or more, not JavaScript or CSS; a cached answer such as the items page is "
-        "compressed once, when it is cached). The *sent* column is what goes over the wire; *gzip -6* is this benchmark's own "
-        "compression of the raw body, for comparison",
+        "and plain text of 1 KB or more, a cached answer such as the items page once, when it is cached; "
+        "app/assets.py compresses each static text file once per file version, at gzip -9). The *sent* column is "
+        "what goes over the wire; *gzip -6* is this benchmark's own compression of the raw body, for comparison",
         "- revalidation: the items answer's ETag names the server process, the store version and the query; with "
         f"`Cache-Control: {data.cache_control}` a browser keeps the answer and asks again with `If-None-Match`, and "
         "the service answers 304 from memory, without computing (the rows below). The validators and "

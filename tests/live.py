@@ -47,14 +47,23 @@ class Live:
     key: str | None = None
 
     def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
-                key: str | None = "default", timeout: float = 120, chunked: bool = False) -> Reply:
+                key: str | None = "default", timeout: float = 120, chunked: bool = False,
+                headers: dict[str, str | None] | None = None) -> Reply:
         """One request on its own connection. A server that answers before the whole body is sent (413 on the
-        declared length) and closes is read like any other answer, not as a client-side write error."""
+        declared length) and closes is read like any other answer, not as a client-side write error. ``headers``
+        are sent as given, a None value meaning "not sent" (an ``Accept-Encoding`` among them replaces
+        http.client's ``identity``; ``Accept`` replaces ``application/json``); the body is read as sent (never
+        decompressed)."""
         host, port = self.base.split("//")[1].split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        given = {k.lower() for k in headers or {}}
         try:
-            conn.putrequest(method, path)
-            conn.putheader("Accept", "application/json")
+            conn.putrequest(method, path, skip_accept_encoding="accept-encoding" in given)
+            if "accept" not in given:
+                conn.putheader("Accept", "application/json")
+            for name, value in (headers or {}).items():
+                if value is not None:
+                    conn.putheader(name, value)
             if content_type:
                 conn.putheader("Content-Type", content_type)
             k = self.key if key == "default" else key
@@ -100,7 +109,9 @@ def start(data_dir: Path, log: Path, extra_env: dict | None = None, keys: dict[s
           host: str = "127.0.0.1") -> tuple[Live, dict]:
     """Start `harmspot serve`; ``keys`` = {name: role} creates API keys first (keyed mode). Returns the server
     and {name: key}. ``host`` is the bind address (clients always connect over loopback)."""
-    env = {**os.environ, "HARMSPOT_DATA_DIR": str(data_dir), **(extra_env or {})}
+    # the server runs the code these tests import (a git worktree's, not the editable install's checkout)
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "HARMSPOT_DATA_DIR": str(data_dir), **(extra_env or {})}
     made = {name: create_key(env, role, name) for name, role in (keys or {}).items()}
     port = free_port()
     proc = subprocess.Popen([str(HARMSPOT), "serve", "--host", host, "--port", str(port)], env=env,
