@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 
 from geodata.auto_areas import AUTO_LAYERS, META_SCHEMA, SEPARATOR, auto_layer, split_layer
@@ -41,6 +42,23 @@ class LayerChoice:
 def _layer_exists(store: Store, stored: str) -> bool:
     return stored in store.cached("area_layer_names", lambda: frozenset(
         store.query_df("SELECT DISTINCT layer FROM areas")["layer"].tolist()))
+
+
+def layer_cells(store: Store, stored: str, purpose: str | None = None) -> pd.DataFrame:
+    """The res-10 cells of the stored layer ``stored`` and the features they lie in: the distinct (``h3_10``
+    uint64, ``feature_id`` str) pairs, ordered by cell then feature (a cell of two features comes twice, the
+    smaller id first, so taking the first row per cell is deterministic). NotStored (the API's 404) when the
+    layer has no cell: not loaded, or its features all smaller than a cell; ``purpose`` (why the caller needs
+    the layer) is added to that message."""
+    cells = store.query_df("SELECT DISTINCT h3_10, feature_id FROM area_cells WHERE layer = ? "
+                           "ORDER BY h3_10, feature_id", [stored])
+    if cells.empty:
+        why = f" ({purpose})" if purpose else ""
+        if _layer_exists(store, stored):
+            raise NotStored(f"area layer '{stored}' holds no H3 res-10 cell{why}: its features are all smaller "
+                            "than a cell")
+        raise NotStored(f"no area layer '{stored}' is loaded{why}; layers: {store.area_layers()['layer'].tolist()}")
+    return pd.DataFrame({"h3_10": cells["h3_10"].to_numpy(np.uint64), "feature_id": cells["feature_id"].astype(str)})
 
 
 def coverage_share(store: Store, dataset: str, stored: str) -> float:
@@ -194,4 +212,4 @@ def layer_rule_dict(choice: LayerChoice) -> dict:
 
 
 __all__ = ["COVER_SHARE", "DISTRICTS", "LayerChoice", "SEPARATOR", "choose_layer", "coverage_share",
-           "district_layer_stored", "layer_listing", "public_layers", "resolve_area"]
+           "district_layer_stored", "layer_cells", "layer_listing", "public_layers", "resolve_area"]

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from geodata.areas import choose_layer
+from geodata.areas import choose_layer, layer_cells
 from geodata.cells import AREA_RESOLUTION, cell_centres, parents, to_hex, unique_cells
 from geodata.harm import WeightsTable
-from geodata.store import DataCannotAnswer, NotStored, Store
+from geodata.store import DataCannotAnswer, Store
 from hotspots.ranking.harmspots import harm_spots
 from hotspots.ranking.plan import offence_selection
 from hotspots.ranking.presets import select_keys
@@ -116,9 +116,7 @@ def _window_outcomes(store: Store, q: HotspotQuery, weights: WeightsTable, win: 
 
 
 def _domain(store: Store, layer: str, res: int) -> pd.DataFrame:
-    ac = store.query_df("SELECT DISTINCT h3_10, feature_id FROM area_cells WHERE layer = ?", [layer])
-    if ac.empty:
-        raise NotStored(f"no area layer '{layer}' loaded: comparison spots are matched within its areas")
+    ac = layer_cells(store, layer, "comparison spots are matched within its areas")
     if res == AREA_RESOLUTION:
         return pd.DataFrame({"cell": ac["h3_10"].to_numpy(np.uint64), "area": ac["feature_id"].to_numpy()})
     if res > AREA_RESOLUTION:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from geodata.areas import LayerChoice, choose_layer, public_layers
+from geodata.areas import LayerChoice, choose_layer, layer_cells, public_layers
 from geodata.cells import AREA_RESOLUTION, parents
 from geodata.harm import WeightsTable
 from geodata.store import NotStored, Store, StoreConflict, utc_now
@@ -179,9 +179,7 @@ def ensure_schema(store: Store) -> None:
 
 def assign_areas(store: Store, layer: str, cells: np.ndarray, res: int) -> pd.DataFrame:
     """cell -> feature_id of ``layer`` (cells of res < 10 go to the feature holding most of their res-10 cells)."""
-    ac = store.query_df("SELECT feature_id, h3_10 FROM area_cells WHERE layer = ?", [layer])
-    if ac.empty:
-        raise NotStored(f"no area layer '{layer}' is loaded; layers: {store.area_layers()['layer'].tolist()}")
+    ac = layer_cells(store, layer)  # NotStored (404) when the layer has no cells
     a10 = ac["h3_10"].to_numpy(np.uint64)
     if res == AREA_RESOLUTION:
         key = cells

@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from geodata.areas import layer_cells
 from geodata.cells import AREA_RESOLUTION, bbox_sql, cell_centres, to_hex, unique_cells
 from geodata.harm import WeightsTable
-from geodata.store import DATASET_LAYER, DataCannotAnswer, NotStored, Store
+from geodata.store import DATASET_LAYER, DataCannotAnswer, Store
 from hotspots.stats.backtest import BacktestConfig, BacktestResult, run_backtest
 from hotspots.stats.emerging import EmergingResult, emerging_hotspots
 from hotspots.stats.gistar import Domain, GiStarResult, gistar, neighbour_matrix
@@ -217,11 +218,8 @@ def spikes_for_query(store: Store, q: HotspotQuery, default_weights: WeightsTabl
     if unit == "cell":
         rows["unit"] = rows["cell"]
     else:
-        ac = store.query_df("SELECT DISTINCT h3_10, feature_id FROM area_cells WHERE layer = ?", [unit])
-        if ac.empty:
-            raise NotStored(f"unknown area layer '{unit}' (loaded: {store.area_layers()['layer'].tolist()})")
-        ac = ac.drop_duplicates("h3_10")
-        m = pd.Series(ac["feature_id"].astype(str).to_numpy(), index=ac["h3_10"].to_numpy(dtype=np.uint64))
+        ac = layer_cells(store, unit).drop_duplicates("h3_10")
+        m = pd.Series(ac["feature_id"].to_numpy(), index=ac["h3_10"].to_numpy())
         rows["unit"] = m.reindex(rows["h3_10"].to_numpy(dtype=np.uint64)).to_numpy()
         outside = int(rows["unit"].isna().sum())
         rows = rows[rows["unit"].notna()]
