@@ -147,46 +147,43 @@ def street_context(store: Store, plan: QueryPlan, cells: np.ndarray, prefetch: n
     scope, params = plan.scope_sql()
     sel = plan.selection_sql()
     if plan.resolution < KEPT_MIN_RESOLUTION:  # big cells: one scan of their records (kept rows would be most of them)
-        return _assemble(out, cells, _direct(store, plan, cells, scope, sel, params))
-    rows = cell_records(store).rows(store, plan.query.dataset, plan.resolution, cells, prefetch)
-    # the plan's own WHERE over the cells' grouped records; grouped by the raw text first, cleaned on the few
-    # grouped rows (cleaning every record's text with a regular expression was a third of a top-50 query)
-    sql = f"""WITH raw AS (
-                SELECT o.cell, o.location, coalesce(sum(o.n) FILTER (WHERE {scope} AND {sel}), 0) AS n_sel,
-                       sum(o.n) AS n_all
-                FROM ctx_rows o LEFT JOIN kw ON kw.offence_key = o.offence_key
+        res = plan.resolution
+        sql = _grouped_sql(scope, sel, "offences", cell=f"o.h3_{res}", records="count(*)",
+                           where=f"WHERE o.dataset = ? AND o.h3_{res} IN (SELECT cell FROM ctx_cells)")
+        grouped = _run(store, plan, sql, [*params, plan.query.dataset],
+                       ctx_cells=pa.table({"cell": pa.array(cells, type=pa.uint64())}))
+    else:  # the plan's own WHERE over the cells' kept grouped records (a row stands for ``n`` records)
+        rows = cell_records(store).rows(store, plan.query.dataset, plan.resolution, cells, prefetch)
+        grouped = _run(store, plan, _grouped_sql(scope, sel, "ctx_rows", cell="o.cell", records="sum(o.n)"), params,
+                       ctx_rows=rows)
+    return _assemble(out, cells, grouped)
+
+
+def _grouped_sql(scope: str, sel: str, source: str, *, cell: str, records: str, where: str = "") -> str:
+    """(cell, cleaned text, selected records, all records) of the rows of ``source`` (aliased ``o``; ``where``
+    picks them), "selected" meaning in the plan's scope and selection. ``records``: what a row counts for
+    (``count(*)`` over offences, ``sum(o.n)`` over kept grouped rows). Grouped by the raw text first and cleaned
+    on the few grouped rows (cleaning every record's text with a regular expression was a third of a top-50
+    query)."""
+    return f"""WITH raw AS (
+                SELECT {cell} AS cell, o.location AS location,
+                       coalesce({records} FILTER (WHERE {scope} AND {sel}), 0) AS n_sel, {records} AS n_all
+                FROM {source} o LEFT JOIN kw ON kw.offence_key = o.offence_key
+                {where}
                 GROUP BY 1, 2)
               SELECT cell, {clean_location_sql("location")} AS loc, sum(n_sel)::BIGINT AS n_sel,
                      sum(n_all)::BIGINT AS n_all
               FROM raw GROUP BY 1, 2"""
+
+
+def _run(store: Store, plan: QueryPlan, sql: str, params: list, **tables: pa.Table) -> list[tuple]:
+    """``sql`` with the plan's key weights (``kw``) and area, and ``tables`` registered under their names."""
     sql, params = plan.with_kw(sql, params)
     cur = store.cursor()
     try:
         plan.register_area(cur)
-        cur.register("ctx_rows", rows)
-        grouped = cur.execute(sql, params).fetchall()
-    finally:
-        cur.close()
-    return _assemble(out, cells, grouped)
-
-
-def _direct(store: Store, plan: QueryPlan, cells: np.ndarray, scope: str, sel: str, params: list) -> list[tuple]:
-    """(cell, text, selected records, all records) of ``cells`` in one scan of the offences (coarse cells)."""
-    res = plan.resolution
-    sql = f"""WITH raw AS (
-                SELECT o.h3_{res} AS cell, o.location AS location,
-                       count(*) FILTER (WHERE {scope} AND {sel}) AS n_sel, count(*) AS n_all
-                FROM offences o LEFT JOIN kw ON kw.offence_key = o.offence_key
-                WHERE o.dataset = ? AND o.h3_{res} IN (SELECT cell FROM ctx_cells)
-                GROUP BY 1, 2)
-              SELECT cell, {clean_location_sql("location")} AS loc, sum(n_sel)::BIGINT AS n_sel,
-                     sum(n_all)::BIGINT AS n_all
-              FROM raw GROUP BY 1, 2"""
-    sql, params = plan.with_kw(sql, [*params, plan.query.dataset])
-    cur = store.cursor()
-    try:
-        plan.register_area(cur)
-        cur.register("ctx_cells", pa.table({"cell": pa.array(cells, type=pa.uint64())}))
+        for name, table in tables.items():
+            cur.register(name, table)
         return cur.execute(sql, params).fetchall()
     finally:
         cur.close()
