@@ -196,6 +196,46 @@ def _insert_chunk(cur, dataset: str, batch_id: int, table: pa.Table) -> int:
     return table.num_rows
 
 
+ROW_GROUP_ROWS = 122_880  # DuckDB's row group: the unit its min/max zone maps let a scan skip
+
+
+class TimeOrder:
+    """Whether a batch's chunks arrive in time order (by day of ``occurred_from``), seen one chunk at a time.
+
+    Every read filters on the period, and DuckDB skips a row group whose min/max ``occurred_from`` lie outside
+    it; that only works when a row group holds a narrow span of time.  Monthly police.uk downloads and most
+    force extracts arrive in date order (the rows go in as they come, costing nothing); a file in another
+    order (a records-management export by crime reference, a resampled benchmark file) would leave every row
+    group spanning the whole period, so :func:`_order_batch_by_time` rewrites such a batch once, in time order.
+    """
+
+    def __init__(self) -> None:
+        self.ordered = True
+        self._last: int | None = None
+
+    def see(self, table: pa.Table) -> None:
+        if not self.ordered or not table.num_rows:
+            return
+        col = pc.cast(table.column("occurred_from"), pa.timestamp("us"))
+        days = pc.fill_null(col, pa.scalar(0, pa.timestamp("us"))).combine_chunks().to_numpy(zero_copy_only=False)
+        days = days.astype("datetime64[D]").astype(np.int64)
+        if (self._last is not None and days[0] < self._last) or (len(days) > 1 and bool(np.any(days[1:] < days[:-1]))):
+            self.ordered = False
+        self._last = int(days[-1])
+
+
+def _order_batch_by_time(cur, dataset: str, batch_id: int) -> None:
+    """Rewrite the batch's stored rows in time order (see :class:`TimeOrder`), inside the ingest transaction:
+    the rows are appended again sorted by ``occurred_from`` (DuckDB sorts within its memory limit, spilling
+    beyond it), then the unsorted copies are deleted by row id.  Same rows, same values: only their order on
+    disk changes.  Run after duplicates are dropped (which keep the first copy by file order)."""
+    (last,) = cur.execute("SELECT max(rowid) FROM offences").fetchall()[0]
+    cols = ", ".join(INSERT_COLUMNS)
+    cur.execute(f"""INSERT INTO offences ({cols}) SELECT {cols} FROM offences WHERE dataset = ? AND batch_id = ?
+                    ORDER BY occurred_from, occurred_to""", [dataset, batch_id])
+    cur.execute("DELETE FROM offences WHERE dataset = ? AND batch_id = ? AND rowid <= ?", [dataset, batch_id, last])
+
+
 def _drop_duplicates(cur, dataset: str, batch_id: int, had_rows: bool) -> None:
     """Delete the batch's rows whose record id is already stored in the dataset, then every later copy of a
     record id repeated within the batch (the first by file and line stays, as rows were appended in that
@@ -483,12 +523,14 @@ class Store:
                             [dataset, utc_now(), study_area.name if study_area else None, description])
             batch_id = int(cur.execute("SELECT nextval('batch_seq')").fetchall()[0][0])
             before = cur.execute("SELECT count(*) FROM offences WHERE dataset = ?", [dataset]).fetchall()[0][0]
+            order = TimeOrder()
             for part in chunks:
                 read += part.read
                 files += part.files
                 kinds.update(k for k in part.kind.split("+") if k and k != "empty")
                 if part.table.num_rows:
                     inserted += _insert_chunk(cur, dataset, batch_id, part.table)
+                    order.see(part.table)
                     precisions.update(p for p in pc.unique(part.table.column("precision")).to_pylist() if p)
                 if len(part.rejects):
                     rejected += len(part.rejects)
@@ -500,6 +542,8 @@ class Store:
                 _drop_duplicates(cur, dataset, batch_id, bool(before))
             after = cur.execute("SELECT count(*) FROM offences WHERE dataset = ?", [dataset]).fetchall()[0][0]
             stored = int(after - before)
+            if not order.ordered and stored > ROW_GROUP_ROWS:  # fewer rows than a row group: nothing to skip
+                _order_batch_by_time(cur, dataset, batch_id)
             duplicates = inserted - stored
             kind = "+".join(sorted(kinds)) or "empty"
             cur.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

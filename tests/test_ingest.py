@@ -8,6 +8,7 @@ import zipfile
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from geodata.ingest import IngestError, StudyArea, parse_files
@@ -218,3 +219,52 @@ def test_distinct_point_projection_matches_the_direct_one():
     assert np.array_equal(got["x"].to_numpy(), x) and np.array_equal(got["y"].to_numpy(), y)
     for res, cells in cells_at_all_resolutions(lat, lon).items():
         assert np.array_equal(got[f"h3_{res}"].to_numpy(), cells)
+
+
+def _physical_order(store, dataset: str) -> np.ndarray:
+    return store.query_df("SELECT occurred_from FROM offences WHERE dataset = ? ORDER BY rowid",
+                          [dataset])["occurred_from"].to_numpy()
+
+
+def test_batch_out_of_time_order_is_stored_in_time_order(store, essex_parsed, monkeypatch):
+    """A batch whose rows arrive out of time order is rewritten sorted by occurred_from (so a period filter
+    skips row groups); the stored rows and the duplicate rule (first copy by file and line) are unchanged."""
+    from geodata import store as store_mod
+    from geodata.ingest import Parsed
+
+    monkeypatch.setattr(store_mod, "ROW_GROUP_ROWS", 0)  # the sample is smaller than one row group
+    parsed, area = essex_parsed
+    rng = np.random.default_rng(5)
+    shuffled = parsed.table.take(rng.permutation(parsed.table.num_rows))
+    # a repeated id in two months, the later month first in the file: the first copy by line must stay
+    rid = shuffled.column("record_id")[0].as_py()
+    dup = shuffled.slice(0, 1).set_column(shuffled.schema.get_field_index("location"), "location",
+                                          pa.array(["later copy"], pa.string()))
+    batch = Parsed(pa.concat_tables([shuffled, dup]), parsed.rejects, parsed.read + 1, parsed.kind, parsed.files)
+    report = store.ingest("shuffled", batch, area)
+    plain = store.ingest("ordered", parsed, area)
+    assert report.duplicates == 1 and report.stored == plain.stored
+    order = _physical_order(store, "shuffled")
+    assert (np.diff(order.astype("datetime64[us]").astype(np.int64)) >= 0).all()
+    assert store.scalar("SELECT location FROM offences WHERE dataset = 'shuffled' AND record_id = ?", [rid]) \
+        == shuffled.column("location")[0].as_py()
+    cols = "record_id, offence_key, occurred_from, occurred_to, lon, lat, h3_10, location"
+    a = store.query_df(f"SELECT {cols} FROM offences WHERE dataset = 'shuffled' ORDER BY record_id")
+    b = store.query_df(f"SELECT {cols} FROM offences WHERE dataset = 'ordered' ORDER BY record_id")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_batch_in_time_order_is_not_rewritten(store, essex_parsed, monkeypatch):
+    from geodata import store as store_mod
+
+    calls = []
+    monkeypatch.setattr(store_mod, "ROW_GROUP_ROWS", 0)
+    monkeypatch.setattr(store_mod, "_order_batch_by_time", lambda *a: calls.append(a))
+    parsed, area = essex_parsed
+    ordered = parsed.table.sort_by([("occurred_from", "ascending")])
+    store.ingest("ordered", type(parsed)(ordered, parsed.rejects, parsed.read, parsed.kind, parsed.files), area)
+    assert calls == []
+    tracker = store_mod.TimeOrder()
+    tracker.see(ordered.slice(100))
+    tracker.see(ordered.slice(0, 100))  # a later chunk starting before the previous one ended
+    assert not tracker.ordered
