@@ -11,17 +11,18 @@ Nothing here knows about HTTP.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
 
-from geodata.cells import cell_area_km2, cell_centres, to_hex
+from geodata.cells import cell_area_km2, cell_centres, to_hex_array
 from geodata.datasets import period_note
 from geodata.harm import WeightsTable
 from geodata.store import Store
-from hotspots.ranking.context import add_street_context
+from hotspots.ranking.context import context_columns
 from hotspots.ranking.forecast import (DEFAULT_PARAMS, FORECAST_COLUMNS, FORECAST_FIELDS, exposure_months,
                                        forecast_cells, horizon, record_age_months, skill)
 from hotspots.ranking.plan import QueryPlan, resolve_plan
@@ -189,8 +190,12 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
     top_n = len(agg) if q.top is None else min(q.top, len(agg))
     in_top = np.isin(cell, agg["cell"].to_numpy()[:top_n])
     labels = _labels(chosen, cell[in_top], per["offence_key"][in_top], harm[in_top], count[in_top])
-    result = assemble_result(plan, agg, flags, labels, fc[1] if fc is not None else None)
-    result.cells = add_street_context(store, plan, result.cells, top_n)  # location texts of the returned cells
+    # the location texts of the returned cells are a second (small) store read: it runs in a thread beside the
+    # result's assembly (DuckDB works without the GIL while pandas assembles the frame)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="harmspot-context") as pool:
+        context = pool.submit(context_columns, store, plan, agg["cell"].to_numpy(np.uint64), top_n)
+        result = assemble_result(plan, agg, flags, labels, fc[1] if fc is not None else None)
+        result.cells = result.cells.assign(**context.result())
     return result
 
 
@@ -335,14 +340,16 @@ def assemble_result(plan: QueryPlan, agg: pd.DataFrame, flags: pd.DataFrame, lab
     area = np.full(n_cells, np.nan)  # exact cell areas for the returned (top-N) cells only: it is the
     area[:top_n] = cell_area_km2(cell_ids[:top_n])  # costliest step, and only returned cells are shown
     lat, lon = cell_centres(cell_ids)
-    columns: dict = {"rank": np.arange(1, n_cells + 1)}  # built in one go (column inserts cost more than the maths)
-    columns.update({c: agg[c] for c in agg.columns if c != "exact_harm"})
-    columns["harm_share"] = agg["harm"] / total_harm if total_harm > 0 else 0.0
-    columns["count_share"] = agg["count"] / total_count if total_count else 0.0
-    columns.update(area_km2=area, harm_per_km2=agg["harm"].to_numpy(float) / area, lat=lat, lon=lon,
-                   h3=to_hex(cell_ids))
+    # built in one go from numpy arrays (column inserts and index alignment cost more than the maths)
+    columns: dict = {"rank": np.arange(1, n_cells + 1)}
+    columns.update({c: agg[c].to_numpy() for c in agg.columns if c != "exact_harm"})
+    harm_values, count_values = agg["harm"].to_numpy(float), agg["count"].to_numpy()
+    columns["harm_share"] = harm_values / total_harm if total_harm > 0 else np.zeros(n_cells)
+    columns["count_share"] = count_values / total_count if total_count else np.zeros(n_cells)
+    columns.update(area_km2=area, harm_per_km2=harm_values / area, lat=lat, lon=lon, h3=to_hex_array(cell_ids))
+    # lists in an object array (np.fromiter does not look inside them; pandas would probe a list of lists)
+    columns["top_offences"] = np.fromiter(_top_offences(labels, cell_ids, top_n), dtype=object, count=n_cells)
     cells = pd.DataFrame(columns, index=agg.index)
-    cells["top_offences"] = _top_offences(labels, cell_ids, top_n)
 
     domain, domain_rule = plan.domain_cells, plan.domain_rule
     concentration = concentration_curve(cells["harm"].to_numpy(float), domain)

@@ -143,19 +143,24 @@ class QueryPlan:
         microseconds; a pandas frame costs it a few milliseconds of type analysis per scan)."""
         return None if self.area_cells is None else pa.table({"h3_10": pa.array(self.area_cells, type=pa.uint64())})
 
+    @functools.cached_property
+    def _kw_values(self) -> tuple[str, tuple[float, ...]]:
+        """The ``kw`` CTE text and its bound weights, made once per plan (a plan runs two or three scans)."""
+        keys = self.keys  # its columns read directly (a sub-frame costs pandas more than the rest of this)
+        rows = [f"({int(k)}::INTEGER, ?::DOUBLE, {'true' if e else 'false'})"
+                for k, e in zip(keys["offence_key"].tolist(), keys["exact"].tolist())]
+        values = (f"(VALUES {', '.join(rows)})" if rows else
+                  "(SELECT NULL::INTEGER, NULL::DOUBLE, NULL::BOOLEAN WHERE false)")
+        return f"kw(offence_key, days, exact) AS {values}", tuple(float(d) for d in keys["days"].tolist())
+
     def with_kw(self, sql: str, params: list) -> tuple[str, list]:
         """``sql`` (a SELECT or a WITH query) with ``kw`` defined in it as a VALUES list of the selected keys, and
         its parameters (weights as bound DOUBLEs, so exact): no table registration, which costs DuckDB a catalog
         change per scan. Register ``area_sel`` with :meth:`register_area` beside it."""
-        kw = self.key_weights
-        rows = [f"({int(k)}::INTEGER, ?::DOUBLE, {'true' if e else 'false'})"
-                for k, e in zip(kw["offence_key"].tolist(), kw["exact"].tolist())]
-        values = (f"(VALUES {', '.join(rows)})" if rows else
-                  "(SELECT NULL::INTEGER, NULL::DOUBLE, NULL::BOOLEAN WHERE false)")
-        cte = f"kw(offence_key, days, exact) AS {values}"
+        cte, weights = self._kw_values
         body = sql.lstrip()
         text = f"WITH {cte}, {body[5:]}" if body[:5].upper() == "WITH " else f"WITH {cte} {body}"
-        return text, [*(float(d) for d in kw["days"].tolist()), *params]
+        return text, [*weights, *params]
 
     def register_area(self, cur) -> None:
         """Register ``area_sel`` (the area's res-10 cells) on a DuckDB cursor when the query has an area."""
