@@ -34,7 +34,10 @@ def test_landing_sends_browsers_to_the_map(client):
     r = client.get("/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/map"
     r = client.get("/?f=html", follow_redirects=False)
-    assert r.status_code == 303
+    assert r.status_code == 303 and r.headers["location"] == "/map"
+    # a shared link keeps its harmspot parameters: the map opens on that dataset and preset
+    r = client.get("/?dataset=essex-sample&preset=nte&f=html", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/map?dataset=essex-sample&preset=nte"
 
 
 @pytest.mark.parametrize("how", [{"headers": {"Accept": "application/json"}}, {"params": {"f": "json"}}])

@@ -371,7 +371,8 @@ _ERRORS = {400: {"description": "an invalid or unknown query parameter (OGC API 
 
 
 @router.get("/", dependencies=_STRICT, summary="Landing page: the map for browsers, the OGC API landing document for API clients",
-            description="A browser asking for HTML is redirected to the map (`/map`); `Accept: application/json` "
+            description="A browser asking for HTML is redirected to the map (`/map`, with the harmspot query "
+            "parameters, e.g. `/?dataset=leics` opens the map on that dataset); `Accept: application/json` "
             "or `?f=json` returns the OGC API - Features landing document (links: service-desc, conformance, data). "
             "The harmspot query parameters are accepted (and ignored here) so that they can be part of a client's "
             "service URL.",
@@ -379,8 +380,9 @@ _ERRORS = {400: {"description": "an invalid or unknown query parameter (OGC API 
                        303: {"description": "a browser (Accept: text/html, or f=html) is sent to /map"},
                        400: _ERRORS[400]})
 def landing(request: Request, _p: Harmspot, f: _F_JSON_HTML = None) -> Response:
-    if _format(request, f) == "html":
-        return RedirectResponse("/map", status_code=303)
+    if _format(request, f) == "html":  # the harmspot parameters go on to the map (a shared link keeps its dataset)
+        query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "f"])
+        return RedirectResponse("/map" + (f"?{query}" if query else ""), status_code=303)
     return JSONResponse(landing_document(request))
 
 
