@@ -200,28 +200,63 @@ ROW_GROUP_ROWS = 122_880  # DuckDB's row group: the unit its min/max zone maps l
 
 
 class TimeOrder:
-    """Whether a batch's chunks arrive in time order (by day of ``occurred_from``), seen one chunk at a time.
+    """Whether a batch's rows arrive clustered in time (by day of ``occurred_from``), seen one chunk at a time.
 
     Every read filters on the period, and DuckDB skips a row group whose min/max ``occurred_from`` lie outside
-    it; that only works when a row group holds a narrow span of time.  Monthly police.uk downloads and most
-    force extracts arrive in date order (the rows go in as they come, costing nothing); a file in another
-    order (a records-management export by crime reference, a resampled benchmark file) would leave every row
-    group spanning the whole period, so :func:`_order_batch_by_time` rewrites such a batch once, in time order.
-    """
+    it; that only works when a row group holds a narrow span of time.  Monthly police.uk downloads, date-ordered
+    force extracts and concatenations of them arrive that way (the rows go in as they come, costing nothing); a
+    file in another order (a records-management export by crime reference, a shuffled or resampled file) leaves
+    every row group spanning most of the period, so :func:`_order_batch_by_time` rewrites such a batch once.
 
-    def __init__(self) -> None:
-        self.ordered = True
-        self._last: int | None = None
+    The rows are cut, in arrival order, into windows of :data:`ROW_GROUP_ROWS` (what DuckDB would store as one
+    row group); the batch is *clustered* unless the median window spans more than a quarter of the batch's
+    whole span and more than two months (local disorder - months interleaved within a few - costs little)."""
+
+    MIN_SPAN_DAYS = 62
+
+    def __init__(self, window: int | None = None) -> None:
+        self.window = max(1, window if window is not None else ROW_GROUP_ROWS)
+        self._spans: list[int] = []  # days spanned by each full window
+        self._lo = self._hi = None  # the batch's first and last day
+        self._carry: tuple[int, int, int] | None = None  # (min, max, rows) of the window being filled
 
     def see(self, table: pa.Table) -> None:
-        if not self.ordered or not table.num_rows:
+        if not table.num_rows:
             return
         col = pc.cast(table.column("occurred_from"), pa.timestamp("us"))
         days = pc.fill_null(col, pa.scalar(0, pa.timestamp("us"))).combine_chunks().to_numpy(zero_copy_only=False)
         days = days.astype("datetime64[D]").astype(np.int64)
-        if (self._last is not None and days[0] < self._last) or (len(days) > 1 and bool(np.any(days[1:] < days[:-1]))):
-            self.ordered = False
-        self._last = int(days[-1])
+        lo, hi = int(days.min()), int(days.max())
+        self._lo = lo if self._lo is None else min(self._lo, lo)
+        self._hi = hi if self._hi is None else max(self._hi, hi)
+        start = 0
+        if self._carry is not None:  # finish the window the previous chunk began
+            cmin, cmax, rows = self._carry
+            take = min(self.window - rows, len(days))
+            part = days[:take]
+            cmin, cmax, rows = min(cmin, int(part.min())), max(cmax, int(part.max())), rows + take
+            start = take
+            self._carry = (cmin, cmax, rows)
+            if rows < self.window:
+                return
+            self._spans.append(cmax - cmin)
+            self._carry = None
+        rest = days[start:]
+        full = len(rest) // self.window
+        if full:
+            cut = rest[: full * self.window].reshape(full, self.window)
+            self._spans.extend((cut.max(axis=1) - cut.min(axis=1)).tolist())
+        tail = rest[full * self.window:]
+        if len(tail):
+            self._carry = (int(tail.min()), int(tail.max()), len(tail))
+
+    @property
+    def clustered(self) -> bool:
+        spans = self._spans + ([self._carry[1] - self._carry[0]] if self._carry else [])
+        if not spans or self._lo is None:
+            return True
+        whole = self._hi - self._lo
+        return float(np.median(spans)) <= max(0.25 * whole, self.MIN_SPAN_DAYS)
 
 
 def _order_batch_by_time(cur, dataset: str, batch_id: int) -> None:
@@ -542,7 +577,7 @@ class Store:
                 _drop_duplicates(cur, dataset, batch_id, bool(before))
             after = cur.execute("SELECT count(*) FROM offences WHERE dataset = ?", [dataset]).fetchall()[0][0]
             stored = int(after - before)
-            if not order.ordered and stored > ROW_GROUP_ROWS:  # fewer rows than a row group: nothing to skip
+            if stored > ROW_GROUP_ROWS and not order.clustered:  # fewer rows than a row group: nothing to skip
                 _order_batch_by_time(cur, dataset, batch_id)
             duplicates = inserted - stored
             kind = "+".join(sorted(kinds)) or "empty"

@@ -232,7 +232,7 @@ def test_batch_out_of_time_order_is_stored_in_time_order(store, essex_parsed, mo
     from geodata import store as store_mod
     from geodata.ingest import Parsed
 
-    monkeypatch.setattr(store_mod, "ROW_GROUP_ROWS", 0)  # the sample is smaller than one row group
+    monkeypatch.setattr(store_mod, "ROW_GROUP_ROWS", 1_000)  # the sample holds 51 windows of this size
     parsed, area = essex_parsed
     rng = np.random.default_rng(5)
     shuffled = parsed.table.take(rng.permutation(parsed.table.num_rows))
@@ -258,13 +258,26 @@ def test_batch_in_time_order_is_not_rewritten(store, essex_parsed, monkeypatch):
     from geodata import store as store_mod
 
     calls = []
-    monkeypatch.setattr(store_mod, "ROW_GROUP_ROWS", 0)
+    monkeypatch.setattr(store_mod, "ROW_GROUP_ROWS", 1_000)
     monkeypatch.setattr(store_mod, "_order_batch_by_time", lambda *a: calls.append(a))
     parsed, area = essex_parsed
     ordered = parsed.table.sort_by([("occurred_from", "ascending")])
     store.ingest("ordered", type(parsed)(ordered, parsed.rejects, parsed.read, parsed.kind, parsed.files), area)
     assert calls == []
-    tracker = store_mod.TimeOrder()
-    tracker.see(ordered.slice(100))
-    tracker.see(ordered.slice(0, 100))  # a later chunk starting before the previous one ended
-    assert not tracker.ordered
+    # chunk boundaries do not matter: windows of rows are measured across them
+    tracker = store_mod.TimeOrder(window=1_000)
+    for i in range(0, ordered.num_rows, 700):
+        tracker.see(ordered.slice(i, 700))
+    assert tracker.clustered
+    # months interleaved within a few (files of a few months each, concatenated) stay as they are
+    days = np.array(["2019-01-01", "2019-03-01", "2019-02-01", "2019-04-01"] * 250, dtype="datetime64[us]")
+    local = [pa.table({"occurred_from": pa.array(days + np.timedelta64(k * 120, "D"))}) for k in range(40)]
+    tracker = store_mod.TimeOrder(window=1_000)
+    for t in local:
+        tracker.see(t)
+    assert tracker.clustered
+    # a shuffled batch is not clustered
+    rng = np.random.default_rng(1)
+    tracker = store_mod.TimeOrder(window=1_000)
+    tracker.see(ordered.take(rng.permutation(ordered.num_rows)))
+    assert not tracker.clustered
