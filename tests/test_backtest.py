@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 
 from geodata.cells import cell_centres, lonlat_to_bng
-from hotspots.stats.backtest import (BacktestConfig, bowers_matrix, quartic_matrix, run_backtest, select_and_score)
-from hotspots.stats.gistar import domain_from_cells
+from hotspots.stats.backtest import (BacktestConfig, bowers_matrix, capture_curve, kernel_pairs, quartic_matrix,
+                                     ranking, run_backtest, select_and_score)
+from hotspots.stats.gistar import domain_from_cells, neighbour_matrix
 
 CENTRE = h3.latlng_to_cell(52.6369, -1.1398, 9)
 
@@ -94,3 +95,69 @@ def test_kernels():
     assert (k[1] == 0).all()
     b = bowers_matrix(cells, pts, 400.0, 25.0).toarray()
     assert np.allclose(b[0], [1.0, 1 / 5, 1 / 16])  # d = 0, 4, 15 whole 25 m steps
+
+
+def test_ranking_is_lexsort_of_score_then_tiebreak():
+    """The one-sort ranking (zeros placed, not sorted) is exactly lexsort((tiebreak, -score)): zero-inflated,
+    negative (Gi* z), tied, -0.0 and NaN scores."""
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        n = int(rng.integers(1, 2000))
+        tb = rng.permutation(n)
+        kind = trial % 5
+        if kind == 0:
+            sc = rng.poisson(0.1, n).astype(float)
+        elif kind == 1:
+            sc = rng.normal(size=n)
+        elif kind == 2:
+            sc = np.where(rng.random(n) < 0.7, 0.0, rng.normal(size=n))
+            sc[rng.random(n) < 0.1] = -0.0
+        elif kind == 3:
+            sc = np.zeros(n)
+        else:
+            sc = np.round(rng.normal(size=n), 1)
+            sc[rng.random(n) < 0.05] = np.nan
+        expected = np.lexsort((tb, -sc))
+        assert np.array_equal(ranking(sc, tb), expected)
+        assert np.array_equal(ranking(sc, tb, np.argsort(tb)), expected), trial
+
+
+def test_shared_pairs_and_ranking_give_the_same_numbers(domain):
+    """What run_backtest shares (one set of cell-point pairs per radius, one ranking per score) changes nothing."""
+    ev = synthetic(domain, pd.date_range("2021-01-01", periods=5, freq="MS"), "month", seed=2)
+    cxy, pts = domain.centres_bng, np.unique(np.round(ev[["x", "y"]].to_numpy(float), 1), axis=0)
+    pairs = kernel_pairs(cxy, pts, 400.0)
+    assert (quartic_matrix(cxy, pts, 400.0, pairs=pairs) != quartic_matrix(cxy, pts, 400.0)).nnz == 0
+    assert (bowers_matrix(cxy, pts, 400.0, 25.0, pairs=pairs) != bowers_matrix(cxy, pts, 400.0, 25.0)).nnz == 0
+    rng = np.random.default_rng(0)
+    score, tb = rng.poisson(0.3, len(domain)).astype(float), rng.permutation(len(domain))
+    count, harm = rng.poisson(0.2, len(domain)).astype(float), rng.gamma(0.3, 20, len(domain))
+    best_c, best_h = np.cumsum(np.sort(count)[::-1]), np.cumsum(np.sort(harm)[::-1])
+    order = ranking(score, tb, np.argsort(tb))
+    assert select_and_score(score, domain.area_km2, tb, count, harm, (0.01, 0.05), best_c, best_h, order) == \
+        select_and_score(score, domain.area_km2, tb, count, harm, (0.01, 0.05), best_c, best_h)
+    grid = np.linspace(0, 1, 11)
+    assert np.array_equal(capture_curve(score, domain.area_km2, tb, harm, grid, order),
+                          capture_curve(score, domain.area_km2, tb, harm, grid))
+    cfg = BacktestConfig(bootstrap=50, train_slices=3, methods=("harm_spots", "gistar", "kde", "prospective"))
+    given = run_backtest(ev, domain, cfg, weights=neighbour_matrix(domain.cells, 1))
+    pd.testing.assert_frame_equal(given.per_origin, run_backtest(ev, domain, cfg).per_origin)
+
+
+def test_domain_keeps_its_areas_and_centres(domain, monkeypatch):
+    """Computed once per domain (the doors keep domains), read-only, and the values of the plain functions; the
+    areas in chunks (h3ronpy holds the GIL) are the areas in one call."""
+    import pyarrow as pa
+    from h3ronpy import cells_area_km2
+
+    import geodata.cells as gc
+
+    fresh = domain_from_cells(domain.cells)
+    assert fresh.area_km2 is fresh.area_km2 and not fresh.area_km2.flags.writeable
+    whole = np.asarray(pa.array(cells_area_km2(pa.array(domain.cells, type=pa.uint64()))), dtype=float)
+    assert np.array_equal(fresh.area_km2, whole)
+    monkeypatch.setattr(gc, "AREA_CHUNK", 7)
+    assert np.array_equal(gc.cell_area_km2(domain.cells), whole)
+    lat, lon = cell_centres(domain.cells)
+    assert np.array_equal(fresh.centres_bng, np.column_stack(lonlat_to_bng(lon, lat)))
+    assert not fresh.centres_bng.flags.writeable

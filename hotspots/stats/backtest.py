@@ -158,41 +158,42 @@ class BacktestResult:
 # ------------------------------------------------------------------------------------------------- kernels
 
 
-def _cell_xy(cells: np.ndarray) -> np.ndarray:
-    from geodata.cells import cell_centres, lonlat_to_bng
-
-    lat, lon = cell_centres(cells)
-    x, y = lonlat_to_bng(lon, lat)
-    return np.column_stack([x, y])
-
-
-def _pairs(cell_xy: np.ndarray, point_xy: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cell index, point index, distance) for every cell centre-point pair closer than ``radius`` metres."""
+def kernel_pairs(cell_xy: np.ndarray, point_xy: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cell index, point index, distance) for every cell centre-point pair closer than ``radius`` metres, sorted
+    by cell, then point."""
     from scipy.spatial import cKDTree
 
-    tc, tp = cKDTree(cell_xy), cKDTree(point_xy)
+    # sliding-midpoint trees build in half the time of median-split ones and find the same pairs (each distance
+    # is computed from the two points alone, whatever the tree)
+    tc, tp = cKDTree(cell_xy, balanced_tree=False), cKDTree(point_xy, balanced_tree=False)
     d = tc.sparse_distance_matrix(tp, radius, output_type="coo_matrix")
     rows, cols, dist = d.row, d.col, d.data
-    # depending on the scipy version exact-zero distances may be dropped: add coincident pairs, then dedupe
-    zd, zi = tp.query(cell_xy, distance_upper_bound=1e-6)
+    # depending on the scipy version exact-zero distances may be dropped: add coincident pairs, then dedupe. Asked
+    # from the points' side (a few thousand queries, not one per cell): points are distinct and cell centres
+    # metres apart, so each coincident pair is found either way
+    zd, zi = tc.query(point_xy, distance_upper_bound=1e-6)
     hit = np.isfinite(zd)
-    rows = np.concatenate([rows, np.flatnonzero(hit)]).astype(np.int64)
-    cols = np.concatenate([cols, zi[hit]]).astype(np.int64)
+    rows = np.concatenate([rows, zi[hit]]).astype(np.int64)
+    cols = np.concatenate([cols, np.flatnonzero(hit)]).astype(np.int64)
     dist = np.concatenate([dist, np.zeros(int(hit.sum()))])
     _, first = np.unique(rows * len(point_xy) + cols, return_index=True)
     return rows[first], cols[first], dist[first]
 
 
-def quartic_matrix(cell_xy: np.ndarray, point_xy: np.ndarray, bandwidth: float) -> sp.csr_matrix:
-    """K[i, j] = 3/(pi h^2) (1 - d^2/h^2)^2 for d < h (quartic / biweight kernel)."""
-    rows, cols, dist = _pairs(cell_xy, point_xy, bandwidth)
+def quartic_matrix(cell_xy: np.ndarray, point_xy: np.ndarray, bandwidth: float,
+                   pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> sp.csr_matrix:
+    """K[i, j] = 3/(pi h^2) (1 - d^2/h^2)^2 for d < h (quartic / biweight kernel). ``pairs``: ``kernel_pairs`` of
+    these points at radius ``bandwidth``, when already found."""
+    rows, cols, dist = pairs if pairs is not None else kernel_pairs(cell_xy, point_xy, bandwidth)
     val = 3.0 / (np.pi * bandwidth**2) * (1 - (dist / bandwidth) ** 2) ** 2
     return sp.csr_matrix((val, (rows, cols)), shape=(len(cell_xy), len(point_xy)))
 
 
-def bowers_matrix(cell_xy: np.ndarray, point_xy: np.ndarray, radius: float, unit: float) -> sp.csr_matrix:
-    """B[i, j] = 1 / (1 + d) for points within radius, d = whole ``unit`` steps between point and cell centre."""
-    rows, cols, dist = _pairs(cell_xy, point_xy, radius)
+def bowers_matrix(cell_xy: np.ndarray, point_xy: np.ndarray, radius: float, unit: float,
+                  pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> sp.csr_matrix:
+    """B[i, j] = 1 / (1 + d) for points within radius, d = whole ``unit`` steps between point and cell centre.
+    ``pairs``: ``kernel_pairs`` of these points at ``radius``, when already found."""
+    rows, cols, dist = pairs if pairs is not None else kernel_pairs(cell_xy, point_xy, radius)
     val = 1.0 / (1.0 + np.floor(dist / unit))
     return sp.csr_matrix((val, (rows, cols)), shape=(len(cell_xy), len(point_xy)))
 
@@ -200,16 +201,38 @@ def bowers_matrix(cell_xy: np.ndarray, point_xy: np.ndarray, radius: float, unit
 # -------------------------------------------------------------------------------------------------- scoring
 
 
+def ranking(score: np.ndarray, tiebreak: np.ndarray, tie_order: np.ndarray | None = None) -> np.ndarray:
+    """Cells by descending score, ties by ascending ``tiebreak`` (distinct values, e.g. a permutation): the order
+    of ``np.lexsort((tiebreak, -score))``. ``tie_order`` (``np.argsort(tiebreak)``, the same for every score of a
+    run) makes it one stable sort of the cells with a non-zero score instead of lexsort's two sorts of every cell:
+    scores are mostly zero (cells with no offence, or none near them), and zeros need no sorting, only their place
+    between the positive and the negative scores, in tiebreak order."""
+    if tie_order is None:
+        return np.lexsort((tiebreak, -score))
+    s = -score[tie_order]  # the sort key, cells in tiebreak order
+    nonzero = np.flatnonzero(s != 0)  # -0.0 == 0: a zero either way, as lexsort compares it
+    ranked = nonzero[np.argsort(s[nonzero], kind="stable")]  # positive scores, then negative ones, then NaN
+    n_pos = int(np.count_nonzero(s[nonzero] < 0))
+    return tie_order[np.concatenate([ranked[:n_pos], np.flatnonzero(s == 0), ranked[n_pos:]])]
+
+
 def select_and_score(score: np.ndarray, area: np.ndarray, tiebreak: np.ndarray, test_count: np.ndarray,
-                     test_harm: np.ndarray, coverages, best_count: np.ndarray, best_harm: np.ndarray) -> list[dict]:
-    order = np.lexsort((tiebreak, -score))
-    cum_area = np.cumsum(area[order]) / area.sum()
-    cum_count = np.cumsum(test_count[order])
-    cum_harm = np.cumsum(test_harm[order])
-    n_tot, h_tot = test_count.sum(), test_harm.sum()
+                     test_harm: np.ndarray, coverages, best_count: np.ndarray, best_harm: np.ndarray,
+                     order: np.ndarray | None = None) -> list[dict]:
+    """Metrics of the top cells covering each share of the area. ``order``: ``ranking(score, tiebreak)`` when
+    already known."""
+    order = ranking(score, tiebreak) if order is None else order
+    return _coverage_rows(np.cumsum(area[order]) / area.sum(), np.cumsum(test_count[order]),
+                          np.cumsum(test_harm[order]), test_count.sum(), test_harm.sum(), coverages, best_count,
+                          best_harm)
+
+
+def _coverage_rows(cum_area: np.ndarray, cum_count: np.ndarray, cum_harm: np.ndarray, n_tot, h_tot, coverages,
+                   best_count: np.ndarray, best_harm: np.ndarray) -> list[dict]:
+    """select_and_score from the ranked cumulative area share, test counts and test harm."""
     out = []
     for f in coverages:
-        k = min(int(np.searchsorted(cum_area, f - 1e-12)) + 1, len(order))
+        k = min(int(np.searchsorted(cum_area, f - 1e-12)) + 1, len(cum_area))
         a = cum_area[k - 1]
         hit = cum_count[k - 1] / n_tot if n_tot else np.nan
         hs = cum_harm[k - 1] / h_tot if h_tot else np.nan
@@ -220,11 +243,15 @@ def select_and_score(score: np.ndarray, area: np.ndarray, tiebreak: np.ndarray, 
     return out
 
 
-def capture_curve(score, area, tiebreak, test_harm, grid) -> np.ndarray:
-    order = np.lexsort((tiebreak, -score))
-    xa = np.concatenate([[0.0], np.cumsum(area[order]) / area.sum()])
-    tot = test_harm.sum()
-    yh = np.concatenate([[0.0], np.cumsum(test_harm[order]) / tot]) if tot else np.zeros(len(xa))
+def capture_curve(score, area, tiebreak, test_harm, grid, order: np.ndarray | None = None) -> np.ndarray:
+    order = ranking(score, tiebreak) if order is None else order
+    return _curve(np.cumsum(area[order]) / area.sum(), np.cumsum(test_harm[order]), test_harm.sum(), grid)
+
+
+def _curve(cum_area: np.ndarray, cum_harm: np.ndarray, h_tot, grid: np.ndarray) -> np.ndarray:
+    """capture_curve from the ranked cumulative area share and test harm."""
+    xa = np.concatenate([[0.0], cum_area])
+    yh = np.concatenate([[0.0], cum_harm / h_tot]) if h_tot else np.zeros(len(xa))
     return np.interp(grid, xa, yh)
 
 
@@ -287,14 +314,13 @@ def forecast_scores(harm: np.ndarray, records: np.ndarray, starts: pd.DatetimeIn
 def run_backtest(events: pd.DataFrame, domain: Domain, config: BacktestConfig | None = None, *,
                  cell_col: str = "cell", time_col: str = "occurred_from", precision_col: str | None = "precision",
                  harm_col: str = "harm", x_col: str = "x", y_col: str = "y",
-                 context: pd.DataFrame | None = None,
+                 context: pd.DataFrame | None = None, weights: sp.csr_matrix | None = None,
                  progress: Progress | None = None) -> BacktestResult:
     """Rolling-origin backtest. ``events``: one row per offence with its cell (at the domain's resolution), time,
     precision, harm (days) and BNG x/y (needed for KDE and prospective methods). ``context``: every record
     (any crime type and ASB) with ``cell_col`` and ``time_col``, for the forecast's all-record part; without it
-    the forecast counts ``events``."""
-    from geodata.cells import cell_area_km2
-
+    the forecast counts ``events``. ``weights``: the domain's k=1 neighbour matrix for ``gistar``, when the
+    caller keeps one (``neighbour_matrix(domain.cells, 1)`` otherwise)."""
     cfg = config or BacktestConfig()
     for m in cfg.methods:
         if m not in METHODS and not re.fullmatch(r"kde_\d+m", m):
@@ -323,8 +349,10 @@ def run_backtest(events: pd.DataFrame, domain: Domain, config: BacktestConfig | 
                                f"{cfg.train_slices + cfg.test_slices} (train_slices + test_slices)")
     counts = cube(idx, s_idx, n, S)
     harm = cube(idx, s_idx, n, S, ev[harm_col].to_numpy(dtype=float))
-    area = cell_area_km2(domain.cells)
+    area = domain.area_km2
+    area_total = area.sum()
     tiebreak = np.random.default_rng(cfg.seed).permutation(n)
+    tie_order = np.argsort(tiebreak)  # one stable sort per score ranks like lexsort((tiebreak, -score)): ranking()
     grid = np.linspace(0.0, 1.0, cfg.curve_points)
     monthly = sl.unit == "month"
 
@@ -337,18 +365,24 @@ def run_backtest(events: pd.DataFrame, domain: Domain, config: BacktestConfig | 
         xy = np.round(ev[[x_col, y_col]].to_numpy(dtype=float), 1)
         pts, p_idx = np.unique(xy, axis=0, return_inverse=True)
         p_idx = p_idx.ravel()
-        cxy = _cell_xy(domain.cells)
+        cxy = domain.centres_bng
+        pairs: dict[float, tuple] = {}  # cell-point pairs per radius: kde and prospective share 400 m by default
         for m in need_xy:
+            r = cfg.prospective_radius_m if m == "prospective" else (
+                cfg.kde_bandwidth_m if m == "kde" else float(m[4:-1]))
+            if r not in pairs:
+                pairs[r] = kernel_pairs(cxy, pts, r)
             if m == "prospective":
-                kernels[m] = bowers_matrix(cxy, pts, cfg.prospective_radius_m, cfg.prospective_unit_m)
+                kernels[m] = bowers_matrix(cxy, pts, r, cfg.prospective_unit_m, pairs=pairs[r])
             else:
-                bw = cfg.kde_bandwidth_m if m == "kde" else float(m[4:-1])
-                kernels[m] = quartic_matrix(cxy, pts, bw)
+                kernels[m] = quartic_matrix(cxy, pts, r, pairs=pairs[r])
+        del pairs
         pt_counts = cube(p_idx, s_idx, len(pts), S)  # points x slices
         if "prospective" in cfg.methods:
             # time ticks: whole months (month-only) or whole weeks before the origin
             t_ev = pd.to_datetime(ev[time_col]).to_numpy(dtype="datetime64[ns]")
-    w_gi = neighbour_matrix(domain.cells, 1) if "gistar" in cfg.methods else None
+    w_gi = (weights if weights is not None else neighbour_matrix(domain.cells, 1)) if "gistar" in cfg.methods \
+        else None
     f_params = ForecastParams(cfg.forecast_half_life_months, cfg.forecast_records_weight)
     if "forecast" in cfg.methods:
         if context is not None:
@@ -371,17 +405,24 @@ def run_backtest(events: pd.DataFrame, domain: Domain, config: BacktestConfig | 
         best_count = np.cumsum(np.sort(t_count)[::-1])
         best_harm = np.cumsum(np.sort(t_harm)[::-1])
         scores: dict[str, np.ndarray] = {}
+        sums: dict[str, np.ndarray] = {}  # training-window sums some methods share (harm: harm_spots and gistar)
+
+        def train_sum(name: str, values: np.ndarray) -> np.ndarray:
+            if name not in sums:
+                sums[name] = values[:, train].sum(axis=1)
+            return sums[name]
+
         for m in cfg.methods:
             if m == "harm_spots":
-                scores[m] = harm[:, train].sum(axis=1)
+                scores[m] = train_sum("harm", harm)
             elif m == "prior_counts":
-                scores[m] = counts[:, train].sum(axis=1)
+                scores[m] = train_sum("counts", counts)
             elif m == "prior_period_harm":
                 scores[m] = harm[:, s - 1]
             elif m == "gistar":
-                scores[m] = gistar_z(harm[:, train].sum(axis=1), w_gi)[1]
+                scores[m] = gistar_z(train_sum("harm", harm), w_gi)[1]
             elif m.startswith("kde"):
-                scores[m] = kernels[m] @ pt_counts[:, train].sum(axis=1)
+                scores[m] = kernels[m] @ train_sum("points", pt_counts)
             elif m == "prospective":
                 origin_t = sl.starts[s]
                 if monthly:
@@ -399,11 +440,16 @@ def run_backtest(events: pd.DataFrame, domain: Domain, config: BacktestConfig | 
         base = {"origin": sl.labels()[s], "test_start": str(sl.starts[s].date()),
                 "test_end": str(sl.ends[s + cfg.test_slices - 1].date()),
                 "test_count": int(t_count.sum()), "test_harm": float(t_harm.sum())}
-        for m, sc in scores.items():
+        n_tot, h_tot = t_count.sum(), t_harm.sum()
+        for m, sc in scores.items():  # select_and_score and capture_curve, sharing one ranking and its sums
+            order = ranking(sc, tiebreak, tie_order)
+            cum_area = np.cumsum(area[order]) / area_total
+            cum_harm = np.cumsum(t_harm[order])
             if m != "oracle":
-                for r in select_and_score(sc, area, tiebreak, t_count, t_harm, cfg.coverages, best_count, best_harm):
+                for r in _coverage_rows(cum_area, np.cumsum(t_count[order]), cum_harm, n_tot, h_tot, cfg.coverages,
+                                        best_count, best_harm):
                     rows.append({**base, "method": m, **r})
-            curves[m].append(capture_curve(sc, area, tiebreak, t_harm, grid))
+            curves[m].append(_curve(cum_area, cum_harm, h_tot, grid))
     if progress:
         progress(len(origins), len(origins), "bootstrapping")
     per_origin = pd.DataFrame(rows)

@@ -288,7 +288,8 @@ def backtest_for_query(store: Store, q: HotspotQuery, default_weights: WeightsTa
     if rows.empty:
         raise DataCannotAnswer("no offences match the query")
     domain = study_domain(store, q, plan.domain)
-    res = run_backtest(rows, domain, cfg, context=scope, progress=progress)
+    w = _weights_for(q, domain, 1) if "gistar" in cfg.methods else None  # the one Gi* on /hotspots keeps
+    res = run_backtest(rows, domain, cfg, context=scope, weights=w, progress=progress)
     meta = {**_query_meta(q), **_period_meta(plan), "events": int(len(rows))}
     if scope is not None:
         meta["records_in_scope"] = int(len(scope))
