@@ -121,6 +121,21 @@ def test_evaluation(api):
     assert api.get("/evaluation", params={"dataset": "essex-sample", "methods": "magic", "train_slices": 2}).status_code == 422
 
 
+def test_evaluation_formats_share_one_backtest(api, monkeypatch):
+    """json, csv, png and per_origin=false of one query and config are one backtest per store state."""
+    import app.routes.stats as routes
+
+    calls = []
+    real = routes.backtest_for_query
+    monkeypatch.setattr(routes, "backtest_for_query", lambda *a, **k: calls.append(1) or real(*a, **k))
+    params = {"resolution": 9, "train_slices": 2, "bootstrap": 77, "methods": "harm_spots,gistar"}
+    bodies = [api.get("/evaluation", params={**params, **extra}) for extra in
+              ({}, {"format": "csv"}, {"format": "png"}, {"per_origin": "false"})]
+    assert [b.status_code for b in bodies] == [200] * 4
+    assert len(calls) == 1
+    assert bodies[0].json()["summary"] == bodies[3].json()["summary"] and "per_origin" not in bodies[3].json()
+
+
 def test_ogc_gistar_collection(api):
     ids = [c["id"] for c in api.get("/collections").json()["collections"]]
     assert "gistar" in ids

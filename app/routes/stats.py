@@ -215,7 +215,9 @@ async def get_evaluation(
 
 
 def _evaluation(state, q, cfg: BacktestConfig, per_origin: bool, format: str) -> Response:
-    ev = _engine_errors(backtest_for_query, state.store, q, state.default_weights, cfg)
+    # one backtest per store state, query and config, whatever the format or per_origin asked for
+    ev = cached_value(state, ("backtest", q, cfg),
+                      lambda: _engine_errors(backtest_for_query, state.store, q, state.default_weights, cfg))
     res = ev.result
     if format == "png":
         import tempfile
