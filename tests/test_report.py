@@ -237,3 +237,33 @@ def test_report_door(api):
     assert api.get(base + "&area_layer=parishes").status_code == 422
     assert api.get("/reports/harm-trend?dataset=nope").status_code == 404
     assert api.get(base + "&area_layer=none").json()["area_layer"] is None
+
+
+def test_report_formats_share_one_report_and_one_chart(api, monkeypatch):
+    """json, csv, png and html of one report are one computation and one chart per store state; the page embeds
+    the chart format=png serves, and says when it was made (so the page itself is not kept)."""
+    import base64
+
+    from hotspots.patrol import harmtrend as ht
+
+    counts = {"report": 0, "chart": 0}
+    real_report, real_chart = ht.harm_trend, ht.chart_png
+
+    def report(*a, **k):
+        counts["report"] += 1
+        return real_report(*a, **k)
+
+    def chart(*a, **k):
+        counts["chart"] += 1
+        return real_chart(*a, **k)
+
+    monkeypatch.setattr(ht, "harm_trend", report)
+    monkeypatch.setattr(ht, "chart_png", chart)
+    base = "/reports/harm-trend?dataset=essex-sample&preset=op-ark&types=2"
+    got = {f: api.get(f"{base}&format={f}") for f in ("json", "csv", "png", "html")}
+    again = api.get(base + "&format=html")
+    assert all(r.status_code == 200 for r in got.values()) and again.status_code == 200
+    assert counts == {"report": 1, "chart": 1}
+    png = base64.b64encode(got["png"].content).decode()
+    assert f"data:image/png;base64,{png}" in got["html"].text and png in again.text
+    assert len(got["json"].json()["main_offence_types"]) == 2

@@ -11,6 +11,7 @@ import pandas as pd
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from app.cache import cached_value
 from app.deps import OFFENCES_SCHEMA, PRESET_SCHEMA, State
 from app.errors import ApiError
 from app.render import to_csv, to_json
@@ -21,17 +22,29 @@ router = APIRouter(tags=["reports"])
 
 
 def build_report(state, dataset: str, preset: str | None, offences: str | None, weights: str | None, by: str,
-                 area_layer: str | None, types: int) -> ht.HarmTrend:
+                 area_layer: str | None, types: int) -> tuple[ht.HarmTrend, tuple]:
+    """The report, computed once per store state and (validated query, period, layer, types): every format and
+    repeat shares it; returns it with its cache key (the chart is kept under the same key)."""
     try:
         q = HotspotQuery.model_validate({"dataset": dataset, "preset": preset, "weights": weights,
                                          "offences": offences.split(",") if offences else None})
     except ValueError as exc:
         raise ApiError(422, "invalid_parameter", str(exc).splitlines()[-1] if str(exc) else "invalid query") from exc
     layer = None if (area_layer or "").lower() in ("", "none") else area_layer
-    try:
-        return ht.harm_trend(state.store, q, state.default_weights, by, layer, types)
-    except ht.ReportError as exc:
-        raise ApiError(422, "invalid_parameter", str(exc)) from exc
+    key = ("harm-trend", q, by, layer, types)
+
+    def compute() -> ht.HarmTrend:
+        try:
+            return ht.harm_trend(state.store, q, state.default_weights, by, layer, types)
+        except ht.ReportError as exc:
+            raise ApiError(422, "invalid_parameter", str(exc)) from exc
+
+    return cached_value(state, key, compute), key
+
+
+def report_chart(state, rep: ht.HarmTrend, key: tuple) -> bytes:
+    """The report's PNG chart (``format=png`` and the one inside ``format=html``), drawn once per report."""
+    return cached_value(state, (*key, "chart"), lambda: ht.chart_png(rep))
 
 
 @router.get("/reports/harm-trend",
@@ -61,16 +74,16 @@ def get_harm_trend(
     types: Annotated[int, Query(ge=0, le=15, description="Main offence types counted (most frequent).")] = 5,
     format: Annotated[Literal["json", "csv", "png", "html"], Query()] = "json",
 ) -> Response:
-    rep = build_report(state, dataset, preset, offences, weights, by, area_layer, types)
+    rep, key = build_report(state, dataset, preset, offences, weights, by, area_layer, types)
     name = f"harm-trend-{dataset}-{by}"
     if format == "csv":
         return Response(to_csv(rep.rows), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
     if format == "png":
-        return Response(ht.chart_png(rep), media_type="image/png",
+        return Response(report_chart(state, rep, key), media_type="image/png",
                         headers={"Content-Disposition": f'inline; filename="{name}.png"'})
-    if format == "html":
-        return HTMLResponse(report_html(rep, state.settings.protective_marking))
+    if format == "html":  # rebuilt per request: it says when it was made
+        return HTMLResponse(report_html(rep, state.settings.protective_marking, report_chart(state, rep, key)))
     return JSONResponse({**rep.meta, "rows": to_json({}, rep.rows)["cells"]})
 
 
@@ -103,12 +116,12 @@ def _change(pct, flag) -> str:
     return f"<td class='{cls}'>{pct:+.0f} %{mark}</td>"
 
 
-def report_html(rep: ht.HarmTrend, marking: str = "OFFICIAL") -> str:
-    """A printable page: the protective marking (top and bottom), header, chart, one sentence per area for the
-    latest period, a table per area."""
+def report_html(rep: ht.HarmTrend, marking: str = "OFFICIAL", chart: bytes | None = None) -> str:
+    """A printable page: the protective marking (top and bottom), header, chart (``chart``: the report's
+    ``chart_png`` when already drawn), one sentence per area for the latest period, a table per area."""
     e = html.escape
     m = rep.meta
-    png = base64.b64encode(ht.chart_png(rep)).decode()
+    png = base64.b64encode(chart if chart is not None else ht.chart_png(rep)).decode()
     order = {a: i for i, a in enumerate(ht.area_order(rep.rows))}  # the chart's order: All areas, then by harm
     rows = rep.rows.iloc[rep.rows["area_id"].map(order).argsort(kind="stable")]
     latest = m["periods"][-1]
