@@ -9,6 +9,9 @@
 set -u
 cd "$(dirname "$0")/.."
 VENV=$(cd "${VENV:-.venv}" && pwd)
+# serve this checkout's code even with another checkout's venv (VENV=../main/.venv from a worktree): the venv's
+# editable install points at the checkout it was made in, and PYTHONPATH comes before it
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 TMP=$(mktemp -d -t harmspot-schemathesis-XXXXXX)
 export HARMSPOT_DATA_DIR="$TMP/data" HARMSPOT_MAX_UPLOAD_MB=${HARMSPOT_MAX_UPLOAD_MB:-2}
 KEY=$("$VENV/bin/harmspot" keys create --role analyst --name schemathesis | "$VENV/bin/python" -c \
