@@ -33,7 +33,7 @@ import pandas as pd
 
 from geodata import layer_store
 from geodata.areas import resolve_area
-from geodata.store import DATASET_LAYER, Store, StoreError, utc_now
+from geodata.store import DATASET_LAYER, DataCannotAnswer, NotStored, Store, StoreError, utc_now
 from hotspots.ranking.query import HotspotQuery, period_end_exclusive, period_start
 
 log = logging.getLogger("harmspot.rtm")
@@ -52,7 +52,9 @@ MAX_GRID_CELLS = 600_000  # Essex at res 10 is ~276,000 cells; res 11 over a cou
 
 
 class PlanError(ValueError):
-    """The request cannot become a run (unknown layer, bad period...): a 422, no run is created."""
+    """The request cannot become a run (a bad period, options that do not go together...): a 422, no run is
+    created. Names that are not stored are ``NotStored`` (404); what the stored data cannot answer (no layers,
+    periods outside the data, a grid too large for the study area) ``DataCannotAnswer`` (409)."""
 
 
 class RunCancelled(Exception):
@@ -94,7 +96,7 @@ def plan_run(store: Store, default_weights, body: dict) -> RunPlan:
     if not dataset:
         names = store.query_df("SELECT name FROM datasets ORDER BY created_at DESC LIMIT 1")["name"].tolist()
         if not names:
-            raise PlanError("no datasets loaded: POST /datasets first")
+            raise NotStored("no datasets loaded: POST /datasets first")  # as app.deps.default_dataset
         dataset = names[0]
     store.require_dataset(dataset)  # StoreError -> 404
     try:
@@ -126,17 +128,18 @@ def plan_run(store: Store, default_weights, body: dict) -> RunPlan:
         cells = n10 * h3.average_hexagon_area(10, unit="m^2") / size ** 2
     elif body.get("cell_size_m"):
         raise PlanError("cell_size_m is for grid=square")
-    if cells > MAX_GRID_CELLS:
-        raise PlanError(f"the grid would have about {cells:,.0f} cells at resolution {q.resolution} (largest "
-                        f"{MAX_GRID_CELLS:,}): choose an area or a coarser resolution")
+    if cells > MAX_GRID_CELLS:  # the stored study area is too large for this grid: 409, as emerging's cube limit
+        raise DataCannotAnswer(f"the grid would have about {cells:,.0f} cells at resolution {q.resolution} "
+                               f"(largest {MAX_GRID_CELLS:,}): choose an area or a coarser resolution"
+                               + (" or larger squares" if grid["kind"] == "square" else ""))
 
     stored = layer_store.layer_names(store)
     wanted = body.get("layers") or stored
     if not stored:
-        raise PlanError("no environmental layers loaded: POST /layers first")
+        raise DataCannotAnswer("no environmental layers loaded: POST /layers first")
     unknown = [n for n in wanted if n not in stored]
     if unknown:
-        raise PlanError(f"unknown layer(s) {unknown}; loaded layers: {stored}")
+        raise NotStored(f"unknown layer(s) {unknown}; loaded layers: {stored}")
     if len(set(wanted)) != len(wanted):
         raise PlanError("layers: each layer once")
 
@@ -157,11 +160,11 @@ def plan_run(store: Store, default_weights, body: dict) -> RunPlan:
     span = store.query_df("SELECT min(occurred_from) AS a, max(occurred_to) AS b FROM offences WHERE dataset = ?",
                           [dataset])
     if pd.isna(span["a"].iloc[0]):
-        raise PlanError(f"dataset '{dataset}' has no offences")
+        raise DataCannotAnswer(f"dataset '{dataset}' has no offences")
     first, last = pd.Timestamp(span["a"].iloc[0]).to_pydatetime(), pd.Timestamp(span["b"].iloc[0]).to_pydatetime()
     fetch = (train_start or first, test_end or last)
     if fetch[0] >= fetch[1]:
-        raise PlanError("the requested periods hold no data of the dataset")
+        raise DataCannotAnswer("the requested periods hold no data of the dataset")
 
     cfg: dict = {"test_months": int(body.get("test_months") or 3), "bootstrap": int(body.get("bootstrap", 5)),
                  "seed": int(body.get("seed", 0)), "folds": int(body.get("folds", 5)),

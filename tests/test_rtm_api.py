@@ -10,6 +10,8 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
+from app.routes.rtm import RTMRunRequest
+
 RUN = {"area": "districts:Chelmsford", "test_months": 1, "bootstrap": 2,
        "layers": ["osm_pubs", "fhrs_pubs", "fhrs_restaurants", "rail_stations"]}
 BUS_STOPS = ("name,longitude,latitude\n"
@@ -199,23 +201,38 @@ def test_run_list(client, done_run):
 def test_bad_requests_are_422_and_create_no_run(client):
     before = len(client.get("/rtm/runs").json()["runs"])
     cases = [
-        ({**RUN, "layers": ["no_such_layer"]}, "unknown layer"),
-        ({**RUN, "area": "districts:Atlantis"}, "unknown area"),
-        ({**RUN, "preset": "nope"}, "unknown preset"),
-        ({**RUN, "offences": ["jaywalking"]}, "unknown offence"),
-        ({**RUN, "from": "2024-03", "to": "2024-01"}, "not before"),
-        ({**RUN, "to": "2024-02", "test_from": "2024-04"}, "day after"),
-        ({**RUN, "from": "March"}, "YYYY-MM"),
-        ({**RUN, "bootstrapp": 3}, ""),  # a typo is refused, not ignored
-        ({**RUN, "distances": [0]}, "greater than or equal to 1"),
-        ({"resolution": 11}, "choose an area"),
+        ({**RUN, "layers": ["no_such_layer"]}, 404, "unknown layer"),  # a name that is not stored, as datasets
+        ({**RUN, "area": "districts:Atlantis"}, 404, "unknown area"),
+        ({**RUN, "weights": "no-such-table"}, 404, "unknown weights table"),
+        ({**RUN, "preset": "nope"}, 422, "unknown preset"),
+        ({**RUN, "offences": ["jaywalking"]}, 422, "unknown offence"),
+        ({**RUN, "from": "2024-03", "to": "2024-01"}, 422, "not before"),
+        ({**RUN, "to": "2024-02", "test_from": "2024-04"}, 422, "day after"),
+        ({**RUN, "from": "March"}, 422, "YYYY-MM"),
+        ({**RUN, "bootstrapp": 3}, 422, ""),  # a typo is refused, not ignored
+        ({**RUN, "distances": [0]}, 422, "greater than or equal to 1"),
+        ({**RUN, "layers": ["osm_pubs", "osm_pubs"]}, 422, "each layer once"),
+        ({"resolution": 11}, 409, "choose an area"),  # the stored study area is too large at res 11
+        ({**RUN, "from": "2030-01"}, 409, "hold no data"),  # training would start after the last record
     ]
-    for body, words in cases:
+    for body, status, words in cases:
         r = client.post("/rtm/runs", json=body)
-        assert r.status_code in (404, 422), (body, r.text)
+        assert r.status_code == status, (body, r.text)
         assert words.lower() in r.json()["error"]["message"].lower(), (body, r.json())
     assert client.post("/rtm/runs", json={**RUN, "dataset": "nope"}).status_code == 404
     assert len(client.get("/rtm/runs").json()["runs"]) == before
+
+
+def test_a_store_without_layers_cannot_answer_a_run(loaded):
+    """A valid run on a store with no environmental layers: the stored data cannot answer it (409), not a bad
+    request."""
+    from app.rtm_jobs import plan_run
+    from geodata.harm import load_open_default
+    from geodata.store import DataCannotAnswer
+
+    with pytest.raises(DataCannotAnswer, match="no environmental layers"):
+        body = RTMRunRequest.model_validate({"dataset": "essex"}).model_dump(by_alias=True)
+        plan_run(loaded, load_open_default(), body)
 
 
 def test_failing_run_reports_failed_cleanly(client):
@@ -300,6 +317,43 @@ def test_harm_outcome_square_grid_in_block_lengths(client):
 def test_harm_and_block_options_refused_clearly(client, extra, message):
     r = client.post("/rtm/runs", json={**RUN, **extra})
     assert r.status_code == 422 and message in r.text, r.text
+
+
+def test_run_body_schema_states_the_option_rules(client):
+    """The body's schema (allOf of anyOf clauses: OpenAPI 3.0 has no if/then) allows exactly the option
+    combinations the planner takes: every combination of grid, cell_size_m, block_length_m and distances_blocks,
+    and of outcome and tweedie_power, is valid in the served document if and only if plan_run accepts it (so
+    schemathesis generates only bodies the service takes, and a refused one is refused by the document too)."""
+    import itertools
+
+    from openapi_schema_validator import OAS30Validator
+
+    from app.rtm_jobs import PlanError, plan_run
+
+    doc = client.get("/openapi.json").json()
+    body_ref = doc["paths"]["/rtm/runs"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = {**doc["components"]["schemas"][body_ref.rsplit("/", 1)[1]], "components": doc["components"]}
+    valid = OAS30Validator(schema).is_valid
+    state = client.app.state.harmspot
+    absent = object()
+    base = {"area": "districts:Chelmsford"}
+    groups = [{"grid": [absent, "h3", "square"], "cell_size_m": [absent, None, 100],
+               "block_length_m": [absent, None, 200], "distances_blocks": [absent, None, [1, 2]]},
+              {"outcome": [absent, "count", "harm"], "tweedie_power": [absent, None, 1.5]},
+              {"layers": [absent, None, ["osm_pubs", "rail_stations"], ["osm_pubs", "osm_pubs"]]}]
+    checked = 0
+    for group in groups:
+        for values in itertools.product(*group.values()):
+            body = {**base, **{k: v for k, v in zip(group, values) if v is not absent}}
+            model = RTMRunRequest.model_validate(body)  # every field's own bounds hold: only the rules differ
+            try:
+                plan_run(state.store, state.default_weights, model.model_dump(by_alias=True))
+                accepted = True
+            except PlanError:
+                accepted = False
+            assert valid(body) == accepted, (body, accepted)
+            checked += 1
+    assert checked == 81 + 9 + 4
 
 
 def test_harm_options_validated_by_the_model(client):

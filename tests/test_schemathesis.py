@@ -38,8 +38,8 @@ KNOWN_REFUSALS = {
     "POST /keydates": "an analogue must be earlier than its date; each date once per set (cross-field)",
     "POST /patrols": "end after start and within 12 hours; spot ids must be real H3 cells (cross-field, H3 "
                      "validity); the CSV forms' contents",
-    "POST /rtm/runs": "cross-field rules (cell_size_m only with grid=square, distances_blocks with "
-                      "block_length_m, test period after training) and periods holding data",
+    # its option rules (cell_size_m only with grid=square, ...) are in the body schema (app.routes.rtm.RUN_RULES)
+    "POST /rtm/runs": "comparisons of values: 'from' before the end of training, the test period right after it",
     "POST /datasets": "file contents (a CSV/zip/GeoJSON/Parquet with the needed columns)",
     "POST /areas": "file contents (a GeoJSON, GeoPackage or zipped Shapefile of polygons)",
     "POST /roads": "file contents (a GeoJSON, GeoPackage or zipped Shapefile of lines)",

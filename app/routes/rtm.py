@@ -32,6 +32,7 @@ from app.rtm_jobs import PlanError, QueueFull, RunManager, get_run, latest_done,
 from geodata import layer_store
 from geodata.cells import bbox_mask, cell_boundaries_lonlat, cell_centres, from_hex, to_hex
 from geodata.layers import DEFAULT_BUFFER_M, LayerError
+from hotspots.ranking.presets import offence_names
 from hotspots.ranking.query import PERIOD_PATTERN
 from rtm.features import Variable
 from rtm.grid import square_centres_lonlat, square_geometry, square_ids
@@ -139,11 +140,39 @@ def _points_fc(state, name: str, meta: dict) -> dict:
 
 
 # ============================================================================================== runs
+def _unset(name: str) -> dict:
+    """Schema clause: ``name`` is absent or null."""
+    return {"properties": {name: {"type": "null"}}}
+
+
+def _given(name: str, schema: dict) -> dict:
+    """Schema clause: ``name`` is present and matches ``schema`` (not null)."""
+    return {"required": [name], "properties": {name: schema}}
+
+
+# The run options that only go together, stated in the body's schema so that a body the document allows is one
+# the service takes (issue 13 item 14). OpenAPI 3.0 has no if/then, but "A only with B" is anyOf[A unset, B];
+# app.rtm_jobs.plan_run refuses the same bodies with a 422 that names the rule (tests/test_rtm_api.py checks the
+# two agree). What stays unstated is a comparison of values: the test period right after training, periods that
+# hold data.
+RUN_RULES = [
+    {"description": "cell_size_m is for grid=square",
+     "anyOf": [_unset("cell_size_m"), _given("grid", {"enum": ["square"]})]},
+    {"description": "grid=square needs cell_size_m or block_length_m (cells are half a block)",
+     "anyOf": [{"properties": {"grid": {"enum": ["h3"]}}}, _given("cell_size_m", {"type": "number"}),
+               _given("block_length_m", {"type": "number"})]},
+    {"description": "distances_blocks needs block_length_m",
+     "anyOf": [_unset("distances_blocks"), _given("block_length_m", {"type": "number"})]},
+    {"description": "tweedie_power is for outcome=harm",
+     "anyOf": [_unset("tweedie_power"), _given("outcome", {"enum": ["harm"]})]},
+]
+
+
 class RTMRunRequest(BaseModel):
     """An RTM run. Offences are selected as on /hotspots (dataset, preset or offences, area, weights); the grid
     is every H3 cell of the area (or of the dataset's study area) at ``resolution``."""
 
-    model_config = {"populate_by_name": True, "extra": "forbid"}
+    model_config = {"populate_by_name": True, "extra": "forbid", "json_schema_extra": {"allOf": RUN_RULES}}
 
     dataset: str | None = Field(None, description="Dataset (default: the most recent).", examples=["essex-sample"])
     date_from: str | None = Field(None, alias="from", json_schema_extra=PERIOD_SCHEMA, description="Training start, YYYY-MM or YYYY-MM-DD "
@@ -157,9 +186,10 @@ class RTMRunRequest(BaseModel):
                              "are not given.")
     preset: str | None = Field(None, description="Offence preset (default op-ark; see GET /presets).",
                                json_schema_extra=PRESET_SCHEMA)
-    offences: list[str] | None = Field(None, max_length=100, description="Offence categories or groups; "
-                                       "overrides the preset.")
-    layers: list[str] | None = Field(None, max_length=60, description="Layer names (default: every stored layer).")
+    offences: list[Annotated[str, Field(json_schema_extra={"enum": offence_names()})]] | None = Field(
+        None, max_length=100, description="Offence categories or groups (as on /hotspots); overrides the preset.")
+    layers: list[str] | None = Field(None, max_length=60, json_schema_extra={"uniqueItems": True},
+                                     description="Layer names, each once (default: every stored layer).")
     resolution: int = Field(10, ge=7, le=11, description="H3 resolution of the grid (10 ~ 15,000 m2 cells); "
                             "with grid=square, the resolution of the study-area cells the squares must fall in.")
     grid: Literal["h3", "square"] = Field("h3", description="h3: H3 cells at `resolution`; square: square cells in "
@@ -217,7 +247,10 @@ class RTMRunRequest(BaseModel):
 
 
 @router.post("/rtm/runs", status_code=202, summary="Start a Risk Terrain Model run (background job)",
-             description="Validates the request (422 for an unknown layer, dataset, area, preset or a bad period), "
+             description="Validates the request (404 for a dataset, area, layer or weights table that is not "
+             "stored; 409 when the stored data cannot answer it: periods outside the data, no layers, a grid over "
+             "600,000 cells for the study area; 422 for a bad period or options that do not go together, as the "
+             "body schema states), "
              "queues the run and returns its id at once. Poll GET /rtm/runs/{id} for status, stage and fraction; "
              "the result (factor table, model, risk classes, priority places with narratives, validation, "
              "bootstrap stability) is there when status is done. Options: outcome=harm models harm per cell with a "
