@@ -218,7 +218,7 @@ class TimeOrder:
         self.window = max(1, window if window is not None else ROW_GROUP_ROWS)
         self._spans: list[int] = []  # days spanned by each full window
         self._lo = self._hi = None  # the batch's first and last day
-        self._carry: tuple[int, int, int] | None = None  # (min, max, rows) of the window being filled
+        self._tail = np.empty(0, dtype=np.int64)  # days of the window being filled (fewer than ``window``)
 
     def see(self, table: pa.Table) -> None:
         if not table.num_rows:
@@ -229,30 +229,16 @@ class TimeOrder:
         lo, hi = int(days.min()), int(days.max())
         self._lo = lo if self._lo is None else min(self._lo, lo)
         self._hi = hi if self._hi is None else max(self._hi, hi)
-        start = 0
-        if self._carry is not None:  # finish the window the previous chunk began
-            cmin, cmax, rows = self._carry
-            take = min(self.window - rows, len(days))
-            part = days[:take]
-            cmin, cmax, rows = min(cmin, int(part.min())), max(cmax, int(part.max())), rows + take
-            start = take
-            self._carry = (cmin, cmax, rows)
-            if rows < self.window:
-                return
-            self._spans.append(cmax - cmin)
-            self._carry = None
-        rest = days[start:]
-        full = len(rest) // self.window
+        days = np.concatenate([self._tail, days])  # the window the previous chunk began goes on here
+        full = len(days) // self.window
         if full:
-            cut = rest[: full * self.window].reshape(full, self.window)
+            cut = days[: full * self.window].reshape(full, self.window)
             self._spans.extend((cut.max(axis=1) - cut.min(axis=1)).tolist())
-        tail = rest[full * self.window:]
-        if len(tail):
-            self._carry = (int(tail.min()), int(tail.max()), len(tail))
+        self._tail = days[full * self.window:]
 
     @property
     def clustered(self) -> bool:
-        spans = self._spans + ([self._carry[1] - self._carry[0]] if self._carry else [])
+        spans = self._spans + ([int(self._tail.max() - self._tail.min())] if len(self._tail) else [])
         if not spans or self._lo is None:
             return True
         whole = self._hi - self._lo
