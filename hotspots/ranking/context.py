@@ -142,10 +142,9 @@ def street_context(store: Store, plan: QueryPlan, cells: np.ndarray, prefetch: n
     police_station_share, generic_point_share (None when the cell has no selected record in the period).
     ``prefetch``: further cells whose records are worth keeping if the store has to be read anyway."""
     cells = np.asarray(cells, dtype=np.uint64)
-    out = pd.DataFrame({"cell": cells})
     if not len(cells):
-        return out.assign(top_locations=pd.Series([], dtype=object), police_station_share=np.nan,
-                          generic_point_share=np.nan)
+        return pd.DataFrame({"cell": cells}).assign(top_locations=pd.Series([], dtype=object),
+                                                    police_station_share=np.nan, generic_point_share=np.nan)
     scope, params = plan.scope_sql()
     sel = plan.selection_sql()
     if plan.resolution < KEPT_MIN_RESOLUTION:  # big cells: one scan of their records (kept rows would be most of them)
@@ -158,7 +157,7 @@ def street_context(store: Store, plan: QueryPlan, cells: np.ndarray, prefetch: n
         rows = cell_records(store).rows(store, plan.query.dataset, plan.resolution, cells, prefetch)
         grouped = _run(store, plan, _grouped_sql(scope, sel, "ctx_rows", cell="o.cell", records="sum(o.n)"), params,
                        ctx_rows=rows)
-    return _assemble(out, cells, grouped)
+    return _assemble(cells, grouped)
 
 
 def _grouped_sql(scope: str, sel: str, source: str, *, cell: str, records: str, where: str = "") -> str:
@@ -191,8 +190,8 @@ def _run(store: Store, plan: QueryPlan, sql: str, params: list, **tables: pa.Tab
         cur.close()
 
 
-def _assemble(out: pd.DataFrame, cells: np.ndarray, grouped: list[tuple]) -> pd.DataFrame:
-    """The context columns of ``out`` (one row per cell of ``cells``) from (cell, text, n_sel, n_all) rows."""
+def _assemble(cells: np.ndarray, grouped: list[tuple]) -> pd.DataFrame:
+    """One row per cell of ``cells`` (same order) with its context columns, from (cell, text, n_sel, n_all) rows."""
     per: dict[int, list[tuple[str, int, int]]] = {}
     for cell, loc, n_sel, n_all in grouped:
         per.setdefault(int(cell), []).append((loc, int(n_sel), int(n_all)))
@@ -200,9 +199,8 @@ def _assemble(out: pd.DataFrame, cells: np.ndarray, grouped: list[tuple]) -> pd.
     ps_share, gp_share = np.full(len(cells), np.nan), np.full(len(cells), np.nan)
     for i, c in enumerate(cells.tolist()):
         tops[i], ps_share[i], gp_share[i] = _cell_context(per.get(c, []))
-    return pd.DataFrame({"cell": out["cell"].to_numpy(), "top_locations": tops,
-                         "police_station_share": np.round(ps_share, 4), "generic_point_share": np.round(gp_share, 4)},
-                        index=out.index)
+    return pd.DataFrame({"cell": cells, "top_locations": tops, "police_station_share": np.round(ps_share, 4),
+                         "generic_point_share": np.round(gp_share, 4)})
 
 
 _GENERIC = frozenset(n.lower() for n in GENERIC_POINTS)
