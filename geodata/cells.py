@@ -82,16 +82,20 @@ def cell_area_km2(cells: np.ndarray) -> np.ndarray:
                                       dtype=float) for i in range(0, len(cells), AREA_CHUNK)])
 
 
+def _hex_arrow(cells: np.ndarray) -> pa.Array:
+    return pa.array(cells_to_string(pa.array(np.asarray(cells, dtype=np.uint64), type=pa.uint64())))
+
+
 def to_hex(cells: np.ndarray) -> list[str]:
     if len(cells) == 0:
         return []
-    return pa.array(cells_to_string(pa.array(cells, type=pa.uint64()))).to_pylist()
+    return _hex_arrow(cells).to_pylist()
 
 
-def to_hex_array(cells: np.ndarray) -> "pd.api.extensions.ExtensionArray | np.ndarray":
+def to_hex_array(cells: np.ndarray) -> pd.api.extensions.ExtensionArray | np.ndarray:
     """The hex ids of ``cells`` as the column pandas makes of a list of str (its default string dtype), built
     from the Arrow array directly: converting thousands of Python strings costs pandas 3 several milliseconds."""
-    return pa.array(cells_to_string(pa.array(np.asarray(cells, dtype=np.uint64), type=pa.uint64()))).to_pandas().array
+    return _hex_arrow(cells).to_pandas().array
 
 
 def from_hex(values: list[str]) -> np.ndarray:
