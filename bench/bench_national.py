@@ -219,7 +219,7 @@ def _run(step: str, *args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(n: int, work: Path, dask: bool) -> dict:
+def measure(n: int, work: Path, dask: bool, keep: bool = False) -> dict:
     data = work / f"csv_{n}"
     store_dir = work / f"store_{n}"
     t = time.perf_counter()
@@ -239,7 +239,8 @@ def measure(n: int, work: Path, dask: bool) -> dict:
         result["dask"] = _run("dask", str(store_dir), str(parquet))
         print(f"[{n:,}] dask {result['dask']}", file=sys.stderr, flush=True)
         shutil.rmtree(parquet, ignore_errors=True)
-    shutil.rmtree(store_dir)
+    if not keep:
+        shutil.rmtree(store_dir)
     return result
 
 
@@ -325,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-dask", action="store_true")
     p.add_argument("--work", default=None, help="folder for the generated data and stores (default: a temp dir)")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks-national.md"))
+    p.add_argument("--keep", action="store_true", help="keep each size's store in --work (to profile it)")
     p.add_argument("rest", nargs="*")
     args = p.parse_args(argv)
     if args.step:
@@ -340,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for i, n in enumerate(sizes):
-            results.append(measure(n, work, dask=(i == len(sizes) - 1 and not args.no_dask)))
+            results.append(measure(n, work, dask=(i == len(sizes) - 1 and not args.no_dask), keep=args.keep))
             (ROOT / "bench" / "out").mkdir(parents=True, exist_ok=True)
             (ROOT / "bench" / "out" / "national.json").write_text(json.dumps(results, indent=1))
     finally:
