@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 
+from geodata import cell_locations
 from geodata.auto_areas import derive_auto_areas
 from geodata.cells import AREA_RESOLUTION, RESOLUTIONS, cell_centres, cells_at_all_resolutions, polygon_cells
 from geodata.harm import WeightsTable
@@ -60,7 +61,7 @@ CREATE TABLE IF NOT EXISTS areas (
 CREATE TABLE IF NOT EXISTS area_cells (
     layer VARCHAR, feature_id VARCHAR, h3_10 UBIGINT, lat DOUBLE, lon DOUBLE);
 CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
-"""
+""" + cell_locations.SCHEMA
 # How offences' H3 columns were made. "direct-v1": every resolution indexed from the point itself (issue 12);
 # stores written before (coarser cells as parents of res 11) are re-indexed once when opened for writing.
 H3_INDEXING = "direct-v1"
@@ -325,10 +326,16 @@ class Store:
         # the store is unchanged
         self._version = 0
         self._memo: dict = {}
-        self._post_ingest: list[PostIngestStep] = [derive_auto_areas]  # lad/lsoa layers from the records
+        # a second memo for values made from the offences alone (offences_cached): kept until the offences change
+        # (an ingest or a re-index), not cleared by the frequent small writes (patrol logs, keys, audit)
+        self._offences_version = 0
+        self._offences_memo: dict = {}
+        # per-cell location counts (geodata.cell_locations); lad/lsoa layers from the records
+        self._post_ingest: list[PostIngestStep] = [cell_locations.add_batch, derive_auto_areas]
         if not read_only:
             self._con.execute(SCHEMA)
             self.reindex_h3()
+            self.ensure_cell_locations()
 
     def _configure(self) -> None:
         if self.memory_limit_mb:
@@ -379,12 +386,39 @@ class Store:
                 changed = cur.execute(f"""UPDATE offences o SET {", ".join(f"h3_{r} = f.h3_{r}" for r in coarse)}
                     FROM fresh f WHERE o.lon = f.lon AND o.lat = f.lat AND ({differs})""").fetchall()[0][0]
             cur.execute("INSERT OR REPLACE INTO store_meta VALUES ('h3_indexing', ?)", [H3_INDEXING])
+            if changed:  # the per-cell location counts name cells: count again (ensure_cell_locations)
+                cur.execute("DELETE FROM store_meta WHERE key = ?", [cell_locations.STAMP])
+        self._offences_changed()
         if changed:
             import logging
 
             logging.getLogger("harmspot").warning(
                 "store %s: re-indexed H3 res 7-10 of %d offences directly from their points", self.path, changed)
         return int(changed)
+
+    def ensure_cell_locations(self) -> bool:
+        """Build ``cell_locations`` (geodata.cell_locations) once for a store made before it: one GROUP BY over
+        the offences in a transaction. Returns True when it was built now."""
+        cur = self._con.cursor()
+        try:
+            if cell_locations.is_current(cur):
+                return False
+        finally:
+            cur.close()
+        with self.write_lock, self.transaction() as cur:
+            cell_locations.rebuild(cur)
+        self._offences_changed()
+        return True
+
+    def has_cell_locations(self) -> bool:
+        """Whether ``cell_locations`` holds every stored record (False only on an old store opened read-only)."""
+        def check() -> bool:
+            cur = self.cursor()
+            try:
+                return cell_locations.is_current(cur)
+            finally:
+                cur.close()
+        return self.cached(("has_cell_locations",), check)
 
     def recover(self) -> bool:
         """Reopen the DuckDB file after a fatal error (DuckDB invalidates a database whose checkpoint failed,
@@ -407,6 +441,7 @@ class Store:
                 return False
             self._schemas.clear()
             self._changed()
+            self._offences_changed()
             return True
 
     def _read(self, fn):
@@ -429,6 +464,25 @@ class Store:
             self._memo.clear()
         self._memo[key] = (version, value)
         return value
+
+    def offences_cached(self, key, compute, max_entries: int = 8):
+        """``compute()`` once per state of the offences: reused until the next ingest (or re-index) ends, whatever
+        else is written meanwhile. At most ``max_entries`` values are kept (for values of tens of MB)."""
+        version = self._offences_version
+        hit = self._offences_memo.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        value = compute()
+        memo = {k: v for k, v in self._offences_memo.items() if v[0] == self._offences_version}
+        while len(memo) >= max_entries:
+            memo.pop(next(iter(memo)))
+        memo[key] = (version, value)
+        self._offences_memo = memo  # replaced whole: readers on other threads never see it half-changed
+        return value
+
+    def _offences_changed(self) -> None:
+        self._offences_version += 1
+        self._offences_memo = {}
 
     def _changed(self) -> None:
         self._version += 1
@@ -572,6 +626,7 @@ class Store:
             self._refresh_dataset_cells(cur, dataset, study_area)
             for step in self._post_ingest:
                 step(cur, dataset, batch_id)
+        self._offences_changed()
         return IngestReport(dataset, batch_id, files, kind, read, stored, rejected, duplicates,
                             {str(k): int(v) for k, v in by_reason.most_common()}, sorted(precisions))
 

@@ -58,7 +58,12 @@ def test_a_cold_plan_is_a_few_lookups_and_the_plan_runs_as_given(loaded, monkeyp
     assert set(plan.keys.columns) >= {"offence_key", "days", "exact"} and plan.method == "observed"
     counter.calls.clear()
     res = run_plan(loaded, plan)
-    # the scan, then the street context: on a cold store state one read of the returned cells' records (kept per
-    # store state, hotspots.ranking.context.CellRecords), and the grouping of those kept rows (a cursor over them)
-    assert counter.calls == ["cursor", "cursor", "cursor"] and res.domain_cells == plan.domain_cells
+    # the scan, then the street context: the read of the returned cells' selected texts and, the first time after
+    # an ingest, the dataset's per-cell location counts (geodata.cell_locations: a check that they are kept, then
+    # one read of them into memory, kept until the offences change)
+    assert counter.calls == ["cursor"] * 4 and res.domain_cells == plan.domain_cells
     assert res.domain_rule == plan.domain_rule == "area districts:E06000033"
+    counter.calls.clear()
+    loaded._changed()  # a write that is not an ingest (a patrol log, a key): the counts stay in memory
+    run_plan(loaded, plan)
+    assert counter.calls == ["cursor", "cursor"], counter.calls

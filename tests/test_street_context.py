@@ -34,7 +34,7 @@ def _records(store, res: int, cells, start: str, end: str) -> pd.DataFrame:
     return df[df["cell"].isin(cells)]
 
 
-@pytest.mark.parametrize("resolution", [10, 8])  # 10: from kept cell records; 8: one direct scan
+@pytest.mark.parametrize("resolution", [11, 10, 8])  
 def test_top_locations_and_shares_match_a_pandas_count(env, resolution):
     store, w = env
     q = HotspotQuery(dataset=LEICS, preset="all-crime", top=40, resolution=resolution,
@@ -156,42 +156,78 @@ def test_every_format_carries_the_street_context(api):
     assert refused.status_code == 409 and "month-only" in refused.json()["error"]["message"]
 
 
-def test_cell_records_hold_every_column_the_plan_tests(env):
-    """The street context applies the plan's own WHERE to the cells' kept records (CellRecords): every column
-    scope_sql and selection_sql can name must be kept, for every preset and every optional filter."""
-    import dataclasses
-    import re
+CELLS = "h3_7, h3_8, h3_9, h3_10, h3_11"
 
-    from hotspots.ranking.context import PLAN_COLUMNS
+
+def _direct_location_counts(store) -> pd.DataFrame:
+    df = store.query_df(f"SELECT dataset, {CELLS}, location, count(*) AS n FROM offences GROUP BY ALL")
+    return df.sort_values(["dataset", *CELLS.split(", "), "location"], na_position="first").reset_index(drop=True)
+
+
+def _kept_location_counts(store) -> pd.DataFrame:
+    df = store.query_df(f"SELECT dataset, {CELLS}, location, sum(n)::BIGINT AS n FROM cell_locations GROUP BY ALL")
+    return df.sort_values(["dataset", *CELLS.split(", "), "location"], na_position="first").reset_index(drop=True)
+
+
+def test_cell_locations_count_every_stored_record(tmp_path, essex_parsed):
+    """The per-cell location counts kept at ingest (geodata.cell_locations) equal a direct count of the stored
+    offences: after one batch, after a second batch of duplicates (none stored, none counted) and another
+    dataset, and for a store made before the table existed (counted once when opened for writing)."""
+    from dataclasses import replace
+
+    from geodata.store import Store
+
+    parsed, area = essex_parsed
+    store = Store(tmp_path / "s.duckdb")
+    store.save_weights(load_open_default())
+    store.ingest("essex", parsed, area)
+    pd.testing.assert_frame_equal(_kept_location_counts(store), _direct_location_counts(store), check_dtype=False)
+    half = parsed.table.slice(0, parsed.table.num_rows // 2)  # every row a duplicate of a stored one
+    again = store.ingest("essex", replace(parsed, table=half, rejects=parsed.rejects.iloc[:0]))
+    assert again.stored == 0 and again.duplicates == half.num_rows
+    store.ingest("other", parsed, area)
+    pd.testing.assert_frame_equal(_kept_location_counts(store), _direct_location_counts(store), check_dtype=False)
+    assert int(store.scalar("SELECT sum(n) FROM cell_locations WHERE dataset = 'essex'")) == \
+        int(store.scalar("SELECT count(*) FROM offences WHERE dataset = 'essex'"))
+    # an older store: no counts and no stamp; opened for writing, it is counted once
+    with store.write_lock, store.transaction() as cur:
+        cur.execute("DELETE FROM cell_locations")
+        cur.execute("DELETE FROM store_meta WHERE key = 'cell_locations'")
+    store.close()
+    reopened = Store(tmp_path / "s.duckdb")
+    try:
+        assert reopened.has_cell_locations()
+        pd.testing.assert_frame_equal(_kept_location_counts(reopened), _direct_location_counts(reopened),
+                                      check_dtype=False)
+    finally:
+        reopened.close()
+
+
+@pytest.mark.parametrize("resolution", [11, 10, 8])
+def test_street_context_without_kept_counts_is_the_same(tmp_path, essex_parsed, resolution):
+    """An older store opened read-only (no kept counts, and none can be written) gives the same context,
+    counted from the offences."""
+    from geodata.store import Store
+    from hotspots.ranking.context import street_context
     from hotspots.ranking.plan import resolve_plan
-    from hotspots.ranking.presets import PRESETS
 
-    store, w = env
-    for name in PRESETS:
-        plan = resolve_plan(store, HotspotQuery(dataset=LEICS, preset=name), w)
-        q = plan.query.model_copy(update={"days": [1], "hours": [2], "bbox": (-1.2, 52.6, -1.1, 52.7)})
-        plan = dataclasses.replace(plan, query=q, area_cells=np.array([1], dtype=np.uint64))
-        used = set(re.findall(r"\bo\.([a-z_0-9]+)", plan.scope_sql()[0] + " " + plan.selection_sql()))
-        assert used and used <= set(PLAN_COLUMNS), used - set(PLAN_COLUMNS)
-
-
-def test_street_context_from_kept_cell_records_is_the_direct_count(env):
-    """Kept cell records (second query, nothing read from the offences) give what the first query read; a query
-    whose cells were prefetched by another gives the same as a cold store state."""
-    from hotspots.ranking.context import CellRecords, street_context
-    from hotspots.ranking.plan import resolve_plan
-
-    store, w = env
-    q = HotspotQuery(dataset=LEICS, preset="op-ark", top=25, **{"from": "2021-03", "to": "2021-08"})
-    plan = resolve_plan(store, q, w)
-    cells = harm_spots(store, q, w).cells["cell"].to_numpy(np.uint64)
-    kept = store.cached(("street_context_cell_records",), CellRecords)
-    cold = street_context(store, plan, cells[:25], prefetch=cells[25:100])
-    fetches = kept.stats["fetches"]
-    warm = street_context(store, plan, cells[:25])
-    later = street_context(store, plan, cells[30:60])  # prefetched by the first call
-    assert kept.stats["fetches"] == fetches  # nothing read from the offences for these
-    pd.testing.assert_frame_equal(cold, warm)
-    kept.__init__()  # forget every cell: the same frames from a fresh read
-    pd.testing.assert_frame_equal(street_context(store, plan, cells[30:60]), later)
-    pd.testing.assert_frame_equal(street_context(store, plan, cells[:25]), cold)
+    parsed, area = essex_parsed
+    path = tmp_path / "s.duckdb"
+    store = Store(path)
+    w = load_open_default()
+    store.save_weights(w)
+    store.ingest("essex", parsed, area)
+    q = HotspotQuery(dataset="essex", preset="all-crime", top=30, resolution=resolution)
+    cells = harm_spots(store, q, w).top_cells["cell"].to_numpy(np.uint64)
+    kept = street_context(store, resolve_plan(store, q, w), cells)
+    with store.write_lock, store.transaction() as cur:
+        cur.execute("DELETE FROM store_meta WHERE key = 'cell_locations'")
+    store.close()
+    old = Store(path, read_only=True)
+    try:
+        assert not old.has_cell_locations()
+        direct = street_context(old, resolve_plan(old, q, w), cells)
+    finally:
+        old.close()
+    pd.testing.assert_frame_equal(direct, kept)
+    assert kept["top_locations"].map(len).gt(0).all()

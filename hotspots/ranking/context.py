@@ -10,25 +10,19 @@ For each returned cell (the top N, like its top offences), from the records the 
 - ``generic_point_share``: share mapped to any generic snap point (:data:`geodata.locations.GENERIC_POINTS`:
   "Parking Area", "Supermarket"...), police stations included.
 
-The records of a cell are a store-state fact, whatever the query: :class:`CellRecords` keeps, per store state,
-the dataset's records of the cells asked for recently (grouped by every column the plan's WHERE can test, with
-a count; bounded by :data:`CELL_RECORDS_MAX_ROWS`), and the query's own selection and period are then applied to
-those few rows with the plan's own SQL (``scope_sql``/``selection_sql``, the same text the main scan runs). So a
-distinct query costs no second scan of the offences once its returned cells have been seen (the hot cells of a
-force are the same few hundred whatever the period or preset); a cell not seen yet costs one scan of the cells
-missing. That holds for the patrol-spot resolutions (10 and 11, :data:`KEPT_MIN_RESOLUTION`); coarser cells hold
-so many records that keeping them would be keeping most of the table, so their context is one scan of their
-records, grouped by location text. The per-cell lists are then built in plain Python over the few grouped rows.
+Two counts per (cell, text) make these: the selected records in the period (one read of the offences, restricted
+to the plan's scope, so the time-ordered store reads only the period's row groups) and all the dataset's records
+(``cell_locations``, kept at ingest, looked up in memory: geodata/cell_locations.py), so no query reads the
+dataset's whole history for its returned cells. The per-cell lists are then built in plain Python over the few
+grouped rows.
 """
 from __future__ import annotations
-
-import threading
-from collections import OrderedDict
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from geodata import cell_locations
 from geodata.locations import GENERIC_POINTS, NO_LOCATION, POLICE_STATION, clean_location_sql
 from geodata.store import Store
 from hotspots.ranking.plan import QueryPlan
@@ -40,141 +34,44 @@ MAIN_LOCATION_RULE = ("a police-station cell is one whose main (most frequent) l
                       "station's point")
 
 
-# The offence columns the plan's scope and selection SQL may test (hotspots.ranking.plan: scope_sql,
-# selection_sql); tests/test_street_context.py checks that every ``o.<column>`` they can write is listed.
-PLAN_COLUMNS = ("dataset", "occurred_from", "occurred_to", "dow", "hour", "lon", "lat", "h3_10", "offence_key",
-                "public_place", "domestic", "victim_age", "knife", "nte")
-KEPT_MIN_RESOLUTION = 10  # CellRecords for res 10-11 (patrol-spot cells); coarser cells are read directly
-PREFETCH_RANKS = 3  # a scan for missing cells also reads the next 3 x N ranked cells of the ranking
-CELL_RECORDS_MAX_ROWS = 200_000  # grouped rows kept per store state (~25 MB); least recently used cells dropped
-
-
-class CellRecords:
-    """The dataset's records in recently asked-for cells, grouped by (cell, raw location, PLAN_COLUMNS) with a
-    count ``n``: one Arrow table per (dataset, resolution, cell), least recently used dropped beyond
-    :data:`CELL_RECORDS_MAX_ROWS`. One instance per store state (``Store.cached``), so a write never serves old
-    rows. Thread-safe: the threadpool's requests share it."""
-
-    def __init__(self, max_rows: int = CELL_RECORDS_MAX_ROWS):
-        self.max_rows = max_rows
-        self._lock = threading.Lock()
-        self._cells: OrderedDict[tuple[str, int, int], pa.Table] = OrderedDict()
-        self._rows = 0
-        self.stats = {"cells_hit": 0, "cells_fetched": 0, "fetches": 0}
-
-    def rows(self, store: Store, dataset: str, res: int, cells: np.ndarray,
-             prefetch: np.ndarray | None = None) -> pa.Table:
-        """The grouped records of ``cells`` (uint64 at ``res``): kept ones from memory, the others in one scan.
-        When a scan is needed anyway, the cells of ``prefetch`` not kept yet are fetched in it too (the next
-        ranks of the same ranking: the cells the next query over a neighbouring period returns)."""
-        wanted = list(dict.fromkeys(int(c) for c in cells.tolist()))
-        wanted_set = set(wanted)
-        parts: dict[int, pa.Table] = {}
-        with self._lock:
-            for c in wanted:
-                t = self._cells.get((dataset, res, c))
-                if t is not None:
-                    self._cells.move_to_end((dataset, res, c))
-                    parts[c] = t
-            self.stats["cells_hit"] += len(parts)
-        missing = [c for c in wanted if c not in parts]
-        if missing:
-            if prefetch is not None and len(prefetch):
-                with self._lock:
-                    extra = [c for c in dict.fromkeys(int(x) for x in prefetch.tolist())
-                             if c not in parts and (dataset, res, c) not in self._cells]
-                missing = list(dict.fromkeys(missing + extra))
-            fetched = _fetch_cells(store, dataset, res, np.array(missing, dtype=np.uint64))
-            with self._lock:
-                self.stats["fetches"] += 1
-                self.stats["cells_fetched"] += len(missing)
-                for c, t in fetched.items():
-                    if c in wanted_set:
-                        parts[c] = t
-                    self._keep((dataset, res, c), t)
-        # one table per cell, empty ones included, in one chunk: DuckDB scans a table of 50 small chunks
-        # markedly slower than the same rows in one
-        return pa.concat_tables([parts[c] for c in wanted]).combine_chunks()
-
-    def _keep(self, key: tuple[str, int, int], table: pa.Table) -> None:
-        if table.num_rows > self.max_rows // 4:  # one huge cell: used for this request only
-            return
-        old = self._cells.pop(key, None)
-        if old is not None:
-            self._rows -= old.num_rows
-        self._cells[key] = table
-        self._rows += table.num_rows
-        while self._rows > self.max_rows and self._cells:
-            _, dropped = self._cells.popitem(last=False)
-            self._rows -= dropped.num_rows
-
-
-def _fetch_sql(res: int) -> str:
-    cols = ", ".join(f"o.{c}" for c in PLAN_COLUMNS)
-    return (f"SELECT o.h3_{res} AS cell, o.location, {cols}, count(*) AS n FROM offences o "
-            f"WHERE o.dataset = ? AND o.h3_{res} IN (SELECT cell FROM ctx_cells) GROUP BY ALL ORDER BY cell")
-
-
-def _fetch_cells(store: Store, dataset: str, res: int, cells: np.ndarray) -> dict[int, pa.Table]:
-    """One scan: every record of the dataset in ``cells``, grouped, split per cell (empty tables included)."""
-    cur = store.cursor()
-    try:
-        cur.register("ctx_cells", pa.table({"cell": pa.array(cells, type=pa.uint64())}))
-        rel = cur.sql(_fetch_sql(res), params=[dataset])
-        table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.fetch_arrow_table()
-    finally:
-        cur.close()
-    ids = np.asarray(table.column("cell").to_numpy(), dtype=np.uint64)
-    out: dict[int, pa.Table] = {}
-    for c in cells.tolist():
-        lo, hi = np.searchsorted(ids, np.uint64(c), "left"), np.searchsorted(ids, np.uint64(c), "right")
-        out[int(c)] = table.slice(int(lo), int(hi - lo))
-    return out
-
-
-def cell_records(store: Store) -> CellRecords:
-    """This store state's :class:`CellRecords`."""
-    return store.cached(("street_context_cell_records",), CellRecords)
-
-
-def street_context(store: Store, plan: QueryPlan, cells: np.ndarray, prefetch: np.ndarray | None = None) -> pd.DataFrame:
+def street_context(store: Store, plan: QueryPlan, cells: np.ndarray) -> pd.DataFrame:
     """One row per cell in ``cells`` (uint64 at the plan's resolution, same order): top_locations (list of str),
-    police_station_share, generic_point_share (None when the cell has no selected record in the period).
-    ``prefetch``: further cells whose records are worth keeping if the store has to be read anyway."""
+    police_station_share, generic_point_share (None when the cell has no selected record in the period)."""
     cells = np.asarray(cells, dtype=np.uint64)
     if not len(cells):
         return pd.DataFrame({"cell": cells}).assign(top_locations=pd.Series([], dtype=object),
                                                     police_station_share=np.nan, generic_point_share=np.nan)
     scope, params = plan.scope_sql()
-    sel = plan.selection_sql()
-    if plan.resolution < KEPT_MIN_RESOLUTION:  # big cells: one scan of their records (kept rows would be most of them)
-        res = plan.resolution
-        sql = _grouped_sql(scope, sel, "offences", cell=f"o.h3_{res}", records="count(*)",
-                           where=f"WHERE o.dataset = ? AND o.h3_{res} IN (SELECT cell FROM ctx_cells)")
-        grouped = _run(store, plan, sql, [*params, plan.query.dataset],
-                       ctx_cells=pa.table({"cell": pa.array(cells, type=pa.uint64())}))
-    else:  # the plan's own WHERE over the cells' kept grouped records (a row stands for ``n`` records)
-        rows = cell_records(store).rows(store, plan.query.dataset, plan.resolution, cells, prefetch)
-        grouped = _run(store, plan, _grouped_sql(scope, sel, "ctx_rows", cell="o.cell", records="sum(o.n)"), params,
-                       ctx_rows=rows)
-    return _assemble(cells, grouped)
+    selected = _run(store, plan, _selected_sql(scope, plan.selection_sql(), plan.resolution), params,
+                    ctx_cells=pa.table({"cell": pa.array(cells, type=pa.uint64())}))
+    every = cell_locations.location_index(store, plan.query.dataset, plan.resolution).counts(cells)
+    return _assemble(cells, _merge(selected, every))
 
 
-def _grouped_sql(scope: str, sel: str, source: str, *, cell: str, records: str, where: str = "") -> str:
-    """(cell, cleaned text, selected records, all records) of the rows of ``source`` (aliased ``o``; ``where``
-    picks them), "selected" meaning in the plan's scope and selection. ``records``: what a row counts for
-    (``count(*)`` over offences, ``sum(o.n)`` over kept grouped rows). Grouped by the raw text first and cleaned
+def _selected_sql(scope: str, sel: str, res: int) -> str:
+    """(cell, cleaned text, selected records) of the cells in ``ctx_cells``: the records in the plan's scope and
+    selection (one read of the offences, of the period's row groups). Grouped by the raw text first and cleaned
     on the few grouped rows (cleaning every record's text with a regular expression was a third of a top-50
     query)."""
     return f"""WITH raw AS (
-                SELECT {cell} AS cell, o.location AS location,
-                       coalesce({records} FILTER (WHERE {scope} AND {sel}), 0) AS n_sel, {records} AS n_all
-                FROM {source} o LEFT JOIN kw ON kw.offence_key = o.offence_key
-                {where}
+                SELECT o.h3_{res} AS cell, o.location AS location, count(*) AS n_sel
+                FROM offences o JOIN kw ON kw.offence_key = o.offence_key
+                WHERE {scope} AND {sel} AND o.h3_{res} IN (SELECT cell FROM ctx_cells)
                 GROUP BY 1, 2)
-              SELECT cell, {clean_location_sql("location")} AS loc, sum(n_sel)::BIGINT AS n_sel,
-                     sum(n_all)::BIGINT AS n_all
+              SELECT cell, {clean_location_sql("location")} AS loc, sum(n_sel)::BIGINT AS n_sel
               FROM raw GROUP BY 1, 2"""
+
+
+def _merge(selected: list[tuple], every: dict[int, list[tuple[str, int]]]) -> list[tuple]:
+    """(cell, text, selected records, all records) rows from the selection's (cell, text, n) rows and every
+    record's counts per cell (:meth:`geodata.cell_locations.LocationIndex.counts`)."""
+    rows: dict[tuple[int, str], list[int]] = {}
+    for cell, items in every.items():
+        for text, n in items:
+            rows[(cell, text)] = [0, n]
+    for cell, text, n in selected:
+        rows.setdefault((int(cell), text), [0, 0])[0] += int(n)
+    return [(cell, text, ns, na) for (cell, text), (ns, na) in rows.items()]
 
 
 def _run(store: Store, plan: QueryPlan, sql: str, params: list, **tables: pa.Table) -> list[tuple]:
@@ -228,7 +125,7 @@ def context_columns(store: Store, plan: QueryPlan, ids: np.ndarray, top_n: int) 
     beside the result's assembly."""
     ids = np.asarray(ids, dtype=np.uint64)
     n = min(top_n, len(ids))
-    ctx = street_context(store, plan, ids[:n], prefetch=ids[n:n + PREFETCH_RANKS * max(n, 1)])
+    ctx = street_context(store, plan, ids[:n])
     none: list = []
     tops = np.empty(len(ids), dtype=object)
     tops[:n] = ctx["top_locations"].to_numpy(dtype=object)
@@ -255,5 +152,5 @@ def police_station_cells(cells: pd.DataFrame) -> np.ndarray:
     return (main.str.lower() == POLICE_STATION.lower()).to_numpy(bool) & at_station
 
 
-__all__ = ["CELL_RECORDS_MAX_ROWS", "CONTEXT_FIELDS", "PLAN_COLUMNS", "CellRecords", "cell_records", "MAIN_LOCATION_RULE", "TOP_LOCATIONS", "add_street_context", "context_columns", "police_station_cells",
+__all__ = ["CONTEXT_FIELDS", "MAIN_LOCATION_RULE", "TOP_LOCATIONS", "add_street_context", "context_columns", "police_station_cells",
            "street_context"]
