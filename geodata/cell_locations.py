@@ -37,10 +37,8 @@ _GROUP = (f"SELECT dataset, {_CELLS}, location, count(*) AS n FROM offences WHER
           f"GROUP BY dataset, {_CELLS}, location")
 
 
-def add_batch(cur, dataset: str, batch_id: int | None = None) -> None:
+def add_batch(cur, dataset: str, batch_id: int) -> None:
     """Count an ingested batch's stored records per (cell, text), on the ingest's cursor (a post-ingest step)."""
-    if batch_id is None:
-        return
     cur.execute(f"INSERT INTO cell_locations {_GROUP.format(where='dataset = ? AND batch_id = ?')}",
                 [dataset, batch_id])
 

@@ -53,12 +53,6 @@ def parents(cells: np.ndarray, res: int) -> np.ndarray:
     return np.asarray(pa.array(change_resolution(pa.array(cells, type=pa.uint64()), res)), dtype=np.uint64)
 
 
-def h3_parent_sql(col: str, res: int) -> str:
-    """H3 parent of the UBIGINT column ``col`` in SQL bit arithmetic: set the resolution field (bits 52-55) and
-    blank the finer digits to 7 (what h3's cell_to_parent does)."""
-    return f"(({col} & ~(15::UBIGINT << 52)) | ({res}::UBIGINT << 52) | ((1::UBIGINT << {3 * (15 - res)}) - 1))"
-
-
 def cell_centres(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(lat, lon) of cell centres."""
     if len(cells) == 0:

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from geodata.areas import resolve_area
-from geodata.cells import AREA_RESOLUTION, bbox_parts, bbox_sql, h3_parent_sql
+from geodata.cells import AREA_RESOLUTION, bbox_parts, bbox_sql
 from geodata.datasets import coverage
 from geodata.harm import WeightsTable
 from geodata.store import DATASET_LAYER, DataCannotAnswer, Store
@@ -245,11 +245,16 @@ def forecast_period(q: HotspotQuery, info: DatasetInfo) -> tuple[datetime, datet
     return start, end, rule
 
 
+def _h3_parent_sql(col: str, res: int) -> str:
+    """H3 parent in SQL bit arithmetic: set the resolution field (bits 52-55) and blank finer digits to 7."""
+    return f"(({col} & ~(15::UBIGINT << 52)) | ({res}::UBIGINT << 52) | ((1::UBIGINT << {3 * (15 - res)}) - 1))"
+
+
 def count_domain_cells(store: Store, layer: str, ids: list | tuple, q: HotspotQuery) -> int:
     """Number of cells at the query resolution in the area (counted in the store, no rows fetched)."""
     placeholders = ",".join("?" * len(ids))
     res = min(q.resolution, AREA_RESOLUTION)
-    expr = "h3_10" if res == AREA_RESOLUTION else h3_parent_sql("h3_10", res)
+    expr = "h3_10" if res == AREA_RESOLUTION else _h3_parent_sql("h3_10", res)
     sql = f"SELECT count(DISTINCT {expr}) FROM area_cells WHERE layer = ? AND feature_id IN ({placeholders})"
     params: list = [layer, *ids]
     if q.bbox:
