@@ -12,8 +12,11 @@ tasking patrols there is pointless.
 which is what makes it generic): docs/hotspots.md#location-artefacts repeats it. A name not in the list counts as
 a street. :func:`clean_location_sql` strips the "On or near " prefix in SQL; the comparison with the list is
 case-insensitive on the cleaned text.
+:func:`clean_location` does the same to texts already read (the ranking scan's groups).
 """
 from __future__ import annotations
+
+import re
 
 POLICE_STATION = "Police Station"
 
@@ -46,10 +49,18 @@ def clean_location_sql(column: str = "o.location") -> str:
     return f"trim(regexp_replace(coalesce({column}, ''), '^(On or near|on or near)\\s*', ''))"
 
 
+_ON_OR_NEAR = re.compile(r"^(On or near|on or near)[\t\n\f\r ]*")  # clean_location_sql's pattern (RE2's \s)
+
+
+def clean_location(text: str | None) -> str:
+    """:func:`clean_location_sql` in Python, for texts already read (the prefix removed, spaces trimmed)."""
+    return _ON_OR_NEAR.sub("", text or "", count=1).strip(" ")
+
+
 def sql_list(names: tuple[str, ...]) -> str:
     """A SQL list literal of lower-cased names (they hold no quotes; checked)."""
     assert all("'" not in n for n in names)
     return "(" + ", ".join(f"'{n.lower()}'" for n in names) + ")"
 
 
-__all__ = ["GENERIC_POINTS", "NO_LOCATION", "POLICE_STATION", "clean_location_sql", "sql_list"]
+__all__ = ["GENERIC_POINTS", "NO_LOCATION", "POLICE_STATION", "clean_location", "clean_location_sql", "sql_list"]

@@ -63,6 +63,40 @@ def test_top_locations_and_shares_match_a_pandas_count(env, resolution):
     assert (cells["generic_point_share"] > 0).any()
 
 
+@pytest.mark.parametrize("spec", [{"preset": "op-ark", "resolution": 10}, {"preset": "all-crime", "resolution": 11},
+                                  {"preset": "community-violence", "rank_by": "count", "resolution": 8},
+                                  {"offences": ["robbery", "drugs"], "bbox": (-1.2, 52.6, -1.1, 52.66)},
+                                  {"preset": "all-crime", "top": None, "resolution": 9}])
+def test_context_from_the_ranking_scan_equals_the_context_read(env, spec):
+    """The observed ranking counts its returned cells' texts in its own scan (grouped by location); the same
+    cells' context read separately from the store (what the forecast and the Dask executor do) is identical."""
+    from hotspots.ranking.context import street_context
+    from hotspots.ranking.plan import resolve_plan
+
+    store, w = env
+    q = HotspotQuery(dataset=LEICS, **{"top": 50, **spec}, **{"from": "2021-03", "to": "2021-11"})
+    res = harm_spots(store, q, w)
+    cells = res.top_cells
+    assert len(cells) > 0
+    read = street_context(store, resolve_plan(store, q, w), cells["cell"].to_numpy(np.uint64))
+    pd.testing.assert_frame_equal(cells[["cell", "top_locations", "police_station_share", "generic_point_share"]]
+                                  .reset_index(drop=True), read, check_dtype=False)
+
+
+def test_clean_location_is_the_sql_cleaning(env):
+    """geodata.locations.clean_location (Python, on grouped texts) equals clean_location_sql (DuckDB) on every
+    distinct stored text, and on edge cases."""
+    from geodata.locations import clean_location, clean_location_sql
+
+    store, _ = env
+    edge = ["On or near", "On or near  High Street ", "on or near\tX", " On or near X", "On or nearby", "",
+            "No Location", "Station Road\n"]
+    df = store.query_df(f"SELECT loc, {clean_location_sql('loc')} AS clean FROM (SELECT DISTINCT location AS loc "
+                        "FROM offences UNION ALL SELECT unnest(?::VARCHAR[]) UNION ALL SELECT NULL)", [edge])
+    assert len(df) > 1000
+    assert [clean_location(v if isinstance(v, str) else None) for v in df["loc"]] == df["clean"].tolist()
+
+
 def test_police_station_cells_left_out_of_tasking_by_default(env):
     store, w = env
     q = HotspotQuery(dataset=LEICS, method="observed", preset="all-crime", **{"from": "2019-12", "to": "2022-10"})

@@ -10,11 +10,12 @@ For each returned cell (the top N, like its top offences), from the records the 
 - ``generic_point_share``: share mapped to any generic snap point (:data:`geodata.locations.GENERIC_POINTS`:
   "Parking Area", "Supermarket"...), police stations included.
 
-Two counts per (cell, text) make these: the selected records in the period (one read of the offences, restricted
-to the plan's scope, so the time-ordered store reads only the period's row groups) and all the dataset's records
+Two counts per (cell, text) make these: the selected records in the period and all the dataset's records
 (``cell_locations``, kept at ingest, looked up in memory: geodata/cell_locations.py), so no query reads the
-dataset's whole history for its returned cells. The per-cell lists are then built in plain Python over the few
-grouped rows.
+dataset's whole history for its returned cells. The selected counts come from the observed ranking's own scan
+when it grouped by location text too (:func:`selected_counts`: no second read), else from one read of the
+offences restricted to the plan's scope (the time-ordered store reads only the period's row groups). The per-cell
+lists are then built in plain Python over the few grouped rows.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from geodata import cell_locations
-from geodata.locations import GENERIC_POINTS, NO_LOCATION, POLICE_STATION, clean_location_sql
+from geodata.locations import GENERIC_POINTS, NO_LOCATION, POLICE_STATION, clean_location, clean_location_sql
 from geodata.store import Store
 from hotspots.ranking.plan import QueryPlan
 
@@ -34,16 +35,20 @@ MAIN_LOCATION_RULE = ("a police-station cell is one whose main (most frequent) l
                       "station's point")
 
 
-def street_context(store: Store, plan: QueryPlan, cells: np.ndarray) -> pd.DataFrame:
+def street_context(store: Store, plan: QueryPlan, cells: np.ndarray,
+                   selected: list[tuple[int, str, int]] | None = None) -> pd.DataFrame:
     """One row per cell in ``cells`` (uint64 at the plan's resolution, same order): top_locations (list of str),
-    police_station_share, generic_point_share (None when the cell has no selected record in the period)."""
+    police_station_share, generic_point_share (None when the cell has no selected record in the period).
+    ``selected``: the (cell, cleaned text, selected records) rows of these cells when the caller's scan already
+    counted them (:func:`selected_counts`); else they are read from the store."""
     cells = np.asarray(cells, dtype=np.uint64)
     if not len(cells):
         return pd.DataFrame({"cell": cells}).assign(top_locations=pd.Series([], dtype=object),
                                                     police_station_share=np.nan, generic_point_share=np.nan)
-    scope, params = plan.scope_sql()
-    selected = _run(store, plan, _selected_sql(scope, plan.selection_sql(), plan.resolution), params,
-                    ctx_cells=pa.table({"cell": pa.array(cells, type=pa.uint64())}))
+    if selected is None:
+        scope, params = plan.scope_sql()
+        selected = _run(store, plan, _selected_sql(scope, plan.selection_sql(), plan.resolution), params,
+                        ctx_cells=pa.table({"cell": pa.array(cells, type=pa.uint64())}))
     every = cell_locations.location_index(store, plan.query.dataset, plan.resolution).counts(cells)
     return _assemble(cells, _merge(selected, every))
 
@@ -60,6 +65,21 @@ def _selected_sql(scope: str, sel: str, res: int) -> str:
                 GROUP BY 1, 2)
               SELECT cell, {clean_location_sql("location")} AS loc, sum(n_sel)::BIGINT AS n_sel
               FROM raw GROUP BY 1, 2"""
+
+
+def selected_counts(cells: np.ndarray, locations: np.ndarray, counts: np.ndarray) -> list[tuple[int, str, int]]:
+    """(cell, cleaned text, selected records) from scan groups that carry the raw location text (the observed
+    ranking's groups of the returned cells: a few hundred rows, so plain Python): what :func:`_selected_sql`
+    counts, without reading the offences again."""
+    sums: dict[tuple[int, str], int] = {}
+    cleaned: dict[object, str] = {}
+    for cell, raw, n in zip(np.asarray(cells, dtype=np.uint64).tolist(), locations.tolist(), counts.tolist()):
+        text = cleaned.get(raw)
+        if text is None:
+            text = cleaned[raw] = clean_location(raw)
+        key = (cell, text)
+        sums[key] = sums.get(key, 0) + int(n)
+    return [(cell, text, n) for (cell, text), n in sums.items()]
 
 
 def _merge(selected: list[tuple], every: dict[int, list[tuple[str, int]]]) -> list[tuple]:
@@ -119,13 +139,13 @@ def _cell_context(items: list[tuple[str, int, int]]) -> tuple[list[str], float, 
     return [t[0] for t in texts[:TOP_LOCATIONS]], share(ps), share(gp)
 
 
-def context_columns(store: Store, plan: QueryPlan, ids: np.ndarray, top_n: int) -> dict[str, np.ndarray]:
+def context_columns(store: Store, plan: QueryPlan, ids: np.ndarray, top_n: int,
+                    selected: list[tuple[int, str, int]] | None = None) -> dict[str, np.ndarray]:
     """The context columns for ranked cells ``ids`` (uint64, rank order): filled for the first ``top_n`` (the
-    returned ones, as for top_offences), empty beyond. Reads the store only (no result frame), so it can run
-    beside the result's assembly."""
+    returned ones, as for top_offences), empty beyond. ``selected`` as for :func:`street_context`."""
     ids = np.asarray(ids, dtype=np.uint64)
     n = min(top_n, len(ids))
-    ctx = street_context(store, plan, ids[:n])
+    ctx = street_context(store, plan, ids[:n], selected)
     none: list = []
     tops = np.empty(len(ids), dtype=object)
     tops[:n] = ctx["top_locations"].to_numpy(dtype=object)
@@ -153,4 +173,4 @@ def police_station_cells(cells: pd.DataFrame) -> np.ndarray:
 
 
 __all__ = ["CONTEXT_FIELDS", "MAIN_LOCATION_RULE", "TOP_LOCATIONS", "add_street_context", "context_columns", "police_station_cells",
-           "street_context"]
+           "selected_counts", "street_context"]

@@ -11,7 +11,6 @@ Nothing here knows about HTTP.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,7 +21,7 @@ from geodata.cells import cell_area_km2, cell_centres, to_hex_array
 from geodata.datasets import period_note
 from geodata.harm import WeightsTable
 from geodata.store import Store
-from hotspots.ranking.context import context_columns
+from hotspots.ranking.context import context_columns, selected_counts
 from hotspots.ranking.forecast import (DEFAULT_PARAMS, FORECAST_COLUMNS, FORECAST_FIELDS, exposure_months,
                                        forecast_cells, horizon, record_age_months, skill)
 from hotspots.ranking.plan import QueryPlan, resolve_plan
@@ -140,7 +139,8 @@ def harm_spots(store: Store, q: HotspotQuery, default_weights: WeightsTable,
 
 
 def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
-    """The embedded executor: one DuckDB scan of the plan, then numpy over the cells."""
+    """The embedded executor: one DuckDB scan of the plan (grouped by cell, precision, offence key and, for the
+    observed ranking, location text), then numpy over the cells."""
     q = plan.query
     res = q.resolution
     present = _present_counts(plan.preset)
@@ -160,11 +160,11 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
                              {"".join(f", count({e}) FILTER (WHERE {sel}) AS {c}" for c, e in present)}
                       FROM offences o LEFT JOIN kw ON kw.offence_key = o.offence_key WHERE {scope}
                       GROUP BY 1, 2, 3, 4"""
-        else:
+        else:  # grouped by the raw location text too: the returned cells' street context needs no second read
             base, params = plan.base_sql()
-            sql = f"""SELECT o.h3_{res} AS cell, o.precision, o.offence_key, sum(kw.days) AS harm,
+            sql = f"""SELECT o.h3_{res} AS cell, o.precision, o.offence_key, o.location, sum(kw.days) AS harm,
                              count(*) AS count{"".join(f", count({e}) AS {c}" for c, e in present)}
-                      {base} GROUP BY 1, 2, 3"""
+                      {base} GROUP BY 1, 2, 3, 4"""
         sql, params = plan.with_kw(sql, params)
         per = cur.execute(sql, params).fetchnumpy()
     finally:
@@ -190,12 +190,14 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
     top_n = len(agg) if q.top is None else min(q.top, len(agg))
     in_top = np.isin(cell, agg["cell"].to_numpy()[:top_n])
     labels = _labels(chosen, cell[in_top], per["offence_key"][in_top], harm[in_top], count[in_top])
-    # the location texts of the returned cells are a second (small) store read: it runs in a thread beside the
-    # result's assembly (DuckDB works without the GIL while pandas assembles the frame)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="harmspot-context") as pool:
-        context = pool.submit(context_columns, store, plan, agg["cell"].to_numpy(np.uint64), top_n)
-        result = assemble_result(plan, agg, flags, labels, fc[1] if fc is not None else None)
-        result.cells = result.cells.assign(**context.result())
+    # the returned cells' location texts: from the observed scan's groups; the forecast's scan has none, so
+    # its context is a second (small) read of the period. (A thread beside the assembly was slower on 2 cores:
+    # DuckDB's own threads and pandas contend for them.)
+    selected = (selected_counts(cell[in_top], per["location"][in_top], count[in_top])
+                if "location" in per else None)
+    context = context_columns(store, plan, agg["cell"].to_numpy(np.uint64), top_n, selected)
+    result = assemble_result(plan, agg, flags, labels, fc[1] if fc is not None else None)
+    result.cells = result.cells.assign(**context)
     return result
 
 
