@@ -148,7 +148,7 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
     cur = store.cursor()
     try:
         plan.register_area(cur)
-        # one scan: per cell, precision and offence key: harm, count, and how many records carry each field a
+        # one scan: per cell, precision and offence key: count (harm), and how many records carry each field a
         # preset condition needs (only the preset's own conditions: the others are never reported). The
         # forecast scans the scope (every record type) once, by day, counting the selection beside all records.
         if forecast:
@@ -160,12 +160,15 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
                              {"".join(f", count({e}) FILTER (WHERE {sel}) AS {c}" for c, e in present)}
                       FROM offences o LEFT JOIN kw ON kw.offence_key = o.offence_key WHERE {scope}
                       GROUP BY 1, 2, 3, 4"""
-        else:  # grouped by the raw location text too: the returned cells' street context needs no second read
-            base, params = plan.base_sql()
-            sql = f"""SELECT o.h3_{res} AS cell, o.precision, o.offence_key, o.location, sum(kw.days) AS harm,
+            sql, params = plan.with_kw(sql, params)
+        else:  # grouped by the raw location text too: the returned cells' street context needs no second read.
+            # The keys filter the scan as an IN list (no join): a group holds one key, so its harm is its count
+            # times the key's weight, taken below (cheaper for DuckDB than joining and summing the weights)
+            scope, params = plan.scope_sql()
+            sql = f"""SELECT o.h3_{res} AS cell, o.precision, o.offence_key, o.location,
                              count(*) AS count{"".join(f", count({e}) AS {c}" for c, e in present)}
-                      {base} GROUP BY 1, 2, 3, 4"""
-        sql, params = plan.with_kw(sql, params)
+                      FROM offences o WHERE {scope} AND {plan.selection_sql(keys_inline=True)}
+                      GROUP BY 1, 2, 3, 4"""
         per = cur.execute(sql, params).fetchnumpy()
     finally:
         cur.close()
@@ -173,7 +176,9 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
     per = {k: (np.ma.filled(v, None) if v.dtype == object else np.ma.getdata(v)) if np.ma.isMaskedArray(v) else v
            for k, v in per.items()}
     fc = None
-    if forecast:
+    if not forecast:
+        per["harm"] = per["count"] * _key_weights(plan.keys, per["offence_key"])
+    else:
         fc = forecast_part(plan, per["cell"], per["t"], per["harm"], per["records"])
         keep = per["count"] > 0
         per = {k: v[keep] for k, v in per.items() if k not in ("t", "records")}
@@ -199,6 +204,14 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
     result = assemble_result(plan, agg, flags, labels, fc[1] if fc is not None else None)
     result.cells = result.cells.assign(**context)
     return result
+
+
+def _key_weights(keys: pd.DataFrame, offence_key: np.ndarray) -> np.ndarray:
+    """The weight (days) of each of ``offence_key`` (all among the plan's selected ``keys``)."""
+    order = np.argsort(keys["offence_key"].to_numpy(np.int64))
+    sorted_keys = keys["offence_key"].to_numpy(np.int64)[order]
+    days = keys["days"].to_numpy(float)[order]
+    return days[np.searchsorted(sorted_keys, np.asarray(offence_key, dtype=np.int64))]
 
 
 def _per_cell(cell: np.ndarray, harm: np.ndarray, count: np.ndarray, exact_harm: np.ndarray) -> pd.DataFrame:

@@ -117,9 +117,10 @@ class QueryPlan:
             where.append("o.h3_10 IN (SELECT h3_10 FROM area_sel)")
         return " AND ".join(where), params
 
-    def selection_sql(self) -> str:
-        """SQL condition (alias ``o``, ``kw`` LEFT or inner joined) true for the query's own offences."""
-        where = ["kw.offence_key IS NOT NULL"]
+    def selection_sql(self, keys_inline: bool = False) -> str:
+        """SQL condition (alias ``o``, ``kw`` LEFT or inner joined) true for the query's own offences.
+        ``keys_inline``: the selected keys as an IN list on ``o.offence_key`` instead, for a scan without ``kw``."""
+        where = [self.keys_sql() if keys_inline else "kw.offence_key IS NOT NULL"]
         p = self.preset
         if p is not None:
             if p.require_public_place:
@@ -136,6 +137,11 @@ class QueryPlan:
                 where.append("(o.nte OR (o.nte IS NULL AND (o.hour IS NULL OR (o.dow IN (4, 5) AND o.hour >= 20) "
                              "OR (o.dow IN (5, 6) AND o.hour < 6))))")
         return " AND ".join(where)
+
+    def keys_sql(self) -> str:
+        """``o.offence_key IN (...)`` of the selected keys (FALSE when none is selected)."""
+        keys = self.keys["offence_key"].tolist()
+        return f"o.offence_key IN ({','.join(str(int(k)) for k in keys)})" if keys else "FALSE"
 
     @functools.cached_property
     def _area_table(self) -> pa.Table | None:
