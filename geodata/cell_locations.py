@@ -13,18 +13,20 @@ dropped, so it counts exactly the stored rows), and built once for a store made 
 (:func:`ensure_cell_locations`, when the store is opened for writing). Rows of the same (cell, text) from
 different batches are summed by the readers (:func:`location_index`: per dataset and resolution, the counts by
 cell and cleaned text as sorted numpy arrays, built once per state of the offences, so a query looks its cells
-up with a binary search instead of reading the table). Every resolution is kept as its own column, as in ``offences``:
+up with a binary search instead of reading the table; the index also keeps every cell's centre, computed on
+first use, for the ranked cells' lat/lon). Every resolution is kept as its own column, as in ``offences``:
 each is indexed from the point itself, and a point's res-8 cell is not always the parent of its res-10 cell.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from geodata.cells import RESOLUTIONS
+from geodata.cells import RESOLUTIONS, cell_centres, unique_cells
 from geodata.locations import clean_location_sql
 
 _CELLS = ", ".join(f"h3_{r}" for r in RESOLUTIONS)
@@ -95,6 +97,27 @@ class LocationIndex:
             if b > a:
                 out[c] = [(self.texts[k], n) for k, n in zip(self.codes[a:b].tolist(), self.n[a:b].tolist())]
         return out
+
+    @functools.cached_property
+    def _centres(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(distinct cells, lat, lon) of every cell with a record: made on first use, kept with the index."""
+        cells = unique_cells(self.cells)
+        lat, lon = cell_centres(cells)
+        return cells, lat, lon
+
+    def centres(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(lat, lon) of ``cells`` (uint64 at the index's resolution), looked up (a binary search); a cell the
+        index does not hold is computed (:func:`geodata.cells.cell_centres`), so the answer is the same."""
+        cells = np.asarray(cells, dtype=np.uint64)
+        known, lat_all, lon_all = self._centres
+        if not len(known):
+            return cell_centres(cells)
+        i = np.minimum(np.searchsorted(known, cells), len(known) - 1)
+        found = known[i] == cells
+        lat, lon = lat_all[i], lon_all[i]  # copies (fancy indexing): the kept arrays are never written
+        if not found.all():
+            lat[~found], lon[~found] = cell_centres(cells[~found])
+        return lat, lon
 
 
 def build_index(cur, dataset: str, res: int, current: bool) -> LocationIndex:

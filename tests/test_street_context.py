@@ -265,3 +265,27 @@ def test_street_context_without_kept_counts_is_the_same(tmp_path, essex_parsed, 
         old.close()
     pd.testing.assert_frame_equal(direct, kept)
     assert kept["top_locations"].map(len).gt(0).all()
+
+
+@pytest.mark.parametrize("resolution", [7, 10, 11])
+def test_kept_centres_are_the_computed_centres(env, resolution):
+    """The ranked cells' lat/lon come from the location index's kept centres (geodata.cell_locations): the same
+    values as computing them (geodata.cells.cell_centres), for the dataset's cells and for cells it lacks."""
+    from geodata.cell_locations import location_index
+    from geodata.cells import cell_centres
+
+    store, w = env
+    res = harm_spots(store, HotspotQuery(dataset=LEICS, preset="all-crime", resolution=resolution, top=20), w)
+    ids = res.cells["cell"].to_numpy(np.uint64)
+    lat, lon = cell_centres(ids)
+    np.testing.assert_array_equal(res.cells["lat"].to_numpy(float), lat)
+    np.testing.assert_array_equal(res.cells["lon"].to_numpy(float), lon)
+    index = location_index(store, LEICS, resolution)
+    import h3
+
+    elsewhere = np.array([h3.str_to_int(h3.latlng_to_cell(51.5, -0.12, resolution))], dtype=np.uint64)  # London
+    mixed = np.concatenate([elsewhere, ids[:5], elsewhere])
+    got = index.centres(mixed)
+    want = cell_centres(mixed)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])

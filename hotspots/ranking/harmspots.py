@@ -17,6 +17,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from geodata.cell_locations import location_index
 from geodata.cells import cell_area_km2, cell_centres, to_hex_array
 from geodata.datasets import period_note
 from geodata.harm import WeightsTable
@@ -200,8 +201,10 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
     # DuckDB's own threads and pandas contend for them.)
     selected = (selected_counts(cell[in_top], per["location"][in_top], count[in_top])
                 if "location" in per else None)
-    context = context_columns(store, plan, agg["cell"].to_numpy(np.uint64), top_n, selected)
-    result = assemble_result(plan, agg, flags, labels, fc[1] if fc is not None else None)
+    ids = agg["cell"].to_numpy(np.uint64)
+    context = context_columns(store, plan, ids, top_n, selected)
+    centres = location_index(store, q.dataset, res).centres(ids) if len(ids) else None  # kept per ingest
+    result = assemble_result(plan, agg, flags, labels, fc[1] if fc is not None else None, centres)
     result.cells = result.cells.assign(**context)
     return result
 
@@ -338,10 +341,12 @@ def _flags_by_precision(per: dict[str, np.ndarray]) -> pd.DataFrame:
 
 
 def assemble_result(plan: QueryPlan, agg: pd.DataFrame, flags: pd.DataFrame, labels: pd.DataFrame,
-                    forecast: dict | None = None) -> HotspotResult:
+                    forecast: dict | None = None,
+                    centres: tuple[np.ndarray, np.ndarray] | None = None) -> HotspotResult:
     """Turn per-cell aggregates (ranked by :func:`rank_cells` or :func:`rank_forecast`) into a
     :class:`HotspotResult`; shared by every executor (the embedded DuckDB one above and
-    hotspots.executors.dask_backend), so the statistics exist once. Reads nothing from the store."""
+    hotspots.executors.dask_backend), so the statistics exist once. Reads nothing from the store.
+    ``centres``: (lat, lon) of ``agg``'s cells when the caller has them (looked up), else computed here."""
     q, table, preset, chosen = plan.query, plan.table, plan.preset, plan.keys
     start, end, rule = plan.start, plan.end, plan.rule
     top_n = len(agg) if q.top is None else min(q.top, len(agg))
@@ -354,7 +359,7 @@ def assemble_result(plan: QueryPlan, agg: pd.DataFrame, flags: pd.DataFrame, lab
     cell_ids = agg["cell"].to_numpy(dtype=np.uint64)
     area = np.full(n_cells, np.nan)  # exact cell areas for the returned (top-N) cells only: it is the
     area[:top_n] = cell_area_km2(cell_ids[:top_n])  # costliest step, and only returned cells are shown
-    lat, lon = cell_centres(cell_ids)
+    lat, lon = centres if centres is not None else cell_centres(cell_ids)
     # built in one go from numpy arrays (column inserts and index alignment cost more than the maths)
     columns: dict = {"rank": np.arange(1, n_cells + 1)}
     columns.update({c: agg[c].to_numpy() for c in agg.columns if c != "exact_harm"})
