@@ -110,12 +110,18 @@ def estimate_size(obj: Any, _depth: int = 0) -> int:
     """Approximate bytes held by ``obj`` (frames, arrays, containers, dataclasses; nested a few levels)."""
     if _depth > 4:
         return sys.getsizeof(obj)
-    if isinstance(obj, pd.DataFrame):
-        return int(sum(estimate_size(obj[c], _depth + 1) for c in obj.columns)) + 256
+    if isinstance(obj, pd.DataFrame):  # numeric columns by their dtype; others from a sample of their values
+        n = len(obj)
+        total = 256 + 8 * n  # the index
+        for i, dtype in enumerate(obj.dtypes):
+            if isinstance(dtype, np.dtype) and dtype != object:
+                total += dtype.itemsize * n
+            else:
+                total += 8 * n + _object_contents(obj.iloc[:, i], _depth + 1)
+        return total
     if isinstance(obj, (pd.Series, pd.Index)):
         if obj.dtype == object and len(obj):  # lists/dicts per cell (top offences): pandas counts only the shells
-            sample = obj.iloc[:: max(1, len(obj) // 64)] if isinstance(obj, pd.Series) else obj[:: max(1, len(obj) // 64)]
-            return int(len(obj) * (8 + np.mean([estimate_size(v, _depth + 1) for v in sample])))
+            return 8 * len(obj) + _object_contents(obj, _depth)
         return int(obj.memory_usage(deep=True))
     if isinstance(obj, np.ndarray):
         return int(obj.nbytes)
@@ -131,6 +137,16 @@ def estimate_size(obj: Any, _depth: int = 0) -> int:
     if hasattr(obj, "__dict__"):
         return estimate_size(vars(obj), _depth + 1)
     return sys.getsizeof(obj)
+
+
+def _object_contents(values: pd.Series | pd.Index, _depth: int, samples: int = 16) -> int:
+    """Bytes held by the objects of an object column beyond its pointers, from ``samples`` evenly spaced values."""
+    n = len(values)
+    if not n:
+        return 0
+    step = max(1, n // samples)
+    spaced = values[::step] if isinstance(values, pd.Index) else values.iloc[::step]
+    return int(n * np.mean([estimate_size(v, _depth + 1) for v in spaced]))
 
 
 # ------------------------------------------------------------------------------------------------ cache
