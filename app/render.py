@@ -88,7 +88,33 @@ def _column_values(column: pd.Series) -> list:
         return [None if v != v or v in (math.inf, -math.inf) else round(v, 6) for v in values]
     if kind in ("i", "u", "b"):
         return values
-    return [_clean(v) for v in values]
+    return [_clean_object(v) for v in values]
+
+
+_PLAIN = (str, int)  # exact types (type() is, so bool and numpy scalars take the general path)
+
+
+def _clean_object(v):
+    """:func:`_clean` of one value of an object column, with a short path for what the engine puts there:
+    lists of str (top_locations) and lists of flat dicts of str/int/finite float (top_offences)."""
+    if type(v) is list:
+        if all(type(x) is str for x in v):
+            return list(v)
+        if all(type(x) is dict for x in v):
+            out = []
+            for d in v:
+                row = {}
+                for k, x in d.items():
+                    t = type(x)
+                    if t in _PLAIN and type(k) is str:
+                        row[k] = x
+                    elif t is float and type(k) is str and math.isfinite(x):
+                        row[k] = round(x, 6)
+                    else:
+                        return _clean(v)
+                out.append(row)
+            return out
+    return _clean(v)
 
 
 def frame_records(frame: pd.DataFrame, columns: list[str] | None = None) -> list[dict]:
