@@ -121,3 +121,27 @@ def test_memoised_lookups_follow_every_write(store, essex_parsed):
     assert harm_spots(store, HotspotQuery(dataset="later", preset="all-crime", top=5),
                       load_open_default()).total_count == after.total_count
     assert store.scalar("SELECT count(*) FROM datasets") == 2
+
+
+def test_scan_columns_and_flags_by_precision_match_pandas():
+    """The scan's Arrow result read into numpy (precision as codes, NULL numbers as 0, location kept as Arrow)
+    and the per-precision flag counts, against a plain pandas groupby of the same rows."""
+    import duckdb
+
+    from hotspots.ranking.harmspots import _FLAG_COLUMNS, _flags_by_precision, _scan_columns
+
+    table = duckdb.sql("""SELECT * FROM (VALUES
+        (1::UBIGINT, 'month', 5, 'On or near A', 3::BIGINT, 1::BIGINT), (2::UBIGINT, 'minute', 5, NULL, 2, 0),
+        (1::UBIGINT, NULL, 7, 'B', 4, 4), (3::UBIGINT, 'day', 7, 'C', 1, NULL), (4::UBIGINT, 'month', 9, 'A', 6, 2))
+        t(cell, precision, offence_key, location, count, no_public)""").to_arrow_table()
+    per, precisions, locations = _scan_columns(table)
+    assert per["cell"].tolist() == [1, 2, 1, 3, 4] and per["no_public"].tolist() == [1, 0, 4, 0, 2]
+    assert [precisions[c] if c >= 0 else None for c in per["precision_code"]] == ["month", "minute", None, "day", "month"]
+    assert locations.to_pylist() == ["On or near A", None, "B", "C", "A"] and "location" not in per
+    for c in _FLAG_COLUMNS:
+        per.setdefault(c, np.zeros(5, dtype=np.int64))
+    flags = _flags_by_precision(per, precisions)
+    df = table.to_pandas().dropna(subset=["precision"]).fillna({"no_public": 0})
+    expected = df.groupby("precision").agg(n=("count", "sum"), no_public=("no_public", "sum")).reset_index()
+    assert flags["precision"].tolist() == expected["precision"].tolist() == ["day", "minute", "month"]
+    assert flags["n"].tolist() == expected["n"].tolist() and flags["no_public"].tolist() == expected["no_public"].tolist()

@@ -67,13 +67,13 @@ def _selected_sql(scope: str, sel: str, res: int) -> str:
               FROM raw GROUP BY 1, 2"""
 
 
-def selected_counts(cells: np.ndarray, locations: np.ndarray, counts: np.ndarray) -> list[tuple[int, str, int]]:
+def selected_counts(cells: np.ndarray, locations: list, counts: np.ndarray) -> list[tuple[int, str, int]]:
     """(cell, cleaned text, selected records) from scan groups that carry the raw location text (the observed
     ranking's groups of the returned cells: a few hundred rows, so plain Python): what :func:`_selected_sql`
     counts, without reading the offences again."""
     sums: dict[tuple[int, str], int] = {}
     cleaned: dict[object, str] = {}
-    for cell, raw, n in zip(np.asarray(cells, dtype=np.uint64).tolist(), locations.tolist(), counts.tolist()):
+    for cell, raw, n in zip(np.asarray(cells, dtype=np.uint64).tolist(), locations, counts.tolist()):
         text = cleaned.get(raw)
         if text is None:
             text = cleaned[raw] = clean_location(raw)

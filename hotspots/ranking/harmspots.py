@@ -16,6 +16,8 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from geodata.cell_locations import location_index
 from geodata.cells import cell_area_km2, cell_centres, to_hex_array
@@ -170,19 +172,18 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
                              count(*) AS count{"".join(f", count({e}) AS {c}" for c, e in present)}
                       FROM offences o WHERE {scope} AND {plan.selection_sql(keys_inline=True)}
                       GROUP BY 1, 2, 3, 4"""
-        per = cur.execute(sql, params).fetchnumpy()
+        rel = cur.sql(sql, params=params)
+        table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.fetch_arrow_table()
     finally:
         cur.close()
-    # plain numpy columns (fetchnumpy masks a column only where it holds NULLs); no per-row Python below
-    per = {k: (np.ma.filled(v, None) if v.dtype == object else np.ma.getdata(v)) if np.ma.isMaskedArray(v) else v
-           for k, v in per.items()}
+    per, precisions, locations = _scan_columns(table)
     fc = None
     if not forecast:
         per["harm"] = per["count"] * _key_weights(plan.keys, per["offence_key"])
     else:
         fc = forecast_part(plan, per["cell"], per["t"], per["harm"], per["records"])
         keep = per["count"] > 0
-        per = {k: v[keep] for k, v in per.items() if k not in ("t", "records")}
+        per = {k: v[keep] for k, v in per.items() if k not in ("t", "records")}  # the forecast has no locations
     for c in _FLAG_COLUMNS:
         per[c] = per["count"] - per.pop(c) if c in per else np.zeros(len(per["count"]), dtype=np.int64)
     # a group holds one offence key, so its exact harm is all of its harm or none of it
@@ -192,21 +193,46 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
     cell, harm, count = per["cell"], per["harm"], per["count"]
     agg = _per_cell(cell.astype(np.uint64), harm.astype(float), count, per["exact_harm"])
     agg = rank_forecast(agg, fc[0]) if fc is not None else rank_cells(agg, q.rank_by)
-    flags = _flags_by_precision(per)
+    flags = _flags_by_precision(per, precisions)
     top_n = len(agg) if q.top is None else min(q.top, len(agg))
     in_top = np.isin(cell, agg["cell"].to_numpy()[:top_n])
     labels = _labels(chosen, cell[in_top], per["offence_key"][in_top], harm[in_top], count[in_top])
     # the returned cells' location texts: from the observed scan's groups; the forecast's scan has none, so
     # its context is a second (small) read of the period. (A thread beside the assembly was slower on 2 cores:
     # DuckDB's own threads and pandas contend for them.)
-    selected = (selected_counts(cell[in_top], per["location"][in_top], count[in_top])
-                if "location" in per else None)
+    selected = None
+    if locations is not None:  # only the returned cells' texts become Python strings
+        texts = locations.take(pa.array(np.flatnonzero(in_top), type=pa.int64())).to_pylist()
+        selected = selected_counts(cell[in_top], texts, count[in_top])
     ids = agg["cell"].to_numpy(np.uint64)
     context = context_columns(store, plan, ids, top_n, selected)
     centres = location_index(store, q.dataset, res).centres(ids) if len(ids) else None  # kept per ingest
     result = assemble_result(plan, agg, flags, labels, fc[1] if fc is not None else None, centres)
     result.cells = result.cells.assign(**context)
     return result
+
+
+def _scan_columns(table: pa.Table) -> tuple[dict[str, np.ndarray], list, pa.Array | None]:
+    """The scan's Arrow result as (numpy columns, precision values, location texts): ``precision_code`` indexes
+    the few precision values (-1 for none); the location texts stay Arrow (None when the scan has none); NULL
+    numbers read as 0. Arrow, not fetchnumpy: no Python string per group (at 60 M, 165,000 groups: 97 -> 61 ms)."""
+    per: dict[str, np.ndarray] = {}
+    precisions: list = []
+    locations = None
+    for name in table.column_names:
+        col = table.column(name).combine_chunks()
+        if name == "precision":
+            enc = pc.dictionary_encode(col)
+            per["precision_code"] = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False),
+                                               dtype=np.int64)
+            precisions = enc.dictionary.to_pylist()
+        elif name == "location":
+            locations = col
+        else:
+            if col.null_count:
+                col = pc.fill_null(col, pa.scalar(0, type=col.type)) if not pa.types.is_timestamp(col.type) else col
+            per[name] = col.to_numpy(zero_copy_only=False)
+    return per, precisions, locations
 
 
 def _key_weights(keys: pd.DataFrame, offence_key: np.ndarray) -> np.ndarray:
@@ -328,15 +354,16 @@ def _present_counts(preset: Preset | None) -> list[tuple[str, str]]:
     return [(col, expr) for col, attr, expr in _FLAG_FIELDS if getattr(preset, attr)]
 
 
-def _flags_by_precision(per: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Records (n) and records lacking each preset field, per time precision (rows without one left out)."""
-    precision = np.asarray(per["precision"], dtype=object)
-    values = sorted(v for v in set(precision.tolist()) if isinstance(v, str))  # a few values ('month', ...)
-    masks = [precision == v for v in values]
-    out = {"precision": np.asarray(values, dtype=object)}
+def _flags_by_precision(per: dict[str, np.ndarray], precisions: list) -> pd.DataFrame:
+    """Records (n) and records lacking each preset field, per time precision (rows without one left out);
+    ``per["precision_code"]`` indexes ``precisions`` (-1: none)."""
+    codes = per["precision_code"]
+    keep = codes >= 0
+    order = sorted((i for i, v in enumerate(precisions) if isinstance(v, str)), key=lambda i: precisions[i])
+    out: dict = {"precision": np.asarray([precisions[i] for i in order], dtype=object)}
     for name, col in (("n", "count"), *((c, c) for c in _FLAG_COLUMNS)):
-        column = np.asarray(per[col])
-        out[name] = np.array([int(column[m].sum()) for m in masks], dtype=np.int64)
+        sums = np.bincount(codes[keep], weights=np.asarray(per[col], dtype=float)[keep], minlength=len(precisions))
+        out[name] = np.rint(sums[order]).astype(np.int64)
     return pd.DataFrame(out)
 
 
