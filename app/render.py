@@ -88,13 +88,13 @@ def _column_values(column: pd.Series) -> list:
         return [None if v != v or v in (math.inf, -math.inf) else round(v, 6) for v in values]
     if kind in ("i", "u", "b"):
         return values
-    return [_clean_object(v) for v in values]
+    return [clean_object_value(v) for v in values]
 
 
 _PLAIN = (str, int)  # exact types (type() is, so bool and numpy scalars take the general path)
 
 
-def _clean_object(v):
+def clean_object_value(v):
     """:func:`_clean` of one value of an object column, with a short path for what the engine puts there:
     lists of str (top_locations) and lists of flat dicts of str/int/finite float (top_offences)."""
     if type(v) is list:

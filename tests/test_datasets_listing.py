@@ -41,17 +41,17 @@ def test_json_value_cleans_every_null_duckdb_hands_pandas():
 
 
 def test_object_cell_values_short_path_is_the_general_cleaning():
-    """records() cleans object columns through a short path for plain lists (app.render._clean_object): the
+    """records() cleans object columns through a short path for plain lists (app.render.clean_object_value): the
     same values as the general json_value cleaning (6-decimal floats), NaN, numpy scalars and bools included."""
-    from app.render import _clean, _clean_object
+    from app.render import clean_object_value, json_value
 
     values = [["High Street", "Parking Area"], [], [{"offence": "Robbery", "harm": 1.23456789, "count": 3}],
               [{"offence": "x", "harm": float("nan"), "count": 1}], [{"offence": "x", "harm": 2.0, "count": np.int64(4)}],
               [{"offence": "x", "flag": True}], [np.str_("a"), "b"], ["a", None], [[1.0, 2]], None, float("nan"),
               "text", [{"n": float("inf")}], [{1: "non-str key"}]]
     for v in values:
-        assert _clean_object(v) == _clean(v), v
-        assert json.dumps(_clean_object(v), allow_nan=False)
+        assert clean_object_value(v) == json_value(v, 6), v
+        assert json.dumps(clean_object_value(v), allow_nan=False)
 
 
 def test_response_class_never_writes_nan():

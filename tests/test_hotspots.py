@@ -128,19 +128,19 @@ def test_scan_columns_and_flags_by_precision_match_pandas():
     and the per-precision flag counts, against a plain pandas groupby of the same rows."""
     import duckdb
 
-    from hotspots.ranking.harmspots import _FLAG_COLUMNS, _flags_by_precision, _scan_columns
+    from hotspots.ranking.harmspots import FLAG_COLUMNS, flags_by_precision, scan_columns
 
     table = duckdb.sql("""SELECT * FROM (VALUES
         (1::UBIGINT, 'month', 5, 'On or near A', 3::BIGINT, 1::BIGINT), (2::UBIGINT, 'minute', 5, NULL, 2, 0),
         (1::UBIGINT, NULL, 7, 'B', 4, 4), (3::UBIGINT, 'day', 7, 'C', 1, NULL), (4::UBIGINT, 'month', 9, 'A', 6, 2))
         t(cell, precision, offence_key, location, count, no_public)""").to_arrow_table()
-    per, precisions, locations = _scan_columns(table)
+    per, precisions, locations = scan_columns(table)
     assert per["cell"].tolist() == [1, 2, 1, 3, 4] and per["no_public"].tolist() == [1, 0, 4, 0, 2]
     assert [precisions[c] if c >= 0 else None for c in per["precision_code"]] == ["month", "minute", None, "day", "month"]
     assert locations.to_pylist() == ["On or near A", None, "B", "C", "A"] and "location" not in per
-    for c in _FLAG_COLUMNS:
+    for c in FLAG_COLUMNS:
         per.setdefault(c, np.zeros(5, dtype=np.int64))
-    flags = _flags_by_precision(per, precisions)
+    flags = flags_by_precision(per, precisions)
     df = table.to_pandas().dropna(subset=["precision"]).fillna({"no_public": 0})
     expected = df.groupby("precision").agg(n=("count", "sum"), no_public=("no_public", "sum")).reset_index()
     assert flags["precision"].tolist() == expected["precision"].tolist() == ["day", "minute", "month"]

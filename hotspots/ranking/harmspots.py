@@ -176,7 +176,7 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
         table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.fetch_arrow_table()
     finally:
         cur.close()
-    per, precisions, locations = _scan_columns(table)
+    per, precisions, locations = scan_columns(table)
     fc = None
     if not forecast:
         per["harm"] = per["count"] * _key_weights(plan.keys, per["offence_key"])
@@ -184,7 +184,7 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
         fc = forecast_part(plan, per["cell"], per["t"], per["harm"], per["records"])
         keep = per["count"] > 0
         per = {k: v[keep] for k, v in per.items() if k not in ("t", "records")}  # the forecast has no locations
-    for c in _FLAG_COLUMNS:
+    for c in FLAG_COLUMNS:
         per[c] = per["count"] - per.pop(c) if c in per else np.zeros(len(per["count"]), dtype=np.int64)
     # a group holds one offence key, so its exact harm is all of its harm or none of it
     chosen = plan.keys
@@ -193,7 +193,7 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
     cell, harm, count = per["cell"], per["harm"], per["count"]
     agg = _per_cell(cell.astype(np.uint64), harm.astype(float), count, per["exact_harm"])
     agg = rank_forecast(agg, fc[0]) if fc is not None else rank_cells(agg, q.rank_by)
-    flags = _flags_by_precision(per, precisions)
+    flags = flags_by_precision(per, precisions)
     top_n = len(agg) if q.top is None else min(q.top, len(agg))
     in_top = np.isin(cell, agg["cell"].to_numpy()[:top_n])
     labels = _labels(chosen, cell[in_top], per["offence_key"][in_top], harm[in_top], count[in_top])
@@ -212,7 +212,7 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
     return result
 
 
-def _scan_columns(table: pa.Table) -> tuple[dict[str, np.ndarray], list, pa.Array | None]:
+def scan_columns(table: pa.Table) -> tuple[dict[str, np.ndarray], list, pa.Array | None]:
     """The scan's Arrow result as (numpy columns, precision values, location texts): ``precision_code`` indexes
     the few precision values (-1 for none); the location texts stay Arrow (None when the scan has none); NULL
     numbers read as 0. Arrow, not fetchnumpy: no Python string per group (at 60 M, 165,000 groups: 97 -> 61 ms)."""
@@ -344,7 +344,7 @@ def rank_cells(agg: pd.DataFrame, rank_by: str) -> pd.DataFrame:
 _FLAG_FIELDS = (("no_public", "require_public_place", "o.public_place"), ("no_domestic", "exclude_domestic", "o.domestic"),
                 ("no_age", "victim_age_range", "o.victim_age"), ("no_knife", "robbery_needs_weapon", "o.knife"),
                 ("no_nte", "nte", "coalesce(o.nte::SMALLINT, o.hour)"))
-_FLAG_COLUMNS = tuple(col for col, _, _ in _FLAG_FIELDS)
+FLAG_COLUMNS = tuple(col for col, _, _ in _FLAG_FIELDS)
 
 
 def _present_counts(preset: Preset | None) -> list[tuple[str, str]]:
@@ -354,14 +354,14 @@ def _present_counts(preset: Preset | None) -> list[tuple[str, str]]:
     return [(col, expr) for col, attr, expr in _FLAG_FIELDS if getattr(preset, attr)]
 
 
-def _flags_by_precision(per: dict[str, np.ndarray], precisions: list) -> pd.DataFrame:
+def flags_by_precision(per: dict[str, np.ndarray], precisions: list) -> pd.DataFrame:
     """Records (n) and records lacking each preset field, per time precision (rows without one left out);
     ``per["precision_code"]`` indexes ``precisions`` (-1: none)."""
     codes = per["precision_code"]
     keep = codes >= 0
     order = sorted((i for i, v in enumerate(precisions) if isinstance(v, str)), key=lambda i: precisions[i])
     out: dict = {"precision": np.asarray([precisions[i] for i in order], dtype=object)}
-    for name, col in (("n", "count"), *((c, c) for c in _FLAG_COLUMNS)):
+    for name, col in (("n", "count"), *((c, c) for c in FLAG_COLUMNS)):
         sums = np.bincount(codes[keep], weights=np.asarray(per[col], dtype=float)[keep], minlength=len(precisions))
         out[name] = np.rint(sums[order]).astype(np.int64)
     return pd.DataFrame(out)
