@@ -30,7 +30,8 @@ from geodata.cells import bbox_mask
 from geodata.harm import WeightsTable
 from geodata.store import Store
 from hotspots.ranking.context import add_street_context
-from hotspots.ranking.harmspots import HotspotResult, assemble_result, forecast_part, rank_cells, rank_forecast
+from hotspots.ranking.harmspots import (HotspotResult, assemble_result, forecast_part, key_weights, rank_cells,
+                                       rank_forecast)
 from hotspots.ranking.plan import DatasetInfo, QueryPlan, resolve_plan, study_area_name
 from hotspots.ranking.query import HotspotQuery
 
@@ -152,9 +153,7 @@ def _selection(df: pd.DataFrame, spec: FilterSpec) -> np.ndarray:
 
 
 def _weights(keys: np.ndarray, spec: FilterSpec) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(spec.keys)
-    pos = order[np.searchsorted(spec.keys[order], keys)]
-    return spec.days[pos], spec.exact[pos]
+    return key_weights(spec.keys, spec.days, spec.exact, keys)
 
 
 _AGG_META = pd.DataFrame({"cell": pd.Series(dtype="uint64"), "harm": pd.Series(dtype="float64"),

@@ -178,18 +178,20 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
         cur.close()
     per, precisions, locations = scan_columns(table)
     fc = None
-    if not forecast:
-        per["harm"] = per["count"] * _key_weights(plan.keys, per["offence_key"])
-    else:
+    if forecast:
         fc = forecast_part(plan, per["cell"], per["t"], per["harm"], per["records"])
         keep = per["count"] > 0
         per = {k: v[keep] for k, v in per.items() if k not in ("t", "records")}  # the forecast has no locations
     for c in FLAG_COLUMNS:
         per[c] = per["count"] - per.pop(c) if c in per else np.zeros(len(per["count"]), dtype=np.int64)
-    # a group holds one offence key, so its exact harm is all of its harm or none of it
+    # a group holds one offence key: its harm is its count times the key's weight (the observed scan sums no
+    # weights), and its exact harm all of its harm or none of it
     chosen = plan.keys
-    exact_keys = chosen.loc[chosen["exact"].to_numpy(dtype=bool), "offence_key"].to_numpy()
-    per["exact_harm"] = np.where(np.isin(per["offence_key"], exact_keys), per["harm"], 0.0)
+    days, exact = key_weights(chosen["offence_key"].to_numpy(np.int64), chosen["days"].to_numpy(float),
+                              chosen["exact"].to_numpy(bool), per["offence_key"])
+    if not forecast:
+        per["harm"] = per["count"] * days
+    per["exact_harm"] = np.where(exact, per["harm"], 0.0)
     cell, harm, count = per["cell"], per["harm"], per["count"]
     agg = _per_cell(cell.astype(np.uint64), harm.astype(float), count, per["exact_harm"])
     agg = rank_forecast(agg, fc[0]) if fc is not None else rank_cells(agg, q.rank_by)
@@ -235,16 +237,17 @@ def scan_columns(table: pa.Table) -> tuple[dict[str, np.ndarray], list, pa.Array
     return per, precisions, locations
 
 
-def _key_weights(keys: pd.DataFrame, offence_key: np.ndarray) -> np.ndarray:
-    """The weight (days) of each of ``offence_key`` (all among the plan's selected ``keys``)."""
-    order = np.argsort(keys["offence_key"].to_numpy(np.int64))
-    sorted_keys = keys["offence_key"].to_numpy(np.int64)[order]
-    days = keys["days"].to_numpy(float)[order]
-    return days[np.searchsorted(sorted_keys, np.asarray(offence_key, dtype=np.int64))]
+def key_weights(selected: np.ndarray, days: np.ndarray, exact: np.ndarray,
+                keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(days, exact) of each of ``keys``, all among the ``selected`` keys (whose weights and exact flags are
+    ``days`` and ``exact``, in the same order): one sort of the few selected keys, then a binary search."""
+    order = np.argsort(selected)
+    pos = order[np.searchsorted(selected[order], np.asarray(keys, dtype=selected.dtype))]
+    return days[pos], exact[pos]
 
 
 def _per_cell(cell: np.ndarray, harm: np.ndarray, count: np.ndarray, exact_harm: np.ndarray) -> pd.DataFrame:
-    """Harm, count and exact harm summed per cell over the scan's (cell, precision, key) groups (numpy: one
+    """Harm, count and exact harm summed per cell over the scan's groups (cell, precision, key[, text]) (numpy: one
     sort of the few thousand groups; rows in cell order, which the ranking then replaces)."""
     cells, inv = np.unique(cell, return_inverse=True)
     n = len(cells)
