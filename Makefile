@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TESTSTAMP := $(VENV)/.installed-test
+BENCHSTAMP := $(VENV)/.installed-bench
 
 .PHONY: serve test bench install clean
 
@@ -20,6 +21,10 @@ $(TESTSTAMP): pyproject.toml $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
+$(BENCHSTAMP): pyproject.toml $(TESTSTAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	@touch $@
+
 install: $(STAMP)
 
 serve: $(STAMP)
@@ -30,7 +35,7 @@ test: $(TESTSTAMP)
 	bash scripts/install-gis.sh || true
 	$(BIN)/python -m pytest -rs -n auto --dist loadfile
 
-bench: $(TESTSTAMP)
+bench: $(BENCHSTAMP)
 	$(BIN)/python -m bench
 
 clean:

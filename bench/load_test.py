@@ -197,8 +197,10 @@ class Run:
 async def get(client, base: str, key: str, path: str, params: dict, run: Run) -> None:
     t0 = time.perf_counter()
     try:
-        r = await client.get(base + path, params=params, headers={"X-API-Key": key, "Accept-Encoding": "gzip"})
-        run.add(t0, r.status_code, r.text if r.status_code != 200 else "")
+        async with client.get(base + path, params=params,
+                              headers={"X-API-Key": key, "Accept-Encoding": "gzip"}) as r:
+            body = await r.read()  # the whole body, gunzipped (aiohttp's auto_decompress), as a planner's browser
+            run.add(t0, r.status, "" if r.status == 200 else body.decode("utf-8", "replace"))
     except Exception as exc:  # timeouts, resets: counted as errors
         run.add(t0, None, f"{type(exc).__name__}: {exc}")
 
@@ -209,11 +211,13 @@ async def loop_until(deadline: float, step) -> None:
 
 
 def new_client(clients: int):
-    import httpx
+    """aiohttp (C HTTP parser): about a third of httpx's client CPU per request, which matters when one Python
+    process plays 50 planners on a 2-core machine beside the server (docs/benchmarks-load.md)."""
+    import aiohttp
 
     # idle connections dropped after 4 s, before uvicorn's 5 s keep-alive closes them under a request in flight
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4, keepalive_expiry=4)
-    return httpx.AsyncClient(timeout=120, limits=limits)
+    connector = aiohttp.TCPConnector(limit=clients + 4, keepalive_timeout=4)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120))
 
 
 async def scenario_sequential(base: str, key: str, queries: list[tuple[str, dict]]) -> dict:
@@ -346,8 +350,8 @@ async def scenario_ingest(base: str, key: str, analyst: str, distinct: Distinct,
             while not stop.is_set():
                 t = time.perf_counter()
                 try:
-                    r = await client.post(base + "/patrols", json=patrol, headers={"X-API-Key": analyst})
-                    writes.add(t, 200 if r.status_code == 201 else r.status_code, r.text)
+                    async with client.post(base + "/patrols", json=patrol, headers={"X-API-Key": analyst}) as r:
+                        writes.add(t, 200 if r.status == 201 else r.status, await r.text())
                 except Exception as exc:
                     writes.add(t, None, f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(0.5)
@@ -463,6 +467,16 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) clock ticks of all CPUs so far (Linux /proc/stat; zeros elsewhere). Steal is time the VM's
+    host gave to other guests: a scenario with a high steal share ran on less CPU than the machine reports."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[7] if len(fields) > 7 else 0, sum(fields[:8])
+    except (OSError, ValueError):
+        return 0, 0
+
+
 def create_key(env: dict, role: str) -> str:
     out = subprocess.run([str(HARMSPOT), "keys", "create", "--role", role, "--name", f"load-{role}"], env=env,
                          capture_output=True, text=True, check=True)
@@ -501,6 +515,7 @@ def run(args) -> dict:
             for name, step in steps:
                 print(f"scenario {name} ...", file=sys.stderr, flush=True)
                 cpu0, mine0, wall0 = cpu_seconds(server.pid), time.process_time(), time.time()
+                steal0, ticks0 = cpu_ticks()
                 outcome = step()
                 results[name] = asyncio.run(outcome) if asyncio.iscoroutine(outcome) else outcome
                 cpu = cpu_seconds(server.pid) - cpu0  # server CPU seconds: comparable on a busy machine
@@ -509,6 +524,9 @@ def run(args) -> dict:
                                      client_cpu_s=round(time.process_time() - mine0, 2),
                                      started=datetime.fromtimestamp(wall0).strftime("%H:%M:%S"),
                                      load_average=round(os.getloadavg()[0], 1))
+                steal1, ticks1 = cpu_ticks()
+                if ticks1 > ticks0:
+                    results[name]["steal_pct"] = round(100 * (steal1 - steal0) / (ticks1 - ticks0), 1)
                 print(json.dumps(results[name]), file=sys.stderr, flush=True)
         finally:
             server.terminate()
@@ -537,11 +555,11 @@ def _row(label: str, r: dict) -> str:
     cpu = r.get("server_cpu_ms_per_request")
     return (f"| {label} | {r['requests']:,} | {r['errors']} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p90_ms']:.0f} "
             f"| {r['p99_ms']:.0f} | {r['max_ms']:.0f} | {'' if cpu is None else f'{cpu:.1f}'} | "
-            f"{r.get('load_average', '')} |")
+            f"{r.get('load_average', '')} | {r.get('steal_pct', '')} |")
 
 
 HEAD = ["| scenario | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms | server CPU ms/request | "
-        "load average |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "load average | steal % |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
 
 def markdown(res: dict, before: dict | None) -> str:
@@ -562,12 +580,13 @@ def markdown(res: dict, before: dict | None) -> str:
         "resampled with replacement, fresh record ids.",
         "- **Service**: `harmspot serve` (one uvicorn process, embedded DuckDB store), bound to 127.0.0.1, keyed "
         "mode (viewer key for reads, analyst key for writes; key check and audit row on every request).",
-        f"- **Clients**: one asyncio process (httpx, keep-alive, `Accept-Encoding: gzip`) on the same "
+        f"- **Clients**: one asyncio process (aiohttp, keep-alive, `Accept-Encoding: gzip`) on the same "
         f"{os.cpu_count()} CPUs as the server; the mix also from `wrk` (`mix_wrk`: C, 2 threads, the same "
         "requests and connections, each asking again when answered). Latency is measured at the client and "
         "includes queueing. "
         "Server CPU per request (from /proc) is what a request costs whatever else the machine runs; the load "
-        "average is the machine's at the start of the scenario.",
+        "average is the machine's at the end of the scenario; steal % is the share of all CPU time the VM's host "
+        "gave to other guests during it (/proc/stat), so a high figure means the scenario ran on less CPU.",
         "",
         *HEAD,
         _row("1 client, distinct op-ark top-50 (`top50_http`)", t50),
@@ -599,15 +618,17 @@ def markdown(res: dict, before: dict | None) -> str:
         + (f" (before: {before['distinct']['rps']:.1f} req/s, {before['ratios']['distinct_vs_one_distinct']:.2f}x)"
            if before else "") + ".",
     ]
-    loads = [r.get("load_average") for r in (one, mix, dist) if r.get("load_average") is not None]
-    if loads and max(loads) > 2 * (os.cpu_count() or 1):
+    # the single-client scenarios' load (50 clients load the machine themselves) and every scenario's steal
+    loads = [r.get("load_average") for r in (t50, one) if r.get("load_average") is not None]
+    steal = max((r.get("steal_pct") or 0.0 for r in (t50, one, mix, dist)), default=0.0)
+    if (loads and max(loads) > (os.cpu_count() or 1)) or steal > 5:
         lines += [
             "",
-            f"**This run shared the machine**: load average {min(loads):.0f}-{max(loads):.0f} on {os.cpu_count()} CPUs, "
-            "so the server and its clients had a fraction of one core and every latency is several times what an "
-            "idle machine gives (compare the single-client top-50 with the foundation bench's in-process figure). "
-            "Throughput ratios and server CPU per request are the figures to compare; the latency targets need a "
-            "quiet run.",
+            f"**This run shared the machine**: load average up to {max(loads or [0]):.1f} on {os.cpu_count()} CPUs "
+            f"during the single-client scenarios, and up to {steal:.0f} % of CPU time taken by the VM's host. The "
+            "server had less CPU than the machine reports, so latencies are higher than a quiet machine gives "
+            "(compare the single-client top-50 with the foundation bench's in-process figure). Throughput ratios "
+            "are the figures to compare; the latency targets need a quiet run.",
         ]
     if "ingest" in res:
         q, d = res["ingest"]["quiet"], res["ingest"]["during_ingest"]
