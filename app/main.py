@@ -49,7 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.harmspot = state = open_state(settings)
         keyring_of(app)  # the keys, loaded here: the access middleware runs on the event loop
-        app.state.harmspot_audit = RowWriter(state.store, "audit_log", AUDIT_COLUMNS, name="harmspot-audit")
+        app.state.harmspot_audit = RowWriter(state.store, "audit_log", AUDIT_COLUMNS, name="harmspot-audit",
+                                            linger_s=settings.audit_linger_ms / 1000)
         gc.collect()
         gc.freeze()  # start-up objects (modules, schemas, routes) out of every later collection (docs/serving.md)
         try:

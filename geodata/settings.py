@@ -62,6 +62,10 @@ class Settings(BaseSettings):
                            "required: always demand an X-API-Key, even before any key is created.")
     cors_origins: str = Field("", description="Comma-separated browser origins allowed by CORS; empty = CORS closed.")
     audit: bool = Field(True, description="Write an audit row (who, when, what, dataset, status) per data request.")
+    audit_linger_ms: int = Field(250, ge=0, le=5000, description="After an audit row is queued, wait up to this "
+                                 "long for more before inserting them in one commit (a commit costs a few ms of "
+                                 "CPU however few rows it holds). A kill -9 loses the rows of this window; GET "
+                                 "/audit and a normal stop store them first.")
     audit_refusal_window_s: int = Field(60, ge=1, le=3600, description="Refused requests (401/403/429) of one "
                                         "client, status and key within this many seconds share one audit row "
                                         "(the first has its own; the rest one row with a count).")

@@ -500,3 +500,40 @@ def test_audit_rows_are_buffered_bounded_and_flushed(tmp_path):
     writer.close()
     assert count() == 10
     store.close()
+
+
+def test_audit_writer_lingers_so_sequential_rows_share_one_commit(tmp_path, monkeypatch):
+    """With a linger, rows queued one after another (one planner's sequential requests) are stored in one
+    insert instead of one commit each; a flush, a waiting caller and close() end the wait at once."""
+    import asyncio
+
+    from app.rowwriter import RowWriter
+    from app.security import AUDIT_COLUMNS, ensure_tables
+    from geodata.store import Store, utc_now
+
+    store = Store(tmp_path / "s.duckdb")
+    ensure_tables(store)
+    writer = RowWriter(store, "audit_log", AUDIT_COLUMNS, linger_s=30)  # longer than any wait below
+    row = lambda i: [utc_now(), "k", "viewer", "GET", f"/r{i}", "", None, 200, "127.0.0.1", "keys", 1]  # noqa: E731
+    count = lambda: store.scalar("SELECT count(*) FROM audit_log")  # noqa: E731
+    inserts: list[int] = []
+    import app.rowwriter as rw
+    real = rw.pa.table
+
+    def counting(columns):  # the writer builds one Arrow table per insert
+        inserts.append(len(next(iter(columns.values()))))
+        return real(columns)
+
+    monkeypatch.setattr(rw.pa, "table", counting)
+    for i in range(4):
+        assert writer.submit(row(i)) is None
+        time.sleep(0.05)  # sequential requests, apart in time
+    assert count() == 0  # still lingering: nothing committed yet
+    assert writer.flush(20)  # ends the linger (30 s) at once
+    assert count() == 4 and inserts == [4]
+    asyncio.run(asyncio.wait_for(writer.write(row(9)), 20))  # a caller waiting on its row: no linger
+    assert count() == 5 and inserts == [4, 1]
+    writer.submit(row(10))
+    writer.close(20)  # close stores what lingers
+    assert count() == 6
+    store.close()
