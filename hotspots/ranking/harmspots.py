@@ -209,9 +209,7 @@ def run_plan(store: Store, plan: QueryPlan) -> HotspotResult:
     ids = agg["cell"].to_numpy(np.uint64)
     context = context_columns(store, plan, ids, top_n, selected)
     centres = location_index(store, q.dataset, res).centres(ids) if len(ids) else None  # kept per ingest
-    result = assemble_result(plan, agg, flags, labels, fc[1] if fc is not None else None, centres)
-    result.cells = result.cells.assign(**context)
-    return result
+    return assemble_result(plan, agg, flags, labels, fc[1] if fc is not None else None, centres, context)
 
 
 def scan_columns(table: pa.Table) -> tuple[dict[str, np.ndarray], list, pa.Array | None]:
@@ -372,11 +370,13 @@ def flags_by_precision(per: dict[str, np.ndarray], precisions: list) -> pd.DataF
 
 def assemble_result(plan: QueryPlan, agg: pd.DataFrame, flags: pd.DataFrame, labels: pd.DataFrame,
                     forecast: dict | None = None,
-                    centres: tuple[np.ndarray, np.ndarray] | None = None) -> HotspotResult:
+                    centres: tuple[np.ndarray, np.ndarray] | None = None,
+                    extra_columns: dict[str, np.ndarray] | None = None) -> HotspotResult:
     """Turn per-cell aggregates (ranked by :func:`rank_cells` or :func:`rank_forecast`) into a
     :class:`HotspotResult`; shared by every executor (the embedded DuckDB one above and
     hotspots.executors.dask_backend), so the statistics exist once. Reads nothing from the store.
-    ``centres``: (lat, lon) of ``agg``'s cells when the caller has them (looked up), else computed here."""
+    ``centres``: (lat, lon) of ``agg``'s cells when the caller has them (looked up), else computed here.
+    ``extra_columns``: more per-cell columns in ``agg``'s order (the street context), added last."""
     q, table, preset, chosen = plan.query, plan.table, plan.preset, plan.keys
     start, end, rule = plan.start, plan.end, plan.rule
     top_n = len(agg) if q.top is None else min(q.top, len(agg))
@@ -399,6 +399,7 @@ def assemble_result(plan: QueryPlan, agg: pd.DataFrame, flags: pd.DataFrame, lab
     columns.update(area_km2=area, harm_per_km2=harm_values / area, lat=lat, lon=lon, h3=to_hex_array(cell_ids))
     # lists in an object array (np.fromiter does not look inside them; pandas would probe a list of lists)
     columns["top_offences"] = np.fromiter(_top_offences(labels, cell_ids, top_n), dtype=object, count=n_cells)
+    columns.update(extra_columns or {})  # in the one constructor: a later assign() would copy every column
     cells = pd.DataFrame(columns, index=agg.index)
 
     domain, domain_rule = plan.domain_cells, plan.domain_rule
