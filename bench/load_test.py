@@ -1,5 +1,6 @@
 """Load benchmark on loopback against a real `harmspot serve` (keyed mode): many planners, and reads during ingest.
 
+    .venv/bin/pip install -e '.[bench]'                 # once: the test extra and aiohttp (the clients)
     .venv/bin/python -m bench.load_test                 # 50 clients x 30 s per scenario, 1,000,000 offences
     .venv/bin/python -m bench.load_test --quick         # 10 clients x 8 s, 100,000 offences (smoke)
     .venv/bin/python -m bench.load_test --before bench/out/load_before.json   # add a before column to the doc
@@ -686,6 +687,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=str(OUT / "load_results.json"))
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks-load.md"))
     args = p.parse_args(argv)
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        p.error("the load clients need aiohttp: pip install -e '.[bench]' (or make bench)")
     if args.quick:
         args.clients, args.seconds, args.one_seconds, args.quiet_seconds, args.top50, args.offences = \
             10, 8, 5, 3, 15, 100_000
