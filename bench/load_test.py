@@ -51,7 +51,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from bench.machine import machine
+from bench.machine import cpu_ticks, machine, steal_pct
 from tests.live import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -468,16 +468,6 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def cpu_ticks() -> tuple[int, int]:
-    """(steal, total) clock ticks of all CPUs so far (Linux /proc/stat; zeros elsewhere). Steal is time the VM's
-    host gave to other guests: a scenario with a high steal share ran on less CPU than the machine reports."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return fields[7] if len(fields) > 7 else 0, sum(fields[:8])
-    except (OSError, ValueError):
-        return 0, 0
-
-
 def create_key(env: dict, role: str) -> str:
     out = subprocess.run([str(HARMSPOT), "keys", "create", "--role", role, "--name", f"load-{role}"], env=env,
                          capture_output=True, text=True, check=True)
@@ -516,7 +506,7 @@ def run(args) -> dict:
             for name, step in steps:
                 print(f"scenario {name} ...", file=sys.stderr, flush=True)
                 cpu0, mine0, wall0 = cpu_seconds(server.pid), time.process_time(), time.time()
-                steal0, ticks0 = cpu_ticks()
+                ticks0 = cpu_ticks()
                 outcome = step()
                 results[name] = asyncio.run(outcome) if asyncio.iscoroutine(outcome) else outcome
                 cpu = cpu_seconds(server.pid) - cpu0  # server CPU seconds: comparable on a busy machine
@@ -525,9 +515,8 @@ def run(args) -> dict:
                                      client_cpu_s=round(time.process_time() - mine0, 2),
                                      started=datetime.fromtimestamp(wall0).strftime("%H:%M:%S"),
                                      load_average=round(os.getloadavg()[0], 1))
-                steal1, ticks1 = cpu_ticks()
-                if ticks1 > ticks0:
-                    results[name]["steal_pct"] = round(100 * (steal1 - steal0) / (ticks1 - ticks0), 1)
+                if (steal := steal_pct(ticks0, cpu_ticks())) is not None:
+                    results[name]["steal_pct"] = steal
                 print(json.dumps(results[name]), file=sys.stderr, flush=True)
         finally:
             server.terminate()
