@@ -145,3 +145,21 @@ def test_scan_columns_and_flags_by_precision_match_pandas():
     expected = df.groupby("precision").agg(n=("count", "sum"), no_public=("no_public", "sum")).reset_index()
     assert flags["precision"].tolist() == expected["precision"].tolist() == ["day", "minute", "month"]
     assert flags["n"].tolist() == expected["n"].tolist() and flags["no_public"].tolist() == expected["no_public"].tolist()
+
+
+def test_month_only_scan_matches_the_grouped_precision_scan(loaded):
+    """A month-only dataset's scan takes its precision as a constant instead of grouping by the column: the same
+    result as the general scan, which groups by it (what a dataset with timed records gets)."""
+    import dataclasses
+
+    from hotspots.ranking.harmspots import run_plan
+    from hotspots.ranking.plan import resolve_plan
+
+    q = HotspotQuery(dataset="essex", preset="op-ark", top=None)
+    plan = resolve_plan(loaded, q, load_open_default())
+    assert plan.dataset.month_only
+    general = dataclasses.replace(plan, dataset=dataclasses.replace(plan.dataset, month_only=False))
+    a, b = run_plan(loaded, plan), run_plan(loaded, general)
+    assert len(a.cells) > 100 and a.time_precision == b.time_precision == ["month"]
+    pd.testing.assert_frame_equal(a.cells, b.cells)
+    assert a.not_applied == b.not_applied and a.caveats == b.caveats
