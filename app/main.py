@@ -11,6 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
+from starlette.exceptions import HTTPException
 
 from app.assets import StaticAssets
 from app.cache import CachedFastPath, GzipMiddleware
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keyring_of(app)  # the keys, loaded here: the access middleware runs on the event loop
         app.state.harmspot_audit = RowWriter(state.store, "audit_log", AUDIT_COLUMNS, name="harmspot-audit",
                                             linger_s=settings.audit_linger_ms / 1000)
+        await build_route_tables(app)
         gc.collect()
         gc.freeze()  # start-up objects (modules, schemas, routes) out of every later collection (docs/serving.md)
         try:
@@ -84,6 +86,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_docs(app)
 
     return app
+
+
+async def build_route_tables(app: FastAPI) -> None:
+    """Newer FastAPI (0.16x) builds each included router's table of routes on the first request that is matched
+    against it - about 0.2-0.5 s for harmspot's routers on 2 cores, on the event loop, so the first request after a
+    start froze every other one (the watchdog logged it). One request for a path no route matches, sent straight to
+    the router at start-up (no middleware: no key check, no audit row), is matched against every router and builds
+    them all. Older FastAPI builds them when routes are included: this costs a 404 then."""
+    path = "/.harmspot-start-up"  # matches no route
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": [],
+             "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0), "app": app, "state": {}}
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        pass
+
+    try:
+        await app.router(scope, receive, send)
+    except HTTPException as exc:  # Starlette raises the 404 inside an app (the app's handler would render it)
+        if exc.status_code != 404:
+            raise
 
 
 def _telemetry_off() -> dict:
