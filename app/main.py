@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def build_route_tables(app: FastAPI) -> None:
-    """Newer FastAPI (0.16x) builds each included router's table of routes on the first request that is matched
+    """FastAPI 0.165 (what pip installs today) builds each included router's table of routes on the first request that is matched
     against it - about 0.2-0.5 s for harmspot's routers on 2 cores, on the event loop, so the first request after a
     start froze every other one (the watchdog logged it). One request for a path no route matches, sent straight to
     the router at start-up (no middleware: no key check, no audit row), is matched against every router and builds
