@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.harmspot_audit = RowWriter(state.store, "audit_log", AUDIT_COLUMNS, name="harmspot-audit",
                                             linger_s=settings.audit_linger_ms / 1000)
         await build_route_tables(app)
+        app.openapi()  # the OpenAPI 3.0 document, built once here: FastAPI's /openapi.json route builds it on the loop
         gc.collect()
         gc.freeze()  # start-up objects (modules, schemas, routes) out of every later collection (docs/serving.md)
         try:
