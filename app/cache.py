@@ -55,7 +55,7 @@ import json
 import secrets
 import sys
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from datetime import date, datetime
 from typing import Any, Callable, TypeVar
 
@@ -150,6 +150,66 @@ def _object_contents(values: pd.Series | pd.Index, _depth: int, samples: int = 1
 
 
 # ------------------------------------------------------------------------------------------------ cache
+class ComputeSlots:
+    """At most ``n`` computations at once, granted first come, first served (0: no limit).
+
+    A computation holds a slot from start to end; one started inside another in the same thread (a response
+    rendered from a cached value) runs in its caller's slot. A thread that waits for someone else's computation
+    gives its slot back while it waits, so a slot is only ever held by work that runs and no wait can close a
+    cycle. Why a limit at all (docs/serving.md): fifty distinct queries at once in fifty threads contend for the
+    GIL with the event loop, which then answered even cached requests in up to a second.
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self._lock = threading.Lock()
+        self._free = n
+        self._queue: deque[threading.Event] = deque()
+        self._local = threading.local()
+
+    def _held(self) -> bool:
+        return getattr(self._local, "depth", 0) > 0
+
+    def _acquire(self) -> None:
+        with self._lock:
+            if self._free > 0 and not self._queue:
+                self._free -= 1
+                return
+            turn = threading.Event()
+            self._queue.append(turn)
+        turn.wait()  # release() handed this thread its slot
+
+    def _release(self) -> None:
+        with self._lock:
+            if self._queue:
+                self._queue.popleft().set()  # the slot passes straight to the longest waiter
+            else:
+                self._free += 1
+
+    def run(self, compute: Callable[[], T]) -> T:
+        """``compute()`` in a slot (its caller's, when it already holds one)."""
+        if self.n <= 0 or self._held():
+            return compute()
+        self._acquire()
+        self._local.depth = 1
+        try:
+            return compute()
+        finally:
+            self._local.depth = 0
+            self._release()
+
+    def wait(self, event: threading.Event) -> None:
+        """Wait for another thread's computation, without holding a slot meanwhile."""
+        if self.n <= 0 or not self._held():
+            event.wait()
+            return
+        self._release()
+        try:
+            event.wait()
+        finally:
+            self._acquire()
+
+
 class _Flight:
     """One computation in progress; duplicates wait on its event."""
 
@@ -166,8 +226,9 @@ class ResultCache:
     flight, or computes it (outside the lock) and keeps it if the store has not moved on meanwhile.
     """
 
-    def __init__(self, max_bytes: int):
+    def __init__(self, max_bytes: int, max_computing: int = 0):
         self.max_bytes = max_bytes
+        self.slots = ComputeSlots(max_computing)  # at most this many computations at once (0: no limit)
         self.nonce = secrets.token_hex(4)  # ETags of another process (or an earlier run) never match
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[int, str], tuple[Any, int]] = OrderedDict()
@@ -201,12 +262,12 @@ class ResultCache:
                 self.stats["waits"] += 1
         assert flight is not None
         if not owner:
-            flight.event.wait()
+            self.slots.wait(flight.event)
             if flight.error is not None:
                 raise flight.error
             return flight.value
         try:
-            value = compute()
+            value = self.slots.run(compute)
             flight.value = value
         except BaseException as exc:
             flight.error = exc

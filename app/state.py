@@ -81,4 +81,4 @@ def open_state(settings: Settings) -> ServiceState:
 
     purge_expired_pings(store, settings.gps_ping_retention_days)  # officer pings never outlive the retention
     return ServiceState(settings=settings, store=store, default_weights=weights,
-                        cache=ResultCache(settings.cache_mb * 1024 * 1024))
+                        cache=ResultCache(settings.cache_mb * 1024 * 1024, settings.computing_slots()))

@@ -6,6 +6,7 @@ build a :class:`Settings` and pass its values down.
 from __future__ import annotations
 
 from functools import lru_cache
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -48,6 +49,16 @@ class Settings(BaseSettings):
     cache_mb: int = Field(256, ge=0, description="Memory for computed results (harm spots, Gi*, emerging, spikes, "
                           "tasking, OGC pages), reused until the next write; least recently used dropped first. "
                           "0: no result cache.")
+    max_computing: int | None = Field(None, ge=0, description="Results computed at once (harm spots, Gi*, emerging, "
+                                      "spikes, tasking, OGC pages); more requests for uncached results queue first "
+                                      "come, first served. Cached answers never queue. Default: twice the CPUs "
+                                      "(4 on 2 cores); 0: no limit. See docs/serving.md.")
+
+    def computing_slots(self) -> int:
+        """``max_computing``, or twice the CPUs this process may use when it is not set."""
+        if self.max_computing is not None:
+            return self.max_computing
+        return 2 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
     loop_lag_warn_ms: int = Field(250, ge=0, description="Log a warning when the event loop is blocked longer than "
                                   "this (a blocking call in async code); 0: no watchdog.")
     default_dataset: str | None = Field(

@@ -104,6 +104,68 @@ def test_errors_reach_every_waiter_and_are_not_cached():
     assert len(calls) == 2 and cache.describe()["entries"] == 0
 
 
+
+def test_computations_run_at_most_max_computing_at_once_first_come_first_served():
+    """Eight threads on distinct keys with two slots: never more than two computations run together, and the
+    waiting ones start in the order they asked."""
+    cache, lock = ResultCache(1 << 20, max_computing=2), threading.Lock()
+    running, peak, started = [0], [0], []
+    gate = threading.Event()
+
+    def work(i: int):
+        def compute():
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+                started.append(i)
+            gate.wait(10)
+            time.sleep(0.01)
+            with lock:
+                running[0] -= 1
+            return i
+        return compute
+
+    threads = []
+    for i in range(8):
+        t = threading.Thread(target=cache.get, args=(1, f"q{i}", work(i)))
+        t.start()
+        threads.append(t)
+        deadline = time.monotonic() + 5  # the next thread asks only once this one holds a slot or queues
+        while time.monotonic() < deadline and not (len(started) > i or len(cache.slots._queue) >= i - 1):
+            time.sleep(0.002)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert peak[0] == 2 and sorted(started) == list(range(8))
+    assert started[2:] == sorted(started[2:])  # the six that queued started in the order they asked
+
+
+def test_a_computation_inside_another_uses_its_slot_and_a_waiter_gives_its_slot_back():
+    """One slot. A response rendered from a cached value computes that value inside its own slot (no deadlock);
+    and a thread holding the slot that waits for a value another thread registered first (and is queued to
+    compute) lends the slot to it while it waits."""
+    cache = ResultCache(1 << 20, max_computing=1)
+    assert cache.get(1, "response", lambda: "json of " + cache.get(1, "value", lambda: "v")) == "json of v"
+
+    inner_queued, out = threading.Event(), []
+
+    def other():  # registers "shared" and queues for the slot that the main thread holds
+        out.append(cache.get(1, "shared", lambda: "computed by the other thread"))
+
+    def outer():
+        t = threading.Thread(target=other)
+        t.start()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not cache.slots._queue:
+            time.sleep(0.002)
+        inner_queued.set()
+        value = cache.get(1, "shared", lambda: "computed by the outer thread")  # in flight: wait for it
+        t.join(10)
+        return value
+
+    assert cache.get(1, "outer", outer) == "computed by the other thread" == out[0]
+    assert inner_queued.is_set()
+
 def test_canonical_keys_ignore_order_and_normalise_through_the_query_model():
     assert canonical({"a": 1, "b": [1, 2]}) == canonical({"b": [1, 2], "a": 1})
     q1 = HotspotQuery.model_validate({"dataset": "d", "from": "2024-03", "to": "2024-04", "preset": "op-ark"})
