@@ -104,7 +104,6 @@ def test_errors_reach_every_waiter_and_are_not_cached():
     assert len(calls) == 2 and cache.describe()["entries"] == 0
 
 
-
 def test_computations_run_at_most_max_computing_at_once_first_come_first_served():
     """Eight threads on distinct keys with two slots: never more than two computations run together, and the
     waiting ones start in the order they asked."""
@@ -147,7 +146,7 @@ def test_a_computation_inside_another_uses_its_slot_and_a_waiter_gives_its_slot_
     cache = ResultCache(1 << 20, max_computing=1)
     assert cache.get(1, "response", lambda: "json of " + cache.get(1, "value", lambda: "v")) == "json of v"
 
-    inner_queued, out = threading.Event(), []
+    queued, out = [], []
 
     def other():  # registers "shared" and queues for the slot that the main thread holds
         out.append(cache.get(1, "shared", lambda: "computed by the other thread"))
@@ -158,13 +157,14 @@ def test_a_computation_inside_another_uses_its_slot_and_a_waiter_gives_its_slot_
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not cache.slots._queue:
             time.sleep(0.002)
-        inner_queued.set()
+        queued.append(len(cache.slots._queue))  # the other thread is waiting for the slot this one holds
         value = cache.get(1, "shared", lambda: "computed by the outer thread")  # in flight: wait for it
         t.join(10)
         return value
 
     assert cache.get(1, "outer", outer) == "computed by the other thread" == out[0]
-    assert inner_queued.is_set()
+    assert queued == [1]
+
 
 def test_canonical_keys_ignore_order_and_normalise_through_the_query_model():
     assert canonical({"a": 1, "b": [1, 2]}) == canonical({"b": [1, 2], "a": 1})
